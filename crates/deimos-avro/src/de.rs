@@ -1,0 +1,675 @@
+//! Decoding: a serde `Deserializer` that reads Avro binary through a [`ResolvedPlan`], straight into a
+//! Rust type (typed path) or into a `serde_json::Value` (dynamic path).
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
+
+use crate::error::DecodeError;
+use crate::graph::{Graph, Node, NodeId};
+use crate::resolve::{PlanInner, Present, Prim, RField, Step, StepId};
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+fn corrupt(msg: impl Into<String>) -> DecodeError {
+    DecodeError::Corrupt { path: String::new(), message: msg.into() }
+}
+
+fn at(e: DecodeError, seg: &str) -> DecodeError {
+    match e {
+        DecodeError::Corrupt { path, message } => {
+            let path = if path.is_empty() { seg.to_string() } else if path.starts_with('[') { format!("{seg}{path}") } else { format!("{seg}.{path}") };
+            DecodeError::Corrupt { path, message }
+        }
+        e => e,
+    }
+}
+
+/// A cursor over the input bytes.
+pub(crate) struct Reader<'b> {
+    buf: &'b [u8],
+    pos: usize,
+}
+
+impl<'b> Reader<'b> {
+    pub(crate) fn new(buf: &'b [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Result<u8> {
+        let b = *self.buf.get(self.pos).ok_or_else(|| DecodeError::Truncated("the data ended inside a value".into()))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    #[inline]
+    pub(crate) fn long(&mut self) -> Result<i64> {
+        let mut n: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = self.byte()?;
+            if shift == 63 && b > 1 {
+                return Err(corrupt("variable-length integer overflows 64 bits"));
+            }
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(corrupt("variable-length integer is longer than 10 bytes"));
+            }
+        }
+        Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
+    }
+
+    fn int(&mut self) -> Result<i32> {
+        let v = self.long()?;
+        i32::try_from(v).map_err(|_| corrupt(format!("int value {v} out of range")))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'b [u8]> {
+        if n > self.remaining() {
+            return Err(DecodeError::Truncated(format!("{n} bytes needed, {} left", self.remaining())));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn len(&mut self) -> Result<usize> {
+        let n = self.long()?;
+        usize::try_from(n).map_err(|_| corrupt(format!("negative length {n}")))
+    }
+
+    fn bytes(&mut self) -> Result<&'b [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn float(&mut self) -> Result<f32> {
+        let b = self.take(4)?;
+        Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn double(&mut self) -> Result<f64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(f64::from_le_bytes(a))
+    }
+
+    /// The item count of the next array or map block (0 ends), bounded by the data left.
+    fn block(&mut self) -> Result<usize> {
+        let n = self.long()?;
+        let n = if n < 0 {
+            self.long()?; // block size in bytes, not needed
+            n.unsigned_abs()
+        } else {
+            n as u64
+        };
+        let n = usize::try_from(n).map_err(|_| corrupt("block count too large"))?;
+        if n > self.remaining().saturating_mul(8).saturating_add(1024) {
+            return Err(corrupt(format!("block of {n} items cannot fit in the {} bytes left", self.remaining())));
+        }
+        Ok(n)
+    }
+
+    /// Skips a value of a writer node.
+    pub(crate) fn skip(&mut self, g: &Graph, node: NodeId, depth: usize) -> Result<()> {
+        if depth > 512 {
+            return Err(corrupt("nesting deeper than 512 levels"));
+        }
+        match &g.nodes[node] {
+            Node::Null => {}
+            Node::Boolean => {
+                self.byte()?;
+            }
+            Node::Int | Node::Long | Node::Enum(_) | Node::Date | Node::TimeMillis | Node::TimeMicros | Node::Timestamp { .. } => {
+                self.long()?;
+            }
+            Node::Float => {
+                self.take(4)?;
+            }
+            Node::Double => {
+                self.take(8)?;
+            }
+            Node::Bytes | Node::String | Node::Uuid(crate::graph::UuidRepr::String) | Node::Decimal { fixed: None, .. } => {
+                self.bytes()?;
+            }
+            Node::Fixed { size, .. } | Node::Decimal { fixed: Some(size), .. } => {
+                self.take(*size)?;
+            }
+            Node::Uuid(_) => {
+                self.take(16)?;
+            }
+            Node::Duration => {
+                self.take(12)?;
+            }
+            Node::Record(r) => {
+                for f in &r.fields {
+                    self.skip(g, f.node, depth + 1)?;
+                }
+            }
+            Node::Array(items) => loop {
+                let n = self.block()?;
+                if n == 0 {
+                    break;
+                }
+                for _ in 0..n {
+                    self.skip(g, *items, depth + 1)?;
+                }
+            },
+            Node::Map(values) => loop {
+                let n = self.block()?;
+                if n == 0 {
+                    break;
+                }
+                for _ in 0..n {
+                    self.bytes()?;
+                    self.skip(g, *values, depth + 1)?;
+                }
+            },
+            Node::Union(b) => {
+                let i = self.long()?;
+                let branch = usize::try_from(i).ok().and_then(|i| b.get(i)).ok_or_else(|| corrupt(format!("union branch {i} out of range")))?;
+                self.skip(g, *branch, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes one value of the plan step `step` from the reader.
+pub(crate) struct De<'r, 'b, 'p> {
+    pub(crate) r: &'r mut Reader<'b>,
+    pub(crate) plan: &'p PlanInner,
+    pub(crate) step: StepId,
+    pub(crate) depth: usize,
+}
+
+fn latin1(b: &[u8]) -> String {
+    b.iter().map(|c| char::from(*c)).collect()
+}
+
+fn utf8(b: &[u8]) -> Result<String> {
+    String::from_utf8(b.to_vec()).map_err(|_| corrupt("string is not valid UTF-8"))
+}
+
+fn format_decimal(b: &[u8], scale: usize) -> String {
+    let neg = b.first().is_some_and(|x| x & 0x80 != 0);
+    let mut v: i128 = if neg { -1 } else { 0 };
+    for x in b.iter().take(16) {
+        v = (v << 8) | i128::from(*x);
+    }
+    let digits = v.unsigned_abs().to_string();
+    let s = if scale == 0 {
+        digits
+    } else if digits.len() > scale {
+        format!("{}.{}", &digits[..digits.len() - scale], &digits[digits.len() - scale..])
+    } else {
+        format!("0.{}{}", "0".repeat(scale - digits.len()), digits)
+    };
+    if neg { format!("-{s}") } else { s }
+}
+
+fn format_timestamp(v: i64, unit: i64) -> String {
+    let secs = v.div_euclid(unit);
+    let sub = v.rem_euclid(unit);
+    let nanos = u32::try_from(sub * (1_000_000_000 / unit)).unwrap_or_default();
+    match chrono::DateTime::from_timestamp(secs, nanos) {
+        Some(dt) => dt.to_rfc3339_opts(
+            match unit {
+                1_000 => chrono::SecondsFormat::Millis,
+                1_000_000 => chrono::SecondsFormat::Micros,
+                _ => chrono::SecondsFormat::Nanos,
+            },
+            true,
+        ),
+        None => v.to_string(),
+    }
+}
+
+fn format_date(days: i64) -> String {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|e| e.checked_add_signed(chrono::TimeDelta::days(days)))
+        .map_or_else(|| days.to_string(), |d| d.format("%Y-%m-%d").to_string())
+}
+
+fn format_time(v: i64, per_sec: i64) -> String {
+    let secs = v.div_euclid(per_sec);
+    let sub = v.rem_euclid(per_sec) * (1_000_000_000 / per_sec);
+    chrono::NaiveTime::from_num_seconds_from_midnight_opt(u32::try_from(secs).unwrap_or(u32::MAX), u32::try_from(sub).unwrap_or_default())
+        .map_or_else(|| v.to_string(), |t| t.format("%H:%M:%S%.f").to_string())
+}
+
+fn uuid_string(b: &[u8]) -> Result<String> {
+    uuid::Uuid::from_slice(b).map(|u| u.hyphenated().to_string()).map_err(|e| corrupt(e.to_string()))
+}
+
+/// A scalar value read from the input, before presentation.
+enum Scalar<'b> {
+    Null,
+    Bool(bool),
+    Int(i32),
+    Long(i64),
+    Float(f32),
+    Double(f64),
+    Bytes(&'b [u8]),
+    Str(&'b [u8]),
+}
+
+impl<'r, 'b, 'p> De<'r, 'b, 'p> {
+    fn child<'s>(&'s mut self, step: StepId) -> Result<De<'s, 'b, 'p>> {
+        if self.depth > 512 {
+            return Err(corrupt("nesting deeper than 512 levels"));
+        }
+        Ok(De { r: self.r, plan: self.plan, step, depth: self.depth + 1 })
+    }
+
+    fn step(&self) -> &'p Step {
+        &self.plan.steps[self.step]
+    }
+
+    fn read_scalar(&mut self, from: Prim, to: Prim) -> Result<Scalar<'b>> {
+        let v = match from {
+            Prim::Null => Scalar::Null,
+            Prim::Boolean => match self.r.byte()? {
+                0 => Scalar::Bool(false),
+                1 => Scalar::Bool(true),
+                b => return Err(corrupt(format!("boolean byte {b:#04x}"))),
+            },
+            Prim::Int => Scalar::Int(self.r.int()?),
+            Prim::Long => Scalar::Long(self.r.long()?),
+            Prim::Float => Scalar::Float(self.r.float()?),
+            Prim::Double => Scalar::Double(self.r.double()?),
+            Prim::Bytes => Scalar::Bytes(self.r.bytes()?),
+            Prim::String => Scalar::Str(self.r.bytes()?),
+        };
+        Ok(match (v, to) {
+            (Scalar::Int(i), Prim::Long) => Scalar::Long(i64::from(i)),
+            (Scalar::Int(i), Prim::Float) => Scalar::Float(i as f32),
+            (Scalar::Int(i), Prim::Double) => Scalar::Double(f64::from(i)),
+            (Scalar::Long(i), Prim::Float) => Scalar::Float(i as f32),
+            (Scalar::Long(i), Prim::Double) => Scalar::Double(i as f64),
+            (Scalar::Float(f), Prim::Double) => Scalar::Double(f64::from(f)),
+            (Scalar::Str(s), Prim::Bytes) => Scalar::Bytes(s),
+            (Scalar::Bytes(s), Prim::String) => Scalar::Str(s),
+            (v, _) => v,
+        })
+    }
+
+    /// Reads the writer union index and returns the branch step (and the reader branch name).
+    fn union_branch(&mut self, branches: &'p [std::result::Result<(StepId, Option<String>), String>]) -> Result<(StepId, Option<&'p str>)> {
+        let i = self.r.long()?;
+        let b = usize::try_from(i).ok().and_then(|i| branches.get(i)).ok_or_else(|| corrupt(format!("union branch {i} out of range")))?;
+        match b {
+            Ok((s, name)) => Ok((*s, name.as_deref())),
+            Err(e) => Err(DecodeError::Resolve(crate::ResolveError {
+                writer: self.plan.writer.name().unwrap_or("union").to_string(),
+                reader: self.plan.reader.name().unwrap_or("union").to_string(),
+                message: format!("the data uses a union branch the reader cannot read: {e}"),
+            })),
+        }
+    }
+
+    fn enum_symbol(&mut self) -> Result<&'p str> {
+        let Step::Enum { symbols, map, writer_symbols, name } = self.step() else {
+            return Err(corrupt("not an enum"));
+        };
+        let i = self.r.long()?;
+        let wi = usize::try_from(i).ok().filter(|i| *i < map.len()).ok_or_else(|| corrupt(format!("enum index {i} out of range")))?;
+        match map[wi] {
+            Some(ri) => Ok(symbols[ri].as_str()),
+            None => Err(DecodeError::Resolve(crate::ResolveError {
+                writer: name.clone(),
+                reader: name.clone(),
+                message: format!("symbol `{}` is unknown to the reader's enum, which has no default", writer_symbols[wi]),
+            })),
+        }
+    }
+
+    fn visit_present<'de, V: Visitor<'de>>(&mut self, from: Prim, to: Prim, present: Present, v: V, hint: Hint) -> Result<V::Value> {
+        let s = self.read_scalar(from, to)?;
+        match (s, present) {
+            (Scalar::Null, _) => v.visit_unit(),
+            (Scalar::Bool(b), _) => v.visit_bool(b),
+            (Scalar::Int(i), Present::Date) if hint == Hint::Str => v.visit_string(format_date(i64::from(i))),
+            (Scalar::Int(i), Present::TimeMillis) if hint == Hint::Str => v.visit_string(format_time(i64::from(i), 1_000)),
+            (Scalar::Int(i), _) => v.visit_i32(i),
+            (Scalar::Long(i), Present::Timestamp { unit }) if hint == Hint::Str => v.visit_string(format_timestamp(i, unit)),
+            (Scalar::Long(i), Present::TimeMicros) if hint == Hint::Str => v.visit_string(format_time(i, 1_000_000)),
+            (Scalar::Long(i), _) => v.visit_i64(i),
+            (Scalar::Float(f), _) => v.visit_f32(f),
+            (Scalar::Double(f), _) => v.visit_f64(f),
+            (Scalar::Bytes(b), Present::Decimal { scale }) => match hint {
+                Hint::Bytes => v.visit_bytes(b),
+                Hint::Float => v.visit_f64(format_decimal(b, scale).parse().unwrap_or(f64::NAN)),
+                _ => v.visit_string(format_decimal(b, scale)),
+            },
+            (Scalar::Bytes(b), _) => match hint {
+                Hint::Bytes => v.visit_bytes(b),
+                Hint::Seq => v.visit_seq(de::value::SeqDeserializer::new(b.iter().copied())),
+                _ => v.visit_string(latin1(b)),
+            },
+            (Scalar::Str(b), _) => match hint {
+                Hint::Bytes => v.visit_bytes(b),
+                _ => v.visit_string(utf8(b)?),
+            },
+        }
+    }
+
+    fn visit_fixed<'de, V: Visitor<'de>>(&mut self, size: usize, present: Present, v: V, hint: Hint) -> Result<V::Value> {
+        let b = self.r.take(size)?;
+        match (present, hint) {
+            (_, Hint::Bytes) => v.visit_bytes(b),
+            (_, Hint::Seq) => v.visit_seq(de::value::SeqDeserializer::new(b.iter().copied())),
+            (Present::Uuid, _) => v.visit_string(uuid_string(b)?),
+            (Present::Decimal { scale }, Hint::Float) => v.visit_f64(format_decimal(b, scale).parse().unwrap_or(f64::NAN)),
+            (Present::Decimal { scale }, _) => v.visit_string(format_decimal(b, scale)),
+            _ => v.visit_string(latin1(b)),
+        }
+    }
+
+    fn any<'de, V: Visitor<'de>>(mut self, v: V, hint: Hint) -> Result<V::Value> {
+        match self.step() {
+            Step::Scalar { from, to, present } => self.visit_present(*from, *to, *present, v, hint),
+            Step::Fixed { size, present } => self.visit_fixed(*size, *present, v, hint),
+            Step::Record { fields, defaults, .. } => {
+                v.visit_map(RecordAccess { de: self, fields, defaults, i: 0, key: None })
+            }
+            Step::Enum { .. } => {
+                let s = self.enum_symbol()?;
+                v.visit_str(s)
+            }
+            Step::Array(items) => {
+                let items = *items;
+                v.visit_seq(ArrayAccess { de: self, items, left: 0, done: false, i: 0 })
+            }
+            Step::Map(values) => {
+                let values = *values;
+                v.visit_map(MapAccess { de: self, values, left: 0, done: false, key: String::new() })
+            }
+            Step::Union(branches) => {
+                let (s, _) = self.union_branch(branches)?;
+                self.child(s)?.any(v, hint)
+            }
+            Step::Branch { step, .. } => {
+                let s = *step;
+                self.child(s)?.any(v, hint)
+            }
+            Step::Pending => Err(corrupt("incomplete resolution plan")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hint {
+    Any,
+    Str,
+    Bytes,
+    Seq,
+    Float,
+}
+
+macro_rules! forward_any {
+    ($($f:ident),*) => {$(
+        fn $f<V: Visitor<'de>>(self, v: V) -> Result<V::Value> { self.deserialize_any(v) }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
+    type Error = DecodeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Any)
+    }
+    fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Str)
+    }
+    fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Str)
+    }
+    fn deserialize_bytes<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Bytes)
+    }
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Bytes)
+    }
+    fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Seq)
+    }
+    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Seq)
+    }
+    fn deserialize_tuple_struct<V: Visitor<'de>>(self, _n: &'static str, _len: usize, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Seq)
+    }
+    fn deserialize_f32<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Float)
+    }
+    fn deserialize_f64<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Float)
+    }
+    fn deserialize_option<V: Visitor<'de>>(mut self, v: V) -> Result<V::Value> {
+        let target = match self.step() {
+            Step::Union(branches) => self.union_branch(branches)?.0,
+            Step::Branch { step, .. } => *step,
+            _ => self.step,
+        };
+        if matches!(self.plan.steps[target], Step::Scalar { from: Prim::Null, .. }) {
+            v.visit_none()
+        } else {
+            v.visit_some(self.child(target)?)
+        }
+    }
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _n: &'static str, v: V) -> Result<V::Value> {
+        v.visit_newtype_struct(self)
+    }
+    fn deserialize_enum<V: Visitor<'de>>(mut self, _n: &'static str, _variants: &'static [&'static str], v: V) -> Result<V::Value> {
+        match self.step() {
+            Step::Union(branches) => {
+                let (step, name) = self.union_branch(branches)?;
+                let name = name.map_or_else(|| variant_name(&self.plan.steps[step]), |n| title(n));
+                v.visit_enum(UnionAccess { de: self.child(step)?, name })
+            }
+            Step::Branch { step, name } => {
+                let (step, name) = (*step, title(name));
+                v.visit_enum(UnionAccess { de: self.child(step)?, name })
+            }
+            Step::Enum { .. } => {
+                let s = self.enum_symbol()?;
+                v.visit_enum(s.into_deserializer())
+            }
+            _ => {
+                let s: String = de::Deserialize::deserialize(self)?;
+                v.visit_enum(s.into_deserializer())
+            }
+        }
+    }
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        self.any(v, Hint::Any)
+    }
+    forward_any!(deserialize_bool, deserialize_i8, deserialize_i16, deserialize_i32, deserialize_i64, deserialize_u8,
+        deserialize_u16, deserialize_u32, deserialize_u64, deserialize_char, deserialize_unit, deserialize_map,
+        deserialize_identifier);
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, _n: &'static str, v: V) -> Result<V::Value> {
+        self.deserialize_any(v)
+    }
+    fn deserialize_struct<V: Visitor<'de>>(self, _n: &'static str, _f: &'static [&'static str], v: V) -> Result<V::Value> {
+        self.deserialize_any(v)
+    }
+}
+
+/// The name a union branch has as a Rust enum variant: the simple name of a named type, else the Avro
+/// type name with a capital (`Null`, `Long`, `String`, `Array`, `Map`).
+fn title(name: &str) -> String {
+    let simple = name.rsplit('.').next().unwrap_or(name);
+    let mut c = simple.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn variant_name(step: &Step) -> String {
+    match step {
+        Step::Record { name, .. } | Step::Enum { name, .. } => title(name),
+        Step::Scalar { to, .. } => title(&format!("{to:?}").to_lowercase()),
+        Step::Array(_) => "Array".into(),
+        Step::Map(_) => "Map".into(),
+        _ => "Fixed".into(),
+    }
+}
+
+struct RecordAccess<'r, 'b, 'p> {
+    de: De<'r, 'b, 'p>,
+    fields: &'p [RField],
+    defaults: &'p [crate::resolve::DefaultField],
+    i: usize,
+    key: Option<&'p str>,
+}
+
+impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
+    type Error = DecodeError;
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        while self.i < self.fields.len() {
+            match &self.fields[self.i] {
+                RField::Skip(node) => {
+                    let g = self.de.plan.writer.graph();
+                    self.de.r.skip(g, *node, self.de.depth)?;
+                    self.i += 1;
+                }
+                RField::Read { name, .. } => {
+                    self.key = Some(name);
+                    return seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(name)).map(Some);
+                }
+            }
+        }
+        match self.defaults.get(self.i - self.fields.len()) {
+            Some(d) => {
+                self.key = Some(&d.name);
+                seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(&d.name)).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
+        let key = self.key.unwrap_or_default();
+        let i = self.i;
+        self.i += 1;
+        if let Some(RField::Read { step, .. }) = self.fields.get(i) {
+            let child = self.de.child(*step)?;
+            return seed.deserialize(child).map_err(|e| at(e, key));
+        }
+        let d = self.defaults.get(i - self.fields.len()).ok_or_else(|| corrupt("no such field"))?;
+        let mut r = Reader::new(&d.bytes);
+        let child = De { r: &mut r, plan: self.de.plan, step: d.step, depth: self.de.depth + 1 };
+        seed.deserialize(child).map_err(|e| at(e, key))
+    }
+}
+
+struct ArrayAccess<'r, 'b, 'p> {
+    de: De<'r, 'b, 'p>,
+    items: StepId,
+    left: usize,
+    done: bool,
+    i: usize,
+}
+
+impl<'de> de::SeqAccess<'de> for ArrayAccess<'_, '_, '_> {
+    type Error = DecodeError;
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.left == 0 {
+            self.left = self.de.r.block()?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(None);
+            }
+        }
+        self.left -= 1;
+        let i = self.i;
+        self.i += 1;
+        let child = self.de.child(self.items)?;
+        seed.deserialize(child).map(Some).map_err(|e| at(e, &format!("[{i}]")))
+    }
+}
+
+struct MapAccess<'r, 'b, 'p> {
+    de: De<'r, 'b, 'p>,
+    values: StepId,
+    left: usize,
+    done: bool,
+    key: String,
+}
+
+impl<'de> de::MapAccess<'de> for MapAccess<'_, '_, '_> {
+    type Error = DecodeError;
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.left == 0 {
+            self.left = self.de.r.block()?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(None);
+            }
+        }
+        self.left -= 1;
+        self.key = utf8(self.de.r.bytes()?)?;
+        seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(&self.key)).map(Some)
+    }
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
+        let child = self.de.child(self.values)?;
+        let key = std::mem::take(&mut self.key);
+        seed.deserialize(child).map_err(|e| at(e, &key))
+    }
+}
+
+/// A union read as a Rust enum: the variant is the branch's name.
+struct UnionAccess<'r, 'b, 'p> {
+    de: De<'r, 'b, 'p>,
+    name: String,
+}
+
+impl<'de, 'r, 'b, 'p> de::EnumAccess<'de> for UnionAccess<'r, 'b, 'p> {
+    type Error = DecodeError;
+    type Variant = De<'r, 'b, 'p>;
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant)> {
+        let v = seed.deserialize(de::value::StringDeserializer::<DecodeError>::new(self.name))?;
+        Ok((v, self.de))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for De<'_, '_, '_> {
+    type Error = DecodeError;
+    fn unit_variant(self) -> Result<()> {
+        de::Deserialize::deserialize(self).map(|_: de::IgnoredAny| ())
+    }
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
+        seed.deserialize(self)
+    }
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, v: V) -> Result<V::Value> {
+        de::Deserializer::deserialize_seq(self, v)
+    }
+    fn struct_variant<V: Visitor<'de>>(self, _f: &'static [&'static str], v: V) -> Result<V::Value> {
+        de::Deserializer::deserialize_any(self, v)
+    }
+}
+
+/// Decodes one value with `plan`, requiring that the whole input is consumed.
+pub(crate) fn decode<T: de::DeserializeOwned>(plan: &PlanInner, bytes: &[u8]) -> Result<T> {
+    let mut r = Reader::new(bytes);
+    let v = T::deserialize(De { r: &mut r, plan, step: plan.root, depth: 0 })?;
+    if r.remaining() > 0 {
+        return Err(DecodeError::TrailingBytes(r.remaining()));
+    }
+    Ok(v)
+}
