@@ -24,7 +24,11 @@ fn timestamp_value(g: &Graph, node: NodeId, now: chrono::DateTime<chrono::Utc>) 
         Node::Long | Node::Int => Some(Json::from(now.timestamp())),
         Node::Double | Node::Float => Some(Json::from(now.timestamp_millis() as f64 / 1000.0)),
         Node::Union(b) => b.iter().find_map(|n| {
-            if matches!(g.nodes[*n], Node::Null) { None } else { timestamp_value(g, *n, now) }
+            if matches!(g.nodes[*n], Node::Null) {
+                None
+            } else {
+                timestamp_value(g, *n, now)
+            }
         }),
         _ => None,
     }
@@ -47,7 +51,9 @@ impl AvroSchema {
             return;
         }
         let g = self.graph();
-        let Some(Node::Record(rec)) = g.nodes.first() else { return };
+        let Some(Node::Record(rec)) = g.nodes.first() else {
+            return;
+        };
         let now = chrono::Utc::now();
         for (name, make) in [("message_id", true), ("timestamp", false)] {
             let Some(&i) = rec.lookup.get(name) else { continue };
@@ -55,7 +61,11 @@ impl AvroSchema {
                 continue;
             }
             let node = rec.fields[i].node;
-            let v = if make { id_value(g, node) } else { timestamp_value(g, node, now) };
+            let v = if make {
+                id_value(g, node)
+            } else {
+                timestamp_value(g, node, now)
+            };
             if let Some(v) = v {
                 payload.insert(name.to_string(), v);
             }

@@ -10,13 +10,22 @@ use crate::resolve::{PlanInner, Present, Prim, RField, Step, StepId};
 type Result<T> = std::result::Result<T, DecodeError>;
 
 fn corrupt(msg: impl Into<String>) -> DecodeError {
-    DecodeError::Corrupt { path: String::new(), message: msg.into() }
+    DecodeError::Corrupt {
+        path: String::new(),
+        message: msg.into(),
+    }
 }
 
 fn at(e: DecodeError, seg: &str) -> DecodeError {
     match e {
         DecodeError::Corrupt { path, message } => {
-            let path = if path.is_empty() { seg.to_string() } else if path.starts_with('[') { format!("{seg}{path}") } else { format!("{seg}.{path}") };
+            let path = if path.is_empty() {
+                seg.to_string()
+            } else if path.starts_with('[') {
+                format!("{seg}{path}")
+            } else {
+                format!("{seg}.{path}")
+            };
             DecodeError::Corrupt { path, message }
         }
         e => e,
@@ -40,7 +49,10 @@ impl<'b> Reader<'b> {
 
     #[inline]
     fn byte(&mut self) -> Result<u8> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| DecodeError::Truncated("the data ended inside a value".into()))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| DecodeError::Truncated("the data ended inside a value".into()))?;
         self.pos += 1;
         Ok(b)
     }
@@ -73,7 +85,10 @@ impl<'b> Reader<'b> {
 
     fn take(&mut self, n: usize) -> Result<&'b [u8]> {
         if n > self.remaining() {
-            return Err(DecodeError::Truncated(format!("{n} bytes needed, {} left", self.remaining())));
+            return Err(DecodeError::Truncated(format!(
+                "{n} bytes needed, {} left",
+                self.remaining()
+            )));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -113,7 +128,10 @@ impl<'b> Reader<'b> {
         };
         let n = usize::try_from(n).map_err(|_| corrupt("block count too large"))?;
         if n > self.remaining().saturating_mul(8).saturating_add(1024) {
-            return Err(corrupt(format!("block of {n} items cannot fit in the {} bytes left", self.remaining())));
+            return Err(corrupt(format!(
+                "block of {n} items cannot fit in the {} bytes left",
+                self.remaining()
+            )));
         }
         Ok(n)
     }
@@ -128,7 +146,13 @@ impl<'b> Reader<'b> {
             Node::Boolean => {
                 self.byte()?;
             }
-            Node::Int | Node::Long | Node::Enum(_) | Node::Date | Node::TimeMillis | Node::TimeMicros | Node::Timestamp { .. } => {
+            Node::Int
+            | Node::Long
+            | Node::Enum(_)
+            | Node::Date
+            | Node::TimeMillis
+            | Node::TimeMicros
+            | Node::Timestamp { .. } => {
                 self.long()?;
             }
             Node::Float => {
@@ -137,7 +161,10 @@ impl<'b> Reader<'b> {
             Node::Double => {
                 self.take(8)?;
             }
-            Node::Bytes | Node::String | Node::Uuid(crate::graph::UuidRepr::String) | Node::Decimal { fixed: None, .. } => {
+            Node::Bytes
+            | Node::String
+            | Node::Uuid(crate::graph::UuidRepr::String)
+            | Node::Decimal { fixed: None, .. } => {
                 self.bytes()?;
             }
             Node::Fixed { size, .. } | Node::Decimal { fixed: Some(size), .. } => {
@@ -175,7 +202,10 @@ impl<'b> Reader<'b> {
             },
             Node::Union(b) => {
                 let i = self.long()?;
-                let branch = usize::try_from(i).ok().and_then(|i| b.get(i)).ok_or_else(|| corrupt(format!("union branch {i} out of range")))?;
+                let branch = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| b.get(i))
+                    .ok_or_else(|| corrupt(format!("union branch {i} out of range")))?;
                 self.skip(g, *branch, depth + 1)?;
             }
         }
@@ -209,7 +239,11 @@ fn format_decimal(b: &[u8], scale: usize) -> String {
     let s = if scale == 0 {
         digits
     } else if digits.len() > scale {
-        format!("{}.{}", &digits[..digits.len() - scale], &digits[digits.len() - scale..])
+        format!(
+            "{}.{}",
+            &digits[..digits.len() - scale],
+            &digits[digits.len() - scale..]
+        )
     } else {
         format!("0.{}{}", "0".repeat(scale - digits.len()), digits)
     };
@@ -242,12 +276,17 @@ fn format_date(days: i64) -> String {
 fn format_time(v: i64, per_sec: i64) -> String {
     let secs = v.div_euclid(per_sec);
     let sub = v.rem_euclid(per_sec) * (1_000_000_000 / per_sec);
-    chrono::NaiveTime::from_num_seconds_from_midnight_opt(u32::try_from(secs).unwrap_or(u32::MAX), u32::try_from(sub).unwrap_or_default())
-        .map_or_else(|| v.to_string(), |t| t.format("%H:%M:%S%.f").to_string())
+    chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+        u32::try_from(secs).unwrap_or(u32::MAX),
+        u32::try_from(sub).unwrap_or_default(),
+    )
+    .map_or_else(|| v.to_string(), |t| t.format("%H:%M:%S%.f").to_string())
 }
 
 fn uuid_string(b: &[u8]) -> Result<String> {
-    uuid::Uuid::from_slice(b).map(|u| u.hyphenated().to_string()).map_err(|e| corrupt(e.to_string()))
+    uuid::Uuid::from_slice(b)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|e| corrupt(e.to_string()))
 }
 
 /// A scalar value read from the input, before presentation.
@@ -267,7 +306,12 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
         if self.depth > 512 {
             return Err(corrupt("nesting deeper than 512 levels"));
         }
-        Ok(De { r: self.r, plan: self.plan, step, depth: self.depth + 1 })
+        Ok(De {
+            r: self.r,
+            plan: self.plan,
+            step,
+            depth: self.depth + 1,
+        })
     }
 
     fn step(&self) -> &'p Step {
@@ -303,9 +347,15 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
     }
 
     /// Reads the writer union index and returns the branch step (and the reader branch name).
-    fn union_branch(&mut self, branches: &'p [std::result::Result<(StepId, Option<String>), String>]) -> Result<(StepId, Option<&'p str>)> {
+    fn union_branch(
+        &mut self,
+        branches: &'p [std::result::Result<(StepId, Option<String>), String>],
+    ) -> Result<(StepId, Option<&'p str>)> {
         let i = self.r.long()?;
-        let b = usize::try_from(i).ok().and_then(|i| branches.get(i)).ok_or_else(|| corrupt(format!("union branch {i} out of range")))?;
+        let b = usize::try_from(i)
+            .ok()
+            .and_then(|i| branches.get(i))
+            .ok_or_else(|| corrupt(format!("union branch {i} out of range")))?;
         match b {
             Ok((s, name)) => Ok((*s, name.as_deref())),
             Err(e) => Err(DecodeError::Resolve(crate::ResolveError {
@@ -317,30 +367,53 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
     }
 
     fn enum_symbol(&mut self) -> Result<&'p str> {
-        let Step::Enum { symbols, map, writer_symbols, name } = self.step() else {
+        let Step::Enum {
+            symbols,
+            map,
+            writer_symbols,
+            name,
+        } = self.step()
+        else {
             return Err(corrupt("not an enum"));
         };
         let i = self.r.long()?;
-        let wi = usize::try_from(i).ok().filter(|i| *i < map.len()).ok_or_else(|| corrupt(format!("enum index {i} out of range")))?;
+        let wi = usize::try_from(i)
+            .ok()
+            .filter(|i| *i < map.len())
+            .ok_or_else(|| corrupt(format!("enum index {i} out of range")))?;
         match map[wi] {
             Some(ri) => Ok(symbols[ri].as_str()),
             None => Err(DecodeError::Resolve(crate::ResolveError {
                 writer: name.clone(),
                 reader: name.clone(),
-                message: format!("symbol `{}` is unknown to the reader's enum, which has no default", writer_symbols[wi]),
+                message: format!(
+                    "symbol `{}` is unknown to the reader's enum, which has no default",
+                    writer_symbols[wi]
+                ),
             })),
         }
     }
 
-    fn visit_present<'de, V: Visitor<'de>>(&mut self, from: Prim, to: Prim, present: Present, v: V, hint: Hint) -> Result<V::Value> {
+    fn visit_present<'de, V: Visitor<'de>>(
+        &mut self,
+        from: Prim,
+        to: Prim,
+        present: Present,
+        v: V,
+        hint: Hint,
+    ) -> Result<V::Value> {
         let s = self.read_scalar(from, to)?;
         match (s, present) {
             (Scalar::Null, _) => v.visit_unit(),
             (Scalar::Bool(b), _) => v.visit_bool(b),
             (Scalar::Int(i), Present::Date) if hint == Hint::Str => v.visit_string(format_date(i64::from(i))),
-            (Scalar::Int(i), Present::TimeMillis) if hint == Hint::Str => v.visit_string(format_time(i64::from(i), 1_000)),
+            (Scalar::Int(i), Present::TimeMillis) if hint == Hint::Str => {
+                v.visit_string(format_time(i64::from(i), 1_000))
+            }
             (Scalar::Int(i), _) => v.visit_i32(i),
-            (Scalar::Long(i), Present::Timestamp { unit }) if hint == Hint::Str => v.visit_string(format_timestamp(i, unit)),
+            (Scalar::Long(i), Present::Timestamp { unit }) if hint == Hint::Str => {
+                v.visit_string(format_timestamp(i, unit))
+            }
             (Scalar::Long(i), Present::TimeMicros) if hint == Hint::Str => v.visit_string(format_time(i, 1_000_000)),
             (Scalar::Long(i), _) => v.visit_i64(i),
             (Scalar::Float(f), _) => v.visit_f32(f),
@@ -362,13 +435,21 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
         }
     }
 
-    fn visit_fixed<'de, V: Visitor<'de>>(&mut self, size: usize, present: Present, v: V, hint: Hint) -> Result<V::Value> {
+    fn visit_fixed<'de, V: Visitor<'de>>(
+        &mut self,
+        size: usize,
+        present: Present,
+        v: V,
+        hint: Hint,
+    ) -> Result<V::Value> {
         let b = self.r.take(size)?;
         match (present, hint) {
             (_, Hint::Bytes) => v.visit_bytes(b),
             (_, Hint::Seq) => v.visit_seq(de::value::SeqDeserializer::new(b.iter().copied())),
             (Present::Uuid, _) => v.visit_string(uuid_string(b)?),
-            (Present::Decimal { scale }, Hint::Float) => v.visit_f64(format_decimal(b, scale).parse().unwrap_or(f64::NAN)),
+            (Present::Decimal { scale }, Hint::Float) => {
+                v.visit_f64(format_decimal(b, scale).parse().unwrap_or(f64::NAN))
+            }
             (Present::Decimal { scale }, _) => v.visit_string(format_decimal(b, scale)),
             _ => v.visit_string(latin1(b)),
         }
@@ -378,20 +459,36 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
         match self.step() {
             Step::Scalar { from, to, present } => self.visit_present(*from, *to, *present, v, hint),
             Step::Fixed { size, present } => self.visit_fixed(*size, *present, v, hint),
-            Step::Record { fields, defaults, .. } => {
-                v.visit_map(RecordAccess { de: self, fields, defaults, i: 0, key: None })
-            }
+            Step::Record { fields, defaults, .. } => v.visit_map(RecordAccess {
+                de: self,
+                fields,
+                defaults,
+                i: 0,
+                key: None,
+            }),
             Step::Enum { .. } => {
                 let s = self.enum_symbol()?;
                 v.visit_str(s)
             }
             Step::Array(items) => {
                 let items = *items;
-                v.visit_seq(ArrayAccess { de: self, items, left: 0, done: false, i: 0 })
+                v.visit_seq(ArrayAccess {
+                    de: self,
+                    items,
+                    left: 0,
+                    done: false,
+                    i: 0,
+                })
             }
             Step::Map(values) => {
                 let values = *values;
-                v.visit_map(MapAccess { de: self, values, left: 0, done: false, key: String::new() })
+                v.visit_map(MapAccess {
+                    de: self,
+                    values,
+                    left: 0,
+                    done: false,
+                    key: String::new(),
+                })
             }
             Step::Union(branches) => {
                 let (s, _) = self.union_branch(branches)?;
@@ -469,16 +566,27 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, _n: &'static str, v: V) -> Result<V::Value> {
         v.visit_newtype_struct(self)
     }
-    fn deserialize_enum<V: Visitor<'de>>(mut self, _n: &'static str, _variants: &'static [&'static str], v: V) -> Result<V::Value> {
+    fn deserialize_enum<V: Visitor<'de>>(
+        mut self,
+        _n: &'static str,
+        _variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value> {
         match self.step() {
             Step::Union(branches) => {
                 let (step, name) = self.union_branch(branches)?;
                 let name = name.map_or_else(|| variant_name(&self.plan.steps[step]), |n| title(n));
-                v.visit_enum(UnionAccess { de: self.child(step)?, name })
+                v.visit_enum(UnionAccess {
+                    de: self.child(step)?,
+                    name,
+                })
             }
             Step::Branch { step, name } => {
                 let (step, name) = (*step, title(name));
-                v.visit_enum(UnionAccess { de: self.child(step)?, name })
+                v.visit_enum(UnionAccess {
+                    de: self.child(step)?,
+                    name,
+                })
             }
             Step::Enum { .. } => {
                 let s = self.enum_symbol()?;
@@ -493,13 +601,30 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
     fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         self.any(v, Hint::Any)
     }
-    forward_any!(deserialize_bool, deserialize_i8, deserialize_i16, deserialize_i32, deserialize_i64, deserialize_u8,
-        deserialize_u16, deserialize_u32, deserialize_u64, deserialize_char, deserialize_unit, deserialize_map,
-        deserialize_identifier);
+    forward_any!(
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_char,
+        deserialize_unit,
+        deserialize_map,
+        deserialize_identifier
+    );
     fn deserialize_unit_struct<V: Visitor<'de>>(self, _n: &'static str, v: V) -> Result<V::Value> {
         self.deserialize_any(v)
     }
-    fn deserialize_struct<V: Visitor<'de>>(self, _n: &'static str, _f: &'static [&'static str], v: V) -> Result<V::Value> {
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _n: &'static str,
+        _f: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value> {
         self.deserialize_any(v)
     }
 }
@@ -545,14 +670,17 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
                 }
                 RField::Read { name, .. } => {
                     self.key = Some(name);
-                    return seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(name)).map(Some);
+                    return seed
+                        .deserialize(de::value::StrDeserializer::<DecodeError>::new(name))
+                        .map(Some);
                 }
             }
         }
         match self.defaults.get(self.i - self.fields.len()) {
             Some(d) => {
                 self.key = Some(&d.name);
-                seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(&d.name)).map(Some)
+                seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(&d.name))
+                    .map(Some)
             }
             None => Ok(None),
         }
@@ -565,9 +693,17 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
             let child = self.de.child(*step)?;
             return seed.deserialize(child).map_err(|e| at(e, key));
         }
-        let d = self.defaults.get(i - self.fields.len()).ok_or_else(|| corrupt("no such field"))?;
+        let d = self
+            .defaults
+            .get(i - self.fields.len())
+            .ok_or_else(|| corrupt("no such field"))?;
         let mut r = Reader::new(&d.bytes);
-        let child = De { r: &mut r, plan: self.de.plan, step: d.step, depth: self.de.depth + 1 };
+        let child = De {
+            r: &mut r,
+            plan: self.de.plan,
+            step: d.step,
+            depth: self.de.depth + 1,
+        };
         seed.deserialize(child).map_err(|e| at(e, key))
     }
 }
@@ -624,7 +760,8 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_, '_> {
         }
         self.left -= 1;
         self.key = utf8(self.de.r.bytes()?)?;
-        seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(&self.key)).map(Some)
+        seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(&self.key))
+            .map(Some)
     }
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
         let child = self.de.child(self.values)?;
@@ -667,7 +804,12 @@ impl<'de> de::VariantAccess<'de> for De<'_, '_, '_> {
 /// Decodes one value with `plan`, requiring that the whole input is consumed.
 pub(crate) fn decode<T: de::DeserializeOwned>(plan: &PlanInner, bytes: &[u8]) -> Result<T> {
     let mut r = Reader::new(bytes);
-    let v = T::deserialize(De { r: &mut r, plan, step: plan.root, depth: 0 })?;
+    let v = T::deserialize(De {
+        r: &mut r,
+        plan,
+        step: plan.root,
+        depth: 0,
+    })?;
     if r.remaining() > 0 {
         return Err(DecodeError::TrailingBytes(r.remaining()));
     }

@@ -42,22 +42,43 @@ pub(crate) fn write_double(out: &mut Vec<u8>, v: f64) {
 // Errors with paths built while unwinding, so the happy path allocates nothing for them.
 
 pub(crate) fn prefix(e: EncodeError, seg: &str) -> EncodeError {
-    let join = |p: String| if p.is_empty() { seg.to_string() } else if p.starts_with('[') { format!("{seg}{p}") } else { format!("{seg}.{p}") };
+    let join = |p: String| {
+        if p.is_empty() {
+            seg.to_string()
+        } else if p.starts_with('[') {
+            format!("{seg}{p}")
+        } else {
+            format!("{seg}.{p}")
+        }
+    };
     match e {
-        EncodeError::MissingField { path, expected } => EncodeError::MissingField { path: join(path), expected },
-        EncodeError::Mismatch { path, expected, got } => EncodeError::Mismatch { path: join(path), expected, got },
-        EncodeError::Unsupported { path, message } => EncodeError::Unsupported { path: join(path), message },
+        EncodeError::MissingField { path, expected } => EncodeError::MissingField {
+            path: join(path),
+            expected,
+        },
+        EncodeError::Mismatch { path, expected, got } => EncodeError::Mismatch {
+            path: join(path),
+            expected,
+            got,
+        },
+        EncodeError::Unsupported { path, message } => EncodeError::Unsupported {
+            path: join(path),
+            message,
+        },
     }
 }
 
 pub(crate) fn root_path(e: EncodeError) -> EncodeError {
     match e {
-        EncodeError::Mismatch { path, expected, got } if path.is_empty() => {
-            EncodeError::Mismatch { path: "<root>".into(), expected, got }
-        }
-        EncodeError::Unsupported { path, message } if path.is_empty() => {
-            EncodeError::Unsupported { path: "<root>".into(), message }
-        }
+        EncodeError::Mismatch { path, expected, got } if path.is_empty() => EncodeError::Mismatch {
+            path: "<root>".into(),
+            expected,
+            got,
+        },
+        EncodeError::Unsupported { path, message } if path.is_empty() => EncodeError::Unsupported {
+            path: "<root>".into(),
+            message,
+        },
         e => e,
     }
 }
@@ -69,17 +90,32 @@ fn got(v: &Json) -> String {
         Json::Number(n) => format!("number {n}"),
         Json::String(s) => format!("string {s:?}"),
         Json::Array(a) => format!("array of {} elements", a.len()),
-        Json::Object(o) => format!("object with keys [{}]", o.keys().map(String::as_str).collect::<Vec<_>>().join(", ")),
+        Json::Object(o) => format!(
+            "object with keys [{}]",
+            o.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+        ),
     };
-    if s.len() > 120 { format!("{}…", &s[..s.char_indices().nth(117).map_or(s.len(), |(i, _)| i)]) } else { s }
+    if s.len() > 120 {
+        format!("{}…", &s[..s.char_indices().nth(117).map_or(s.len(), |(i, _)| i)])
+    } else {
+        s
+    }
 }
 
 pub(crate) fn mismatch(graph: &Graph, node: NodeId, v: &Json) -> EncodeError {
-    EncodeError::Mismatch { path: String::new(), expected: describe(graph, node), got: got(v) }
+    EncodeError::Mismatch {
+        path: String::new(),
+        expected: describe(graph, node),
+        got: got(v),
+    }
 }
 
 pub(crate) fn mismatch_msg(graph: &Graph, node: NodeId, got: impl Into<String>) -> EncodeError {
-    EncodeError::Mismatch { path: String::new(), expected: describe(graph, node), got: got.into() }
+    EncodeError::Mismatch {
+        path: String::new(),
+        expected: describe(graph, node),
+        got: got.into(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -110,7 +146,11 @@ pub(crate) fn parse_int_str(s: &str) -> Option<i64> {
     let clean: String = digits.chars().filter(|c| *c != '_').collect();
     let mag = u64::from_str_radix(&clean, radix).ok()?;
     if neg {
-        if mag == 1u64 << 63 { Some(i64::MIN) } else { i64::try_from(mag).ok().map(|m| -m) }
+        if mag == 1u64 << 63 {
+            Some(i64::MIN)
+        } else {
+            i64::try_from(mag).ok().map(|m| -m)
+        }
     } else {
         i64::try_from(mag).ok()
     }
@@ -131,7 +171,10 @@ pub(crate) fn parse_float_str(s: &str) -> Option<f64> {
         return None;
     }
     let clean: String = t.chars().filter(|c| *c != '_').collect();
-    if !clean.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) {
+    if !clean
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
         return None;
     }
     clean.parse::<f64>().ok().filter(|f| f.is_finite())
@@ -172,7 +215,10 @@ pub(crate) fn bytes_of(v: &Json) -> Option<Cow<'_, [u8]>> {
             if s.is_ascii() {
                 return Some(Cow::Borrowed(s.as_bytes()));
             }
-            s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect::<Option<Vec<u8>>>().map(Cow::Owned)
+            s.chars()
+                .map(|c| u8::try_from(u32::from(c)).ok())
+                .collect::<Option<Vec<u8>>>()
+                .map(Cow::Owned)
         }
         Json::Array(a) => a
             .iter()
@@ -222,7 +268,8 @@ pub(crate) fn parse_timestamp_str(s: &str, per_sec: i64, local: bool) -> Option<
     let utc = dt.and_utc();
     let secs = utc.timestamp();
     let nanos = i64::from(utc.timestamp_subsec_nanos());
-    secs.checked_mul(per_sec)?.checked_add(nanos / (1_000_000_000 / per_sec))
+    secs.checked_mul(per_sec)?
+        .checked_add(nanos / (1_000_000_000 / per_sec))
 }
 
 fn timestamp_of(v: &Json, per_sec: i64, local: bool) -> Option<i64> {
@@ -314,7 +361,9 @@ fn fits(graph: &Graph, node: NodeId, v: &Json) -> bool {
         Node::Enum(e) => v.as_str().is_some_and(|s| e.lookup.contains_key(s)),
         Node::Array(_) => v.is_array(),
         Node::Map(_) => v.is_object(),
-        Node::Record(r) => v.as_object().is_some_and(|o| o.keys().all(|k| r.lookup.contains_key(k))),
+        Node::Record(r) => v
+            .as_object()
+            .is_some_and(|o| o.keys().all(|k| r.lookup.contains_key(k))),
         Node::Union(_) => false,
         Node::Date => date_of(v).is_some(),
         Node::TimeMillis => time_of(v, 1_000).is_some(),
@@ -359,7 +408,11 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
         Node::Duration => {
             let b = bytes_of(v).ok_or_else(|| mismatch(graph, node, v))?;
             if b.len() != 12 {
-                return Err(mismatch_msg(graph, node, format!("{} bytes (a duration is 12)", b.len())));
+                return Err(mismatch_msg(
+                    graph,
+                    node,
+                    format!("{} bytes (a duration is 12)", b.len()),
+                ));
             }
             out.extend_from_slice(&b);
         }
@@ -412,7 +465,9 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
             } else if v.is_null() {
                 branches.iter().position(|b| matches!(graph.nodes[*b], Node::Null))
             } else {
-                branches.iter().position(|b| !matches!(graph.nodes[*b], Node::Null) && fits(graph, *b, v))
+                branches
+                    .iter()
+                    .position(|b| !matches!(graph.nodes[*b], Node::Null) && fits(graph, *b, v))
             };
             let i = pick.ok_or_else(|| mismatch(graph, node, v))?;
             write_long(out, i as i64);
@@ -421,9 +476,10 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
         Node::Date => write_long(out, date_of(v).ok_or_else(|| mismatch(graph, node, v))?),
         Node::TimeMillis => write_long(out, time_of(v, 1_000).ok_or_else(|| mismatch(graph, node, v))?),
         Node::TimeMicros => write_long(out, time_of(v, 1_000_000).ok_or_else(|| mismatch(graph, node, v))?),
-        Node::Timestamp { unit, local } => {
-            write_long(out, timestamp_of(v, *unit, *local).ok_or_else(|| mismatch(graph, node, v))?)
-        }
+        Node::Timestamp { unit, local } => write_long(
+            out,
+            timestamp_of(v, *unit, *local).ok_or_else(|| mismatch(graph, node, v))?,
+        ),
         Node::Uuid(repr) => {
             let s = v.as_str().ok_or_else(|| mismatch(graph, node, v))?;
             let u = uuid::Uuid::parse_str(s).map_err(|_| mismatch(graph, node, v))?;
@@ -432,10 +488,13 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
                 UuidRepr::Fixed => out.extend_from_slice(u.as_bytes()),
             }
         }
-        Node::Decimal { precision, scale, fixed } => {
-            let unscaled = decimal_of(v, *precision, *scale).ok_or_else(|| {
-                mismatch_msg(graph, node, format!("{} (not a decimal that fits)", got(v)))
-            })?;
+        Node::Decimal {
+            precision,
+            scale,
+            fixed,
+        } => {
+            let unscaled = decimal_of(v, *precision, *scale)
+                .ok_or_else(|| mismatch_msg(graph, node, format!("{} (not a decimal that fits)", got(v))))?;
             let b = decimal_bytes(unscaled, *fixed)
                 .ok_or_else(|| mismatch_msg(graph, node, format!("{} (too large for the fixed size)", got(v))))?;
             match fixed {

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum SchemaError {
     /// The file that should hold a schema does not exist.
-    #[error("schema {name} not found under {root}; looked in {path}. Create that file or fix the name (a schema `com.acme.Widget` lives at `<root>/com/acme/Widget.avsc`)")]
+    #[error(
+        "schema {name} not found under {root}; looked in {path}. Create that file or fix the name (a schema `com.acme.Widget` lives at `<root>/com/acme/Widget.avsc`)"
+    )]
     NotFound {
         /// Full name that was asked for.
         name: String,
@@ -90,7 +92,9 @@ pub struct ResolveError {
 #[non_exhaustive]
 pub enum EncodeError {
     /// A required field is missing and has no default.
-    #[error("missing required field `{path}` (expected {expected}); add it to the payload or give the field a default in the schema")]
+    #[error(
+        "missing required field `{path}` (expected {expected}); add it to the payload or give the field a default in the schema"
+    )]
     MissingField {
         /// Dotted path of the field.
         path: String,
@@ -122,7 +126,9 @@ pub enum EncodeError {
 #[non_exhaustive]
 pub enum DecodeError {
     /// The message does not start with the Confluent magic byte 0.
-    #[error("not a Confluent-framed Avro message: first byte is {found:#04x}, expected 0x00 (was it produced without a schema registry serializer?)")]
+    #[error(
+        "not a Confluent-framed Avro message: first byte is {found:#04x}, expected 0x00 (was it produced without a schema registry serializer?)"
+    )]
     BadMagic {
         /// The byte found.
         found: u8,
@@ -151,7 +157,10 @@ pub enum DecodeError {
 
 impl serde::ser::Error for EncodeError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        EncodeError::Unsupported { path: String::new(), message: msg.to_string() }
+        EncodeError::Unsupported {
+            path: String::new(),
+            message: msg.to_string(),
+        }
     }
 }
 

@@ -52,7 +52,10 @@ pub(crate) enum Node {
     String,
     Record(Box<Record>),
     Enum(Box<Enum>),
-    Fixed { name: String, size: usize },
+    Fixed {
+        name: String,
+        size: usize,
+    },
     Array(NodeId),
     Map(NodeId),
     Union(Vec<NodeId>),
@@ -60,10 +63,17 @@ pub(crate) enum Node {
     TimeMillis,
     TimeMicros,
     /// Timestamps: `unit` is 1_000 (millis), 1_000_000 (micros) or 1_000_000_000 (nanos) per second.
-    Timestamp { unit: i64, local: bool },
+    Timestamp {
+        unit: i64,
+        local: bool,
+    },
     Uuid(UuidRepr),
     /// Decimal over bytes (`fixed: None`) or a fixed of the given size.
-    Decimal { precision: usize, scale: usize, fixed: Option<usize> },
+    Decimal {
+        precision: usize,
+        scale: usize,
+        fixed: Option<usize>,
+    },
     /// Duration: a fixed of 12 bytes.
     Duration,
 }
@@ -128,7 +138,10 @@ pub(crate) struct Graph {
 impl Graph {
     /// Compiles a self-contained (denormalized) schema.
     pub(crate) fn compile(schema: &Schema) -> Result<Graph, String> {
-        let mut c = Compiler { graph: Graph::default(), names: HashMap::new() };
+        let mut c = Compiler {
+            graph: Graph::default(),
+            names: HashMap::new(),
+        };
         c.node(schema)?;
         let mut graph = c.graph;
         graph.encode_defaults()?;
@@ -143,9 +156,8 @@ impl Graph {
                 encoded.push(match &f.default {
                     Some(d) => {
                         let mut out = Vec::new();
-                        crate::encode::encode_default(self, f.node, d, &mut out).map_err(|e| {
-                            format!("default of field `{}` in {}: {e}", f.name, rec.name)
-                        })?;
+                        crate::encode::encode_default(self, f.node, d, &mut out)
+                            .map_err(|e| format!("default of field `{}` in {}: {e}", f.name, rec.name))?;
                         Some(out)
                     }
                     None => None,
@@ -173,7 +185,10 @@ impl Compiler {
     }
 
     fn fixed(&mut self, name: String, size: usize) -> NodeId {
-        let id = self.push(Node::Fixed { name: name.clone(), size });
+        let id = self.push(Node::Fixed {
+            name: name.clone(),
+            size,
+        });
         self.names.insert(name, id);
         id
     }
@@ -191,14 +206,30 @@ impl Compiler {
             Schema::Date => self.push(Node::Date),
             Schema::TimeMillis => self.push(Node::TimeMillis),
             Schema::TimeMicros => self.push(Node::TimeMicros),
-            Schema::TimestampMillis => self.push(Node::Timestamp { unit: 1_000, local: false }),
-            Schema::TimestampMicros => self.push(Node::Timestamp { unit: 1_000_000, local: false }),
-            Schema::TimestampNanos => self.push(Node::Timestamp { unit: 1_000_000_000, local: false }),
-            Schema::LocalTimestampMillis => self.push(Node::Timestamp { unit: 1_000, local: true }),
-            Schema::LocalTimestampMicros => self.push(Node::Timestamp { unit: 1_000_000, local: true }),
-            Schema::LocalTimestampNanos => {
-                self.push(Node::Timestamp { unit: 1_000_000_000, local: true })
-            }
+            Schema::TimestampMillis => self.push(Node::Timestamp {
+                unit: 1_000,
+                local: false,
+            }),
+            Schema::TimestampMicros => self.push(Node::Timestamp {
+                unit: 1_000_000,
+                local: false,
+            }),
+            Schema::TimestampNanos => self.push(Node::Timestamp {
+                unit: 1_000_000_000,
+                local: false,
+            }),
+            Schema::LocalTimestampMillis => self.push(Node::Timestamp {
+                unit: 1_000,
+                local: true,
+            }),
+            Schema::LocalTimestampMicros => self.push(Node::Timestamp {
+                unit: 1_000_000,
+                local: true,
+            }),
+            Schema::LocalTimestampNanos => self.push(Node::Timestamp {
+                unit: 1_000_000_000,
+                local: true,
+            }),
             Schema::Uuid(UuidSchema::String) => self.push(Node::Uuid(UuidRepr::String)),
             Schema::Uuid(UuidSchema::Fixed(f)) => {
                 let id = self.push(Node::Uuid(UuidRepr::Fixed));
@@ -211,7 +242,11 @@ impl Compiler {
                     InnerDecimalSchema::Bytes => None,
                     InnerDecimalSchema::Fixed(f) => Some(f.size),
                 };
-                let id = self.push(Node::Decimal { precision: d.precision, scale: d.scale, fixed });
+                let id = self.push(Node::Decimal {
+                    precision: d.precision,
+                    scale: d.scale,
+                    fixed,
+                });
                 if let InnerDecimalSchema::Fixed(f) = &d.inner {
                     self.names.insert(f.name.fullname(None), id);
                 }
@@ -246,13 +281,19 @@ impl Compiler {
             }
             Schema::Enum(e) => {
                 let name = e.name.fullname(None);
-                let lookup = e.symbols.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect::<HashMap<_, _>>();
-                let default = match &e.default {
-                    Some(d) => Some(*lookup.get(d).ok_or_else(|| {
-                        format!("enum {name} has default `{d}`, which is not one of its symbols")
-                    })?),
-                    None => None,
-                };
+                let lookup = e
+                    .symbols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.clone(), i))
+                    .collect::<HashMap<_, _>>();
+                let default =
+                    match &e.default {
+                        Some(d) => Some(*lookup.get(d).ok_or_else(|| {
+                            format!("enum {name} has default `{d}`, which is not one of its symbols")
+                        })?),
+                        None => None,
+                    };
                 let id = self.push(Node::Enum(Box::new(Enum {
                     name: name.clone(),
                     symbols: e.symbols.clone(),
@@ -283,7 +324,10 @@ impl Compiler {
             }
             Schema::Ref { name } => {
                 let full = name.fullname(None);
-                *self.names.get(&full).ok_or_else(|| format!("unresolved reference to type `{full}`"))?
+                *self
+                    .names
+                    .get(&full)
+                    .ok_or_else(|| format!("unresolved reference to type `{full}`"))?
             }
         })
     }

@@ -35,7 +35,11 @@ impl Ref {
     /// namespace (as the Java implementation falls back).
     pub(crate) fn candidates(&self) -> Vec<String> {
         let first = full_name(&self.name, self.ns.as_deref());
-        if first == self.name { vec![first] } else { vec![first, self.name.clone()] }
+        if first == self.name {
+            vec![first]
+        } else {
+            vec![first, self.name.clone()]
+        }
     }
 
     pub(crate) fn resolve(&self, known: impl Fn(&str) -> bool) -> Option<String> {
@@ -54,13 +58,18 @@ pub(crate) fn collect(v: &Json, ns: Option<&str>, defs: &mut Vec<(String, Json)>
     match v {
         Json::String(s) => {
             if !PRIMITIVES.contains(&s.as_str()) {
-                refs.push(Ref { name: s.clone(), ns: ns.map(str::to_string) });
+                refs.push(Ref {
+                    name: s.clone(),
+                    ns: ns.map(str::to_string),
+                });
             }
         }
         Json::Array(branches) => branches.iter().for_each(|b| collect(b, ns, defs, refs)),
         Json::Object(o) => match o.get("type") {
             Some(Json::String(t)) if NAMED.contains(&t.as_str()) => {
-                let Some(name) = o.get("name").and_then(Json::as_str) else { return };
+                let Some(name) = o.get("name").and_then(Json::as_str) else {
+                    return;
+                };
                 let own_ns = o.get("namespace").and_then(Json::as_str).or(ns);
                 let full = full_name(name, own_ns);
                 let mut def = o.clone();
@@ -85,7 +94,9 @@ pub(crate) fn collect(v: &Json, ns: Option<&str>, defs: &mut Vec<(String, Json)>
                     collect(values, ns, defs, refs);
                 }
             }
-            Some(t @ Json::String(_)) | Some(t @ Json::Object(_)) | Some(t @ Json::Array(_)) => collect(t, ns, defs, refs),
+            Some(t @ Json::String(_)) | Some(t @ Json::Object(_)) | Some(t @ Json::Array(_)) => {
+                collect(t, ns, defs, refs)
+            }
             _ => {}
         },
         _ => {}
@@ -103,8 +114,13 @@ fn walk(v: &Json, ns: Option<&str>, defs: &HashMap<String, Json>, defined: &mut 
     Ok(match v {
         Json::String(s) if PRIMITIVES.contains(&s.as_str()) => v.clone(),
         Json::String(s) => {
-            let r = Ref { name: s.clone(), ns: ns.map(str::to_string) };
-            let full = r.resolve(|c| defined.contains(c) || defs.contains_key(c)).ok_or_else(|| r.clone())?;
+            let r = Ref {
+                name: s.clone(),
+                ns: ns.map(str::to_string),
+            };
+            let full = r
+                .resolve(|c| defined.contains(c) || defs.contains_key(c))
+                .ok_or_else(|| r.clone())?;
             if defined.contains(&full) {
                 Json::String(full)
             } else {
@@ -112,7 +128,12 @@ fn walk(v: &Json, ns: Option<&str>, defs: &HashMap<String, Json>, defined: &mut 
                 walk(def, None, defs, defined)?
             }
         }
-        Json::Array(branches) => Json::Array(branches.iter().map(|b| walk(b, ns, defs, defined)).collect::<Result<_, _>>()?),
+        Json::Array(branches) => Json::Array(
+            branches
+                .iter()
+                .map(|b| walk(b, ns, defs, defined))
+                .collect::<Result<_, _>>()?,
+        ),
         Json::Object(o) => {
             let mut out: Map<String, Json> = o.clone();
             match o.get("type") {

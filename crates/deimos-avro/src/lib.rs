@@ -43,7 +43,13 @@ impl AvroSchema {
     /// Appends the Avro binary encoding of a serde value (the typed path: no intermediate value tree).
     /// Struct fields are matched to record fields by name; missing ones take their defaults.
     pub fn encode_into<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        value.serialize(ser::Ser { g: self.graph(), node: 0, out }).map_err(encode::root_path)
+        value
+            .serialize(ser::Ser {
+                g: self.graph(),
+                node: 0,
+                out,
+            })
+            .map_err(encode::root_path)
     }
 
     /// [`encode_into`](Self::encode_into) into a new buffer.
@@ -56,10 +62,12 @@ impl AvroSchema {
     /// The payload as it will be sent: coerced to the schema, unknown fields dropped, defaults filled in.
     pub fn coerce(&self, payload: &Json) -> Result<Json, EncodeError> {
         let bytes = self.encode_value(payload)?;
-        ResolvedPlan::identity(self).decode_value(&bytes).map_err(|e| EncodeError::Unsupported {
-            path: "<root>".into(),
-            message: format!("coerced payload did not read back: {e}"),
-        })
+        ResolvedPlan::identity(self)
+            .decode_value(&bytes)
+            .map_err(|e| EncodeError::Unsupported {
+                path: "<root>".into(),
+                message: format!("coerced payload did not read back: {e}"),
+            })
     }
 
     /// Decodes data written with this same schema into a Rust type. For data written with another schema,

@@ -54,18 +54,37 @@ pub(crate) struct DefaultField {
 #[derive(Debug, Clone)]
 pub(crate) enum Step {
     /// Read `from` and present it as `to` (identical or promoted).
-    Scalar { from: Prim, to: Prim, present: Present },
+    Scalar {
+        from: Prim,
+        to: Prim,
+        present: Present,
+    },
     /// A fixed-size value (fixed, duration, uuid as fixed, decimal as fixed).
-    Fixed { size: usize, present: Present },
-    Record { name: String, fields: Vec<RField>, defaults: Vec<DefaultField> },
+    Fixed {
+        size: usize,
+        present: Present,
+    },
+    Record {
+        name: String,
+        fields: Vec<RField>,
+        defaults: Vec<DefaultField>,
+    },
     /// Writer symbol index → reader symbol (None: unknown to the reader, which has no default).
-    Enum { name: String, symbols: Arc<[String]>, map: Vec<Option<usize>>, writer_symbols: Vec<String> },
+    Enum {
+        name: String,
+        symbols: Arc<[String]>,
+        map: Vec<Option<usize>>,
+        writer_symbols: Vec<String>,
+    },
     Array(StepId),
     Map(StepId),
     /// A writer union: per writer branch, the step and the reader branch name, or why it can't be read.
     Union(Vec<Result<(StepId, Option<String>), String>>),
     /// A writer non-union read as a branch of a reader union.
-    Branch { name: String, step: StepId },
+    Branch {
+        name: String,
+        step: StepId,
+    },
     /// Placeholder while a recursive record is built.
     Pending,
 }
@@ -94,20 +113,35 @@ impl std::fmt::Debug for ResolvedPlan {
 impl ResolvedPlan {
     /// Compiles the plan for reading `writer` data as `reader`.
     pub fn new(writer: &AvroSchema, reader: &AvroSchema) -> Result<ResolvedPlan, ResolveError> {
-        let mut b = Builder { wg: writer.graph(), rg: reader.graph(), steps: Vec::new(), memo: HashMap::new() };
+        let mut b = Builder {
+            wg: writer.graph(),
+            rg: reader.graph(),
+            steps: Vec::new(),
+            memo: HashMap::new(),
+        };
         let root = b.build(false, 0, 0).map_err(|message| ResolveError {
             writer: writer.name().map_or_else(|| short(writer.graph(), 0), str::to_string),
             reader: reader.name().map_or_else(|| short(reader.graph(), 0), str::to_string),
             message,
         })?;
-        Ok(ResolvedPlan(Arc::new(PlanInner { steps: b.steps, root, writer: writer.clone(), reader: reader.clone() })))
+        Ok(ResolvedPlan(Arc::new(PlanInner {
+            steps: b.steps,
+            root,
+            writer: writer.clone(),
+            reader: reader.clone(),
+        })))
     }
 
     /// The plan that reads data written with `schema` as itself.
     pub fn identity(schema: &AvroSchema) -> ResolvedPlan {
         // Reading a schema as itself cannot fail, but keep the error path total.
         Self::new(schema, schema).unwrap_or_else(|_| {
-            ResolvedPlan(Arc::new(PlanInner { steps: vec![Step::Pending], root: 0, writer: schema.clone(), reader: schema.clone() }))
+            ResolvedPlan(Arc::new(PlanInner {
+                steps: vec![Step::Pending],
+                root: 0,
+                writer: schema.clone(),
+                reader: schema.clone(),
+            }))
         })
     }
 
@@ -155,7 +189,14 @@ fn promotes(from: Prim, to: Prim) -> bool {
     from == to
         || matches!(
             (from, to),
-            (Int, Long) | (Int, Float) | (Int, Double) | (Long, Float) | (Long, Double) | (Float, Double) | (String, Bytes) | (Bytes, String)
+            (Int, Long)
+                | (Int, Float)
+                | (Int, Double)
+                | (Long, Float)
+                | (Long, Double)
+                | (Float, Double)
+                | (String, Bytes)
+                | (Bytes, String)
         )
 }
 
@@ -164,7 +205,11 @@ fn fixed_like(n: &Node) -> Option<(usize, Present, Option<&str>)> {
         Node::Fixed { name, size } => (*size, Present::Latin1, Some(name.as_str())),
         Node::Duration => (12, Present::Latin1, None),
         Node::Uuid(UuidRepr::Fixed) => (16, Present::Uuid, None),
-        Node::Decimal { scale, fixed: Some(size), .. } => (*size, Present::Decimal { scale: *scale }, None),
+        Node::Decimal {
+            scale,
+            fixed: Some(size),
+            ..
+        } => (*size, Present::Decimal { scale: *scale }, None),
         _ => return None,
     })
 }
@@ -199,7 +244,13 @@ impl Builder<'_> {
                     return wf == rf && wname.zip(rname).is_none_or(|(a, b)| same_name(a, b));
                 }
                 match (scalar(wn), scalar(rn)) {
-                    (Some((a, _)), Some((b, _))) => if exact { a == b } else { promotes(a, b) },
+                    (Some((a, _)), Some((b, _))) => {
+                        if exact {
+                            a == b
+                        } else {
+                            promotes(a, b)
+                        }
+                    }
                     _ => false,
                 }
             }
@@ -228,10 +279,17 @@ impl Builder<'_> {
         }
         if let Node::Union(rb) = &rn {
             let i = self.pick_branch(identity, w, rb).ok_or_else(|| {
-                format!("{} matches no branch of the reader's {}", self.wdesc(identity, w), describe(self.rg, r))
+                format!(
+                    "{} matches no branch of the reader's {}",
+                    self.wdesc(identity, w),
+                    describe(self.rg, r)
+                )
             })?;
             let step = self.build(identity, w, rb[i])?;
-            let id = self.push(Step::Branch { name: short(self.rg, rb[i]), step });
+            let id = self.push(Step::Branch {
+                name: short(self.rg, rb[i]),
+                step,
+            });
             self.memo.insert((identity, w, r), id);
             return Ok(id);
         }
@@ -250,7 +308,10 @@ impl Builder<'_> {
                             let step = self
                                 .build(identity, wf.node, rr.fields[ri].node)
                                 .map_err(|e| format!("field `{}`: {e}", wf.name))?;
-                            fields.push(RField::Read { name: wf.name.clone(), step });
+                            fields.push(RField::Read {
+                                name: wf.name.clone(),
+                                step,
+                            });
                         }
                         None => fields.push(RField::Skip(wf.node)),
                     }
@@ -269,16 +330,28 @@ impl Builder<'_> {
                         )
                     })?;
                     let step = self.build(true, rf.node, rf.node)?;
-                    defaults.push(DefaultField { name: rf.name.clone(), bytes, step });
+                    defaults.push(DefaultField {
+                        name: rf.name.clone(),
+                        bytes,
+                        step,
+                    });
                 }
-                self.steps[id] = Step::Record { name: rr.name.clone(), fields, defaults };
+                self.steps[id] = Step::Record {
+                    name: rr.name.clone(),
+                    fields,
+                    defaults,
+                };
                 return Ok(id);
             }
             (Node::Enum(we), Node::Enum(re)) => {
                 if !same_name(&we.name, &re.name) {
                     return Err(incompatible());
                 }
-                let map = we.symbols.iter().map(|s| re.lookup.get(s).copied().or(re.default)).collect();
+                let map = we
+                    .symbols
+                    .iter()
+                    .map(|s| re.lookup.get(s).copied().or(re.default))
+                    .collect();
                 Step::Enum {
                     name: re.name.clone(),
                     symbols: re.symbols.clone().into(),
@@ -289,7 +362,9 @@ impl Builder<'_> {
             (Node::Array(wi), Node::Array(ri)) => {
                 let id = self.push(Step::Pending);
                 self.memo.insert((identity, w, r), id);
-                let s = self.build(identity, *wi, *ri).map_err(|e| format!("array items: {e}"))?;
+                let s = self
+                    .build(identity, *wi, *ri)
+                    .map_err(|e| format!("array items: {e}"))?;
                 self.steps[id] = Step::Array(s);
                 return Ok(id);
             }
@@ -309,7 +384,11 @@ impl Builder<'_> {
                 } else {
                     match (scalar(&wn), scalar(&rn)) {
                         (Some((from, _)), Some((to, present))) if promotes(from, to) => {
-                            let present = if to == Prim::String && present == Present::Latin1 { Present::Plain } else { present };
+                            let present = if to == Prim::String && present == Present::Latin1 {
+                                Present::Plain
+                            } else {
+                                present
+                            };
                             Step::Scalar { from, to, present }
                         }
                         _ => return Err(incompatible()),
@@ -358,11 +437,19 @@ impl PlanCache {
     /// The cached plan for data written with schema `writer_id` read as `reader`.
     pub fn get(&self, writer_id: u32, reader: &AvroSchema) -> Option<ResolvedPlan> {
         let plans = self.plans.read().ok()?;
-        plans.get(&(writer_id, reader_key(reader))).filter(|p| p.reader() == reader).cloned()
+        plans
+            .get(&(writer_id, reader_key(reader)))
+            .filter(|p| p.reader() == reader)
+            .cloned()
     }
 
     /// Builds (or returns the cached) plan for `writer` (registered as `writer_id`) read as `reader`.
-    pub fn get_or_build(&self, writer_id: u32, writer: &AvroSchema, reader: &AvroSchema) -> Result<ResolvedPlan, ResolveError> {
+    pub fn get_or_build(
+        &self,
+        writer_id: u32,
+        writer: &AvroSchema,
+        reader: &AvroSchema,
+    ) -> Result<ResolvedPlan, ResolveError> {
         if let Some(p) = self.get(writer_id, reader) {
             return Ok(p);
         }

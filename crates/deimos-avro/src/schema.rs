@@ -44,8 +44,10 @@ impl AvroSchema {
     pub fn parse_with_refs(json: &str, refs: &[&str]) -> Result<AvroSchema, SchemaError> {
         let inline_path = || PathBuf::from("<inline>");
         let parse = |text: &str| {
-            serde_json::from_str::<serde_json::Value>(text)
-                .map_err(|e| SchemaError::Json { path: inline_path(), message: e.to_string() })
+            serde_json::from_str::<serde_json::Value>(text).map_err(|e| SchemaError::Json {
+                path: inline_path(),
+                message: e.to_string(),
+            })
         };
         let main = parse(json)?;
         let mut defs = Vec::new();
@@ -63,16 +65,19 @@ impl AvroSchema {
     /// Parses a self-contained schema given as a JSON value.
     pub(crate) fn from_json_value(json: &serde_json::Value, path: PathBuf) -> Result<AvroSchema, SchemaError> {
         let text = json.to_string();
-        let s = Schema::parse_str(&text).map_err(|e| SchemaError::Invalid { path: path.clone(), message: e.to_string() })?;
+        let s = Schema::parse_str(&text).map_err(|e| SchemaError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         Self::from_apache(s, path)
     }
 
     /// Builds from an apache-avro schema, inlining references from `deps`.
-    pub(crate) fn from_apache(
-        schema: Schema,
-        path: PathBuf,
-    ) -> Result<AvroSchema, SchemaError> {
-        let invalid = |message: String| SchemaError::Invalid { path: path.clone(), message };
+    pub(crate) fn from_apache(schema: Schema, path: PathBuf) -> Result<AvroSchema, SchemaError> {
+        let invalid = |message: String| SchemaError::Invalid {
+            path: path.clone(),
+            message,
+        };
         let json = serde_json::to_string(&schema).map_err(|e| invalid(e.to_string()))?;
         let graph = Graph::compile(&schema).map_err(invalid)?;
         let fingerprint = {
@@ -84,7 +89,13 @@ impl AvroSchema {
             u64::from_le_bytes(b)
         };
         let name = schema.name().map(|n| n.fullname(None));
-        Ok(AvroSchema(Arc::new(Inner { apache: schema, json, name, fingerprint, graph })))
+        Ok(AvroSchema(Arc::new(Inner {
+            apache: schema,
+            json,
+            name,
+            fingerprint,
+            graph,
+        })))
     }
 
     /// Full name of a named schema (`com.acme.Widget`), `None` for a primitive or a union.

@@ -4,8 +4,8 @@
 use serde::ser::{self, Serialize};
 
 use crate::encode::{
-    decimal_bytes, mismatch_msg, parse_decimal, parse_time_str, parse_timestamp_str, prefix, write_bytes,
-    write_double, write_float, write_long,
+    decimal_bytes, mismatch_msg, parse_decimal, parse_time_str, parse_timestamp_str, prefix, write_bytes, write_double,
+    write_float, write_long,
 };
 use crate::error::EncodeError;
 use crate::graph::{Graph, Node, NodeId, Record, UuidRepr, short};
@@ -19,7 +19,10 @@ pub(crate) struct Ser<'a> {
 }
 
 fn unsupported(msg: impl Into<String>) -> EncodeError {
-    EncodeError::Unsupported { path: String::new(), message: msg.into() }
+    EncodeError::Unsupported {
+        path: String::new(),
+        message: msg.into(),
+    }
 }
 
 impl<'a> Ser<'a> {
@@ -34,7 +37,11 @@ impl<'a> Ser<'a> {
             write_long(self.out, i as i64);
             return Ok(branches[i]);
         }
-        if ok(&self.g.nodes[self.node]) { Ok(self.node) } else { Err(mismatch_msg(self.g, self.node, what)) }
+        if ok(&self.g.nodes[self.node]) {
+            Ok(self.node)
+        } else {
+            Err(mismatch_msg(self.g, self.node, what))
+        }
     }
 
     fn write_i64(&mut self, v: i64) -> Result<()> {
@@ -54,7 +61,11 @@ impl<'a> Ser<'a> {
         match &self.g.nodes[node] {
             Node::Int | Node::Date | Node::TimeMillis => {
                 if i32::try_from(v).is_err() {
-                    return Err(mismatch_msg(self.g, node, format!("{v}, which is out of the int range")));
+                    return Err(mismatch_msg(
+                        self.g,
+                        node,
+                        format!("{v}, which is out of the int range"),
+                    ));
                 }
                 write_long(self.out, v);
             }
@@ -66,18 +77,29 @@ impl<'a> Ser<'a> {
     }
 
     fn write_f64(&mut self, v: f64) -> Result<()> {
-        let node = self.pick(&format!("number {v}"), |n| matches!(n, Node::Float | Node::Double | Node::Decimal { .. }))?;
+        let node = self.pick(&format!("number {v}"), |n| {
+            matches!(n, Node::Float | Node::Double | Node::Decimal { .. })
+        })?;
         match &self.g.nodes[node] {
             Node::Float => write_float(self.out, v as f32),
-            Node::Decimal { precision, scale, fixed } => {
-                self.write_decimal(node, &v.to_string(), *precision, *scale, *fixed)?
-            }
+            Node::Decimal {
+                precision,
+                scale,
+                fixed,
+            } => self.write_decimal(node, &v.to_string(), *precision, *scale, *fixed)?,
             _ => write_double(self.out, v),
         }
         Ok(())
     }
 
-    fn write_decimal(&mut self, node: NodeId, s: &str, precision: usize, scale: usize, fixed: Option<usize>) -> Result<()> {
+    fn write_decimal(
+        &mut self,
+        node: NodeId,
+        s: &str,
+        precision: usize,
+        scale: usize,
+        fixed: Option<usize>,
+    ) -> Result<()> {
         let unscaled = parse_decimal(s, precision, scale)
             .ok_or_else(|| mismatch_msg(self.g, node, format!("{s:?} (not a decimal that fits)")))?;
         let b = decimal_bytes(unscaled, fixed)
@@ -107,11 +129,17 @@ impl<'a> Ser<'a> {
     }
 
     fn with_node<'b>(&'b mut self, node: NodeId) -> Ser<'b> {
-        Ser { g: self.g, node, out: self.out }
+        Ser {
+            g: self.g,
+            node,
+            out: self.out,
+        }
     }
 
     fn union_variant(&mut self, variant: &str, index: u32) -> Result<NodeId> {
-        let Node::Union(branches) = &self.g.nodes[self.node] else { return Ok(self.node) };
+        let Node::Union(branches) = &self.g.nodes[self.node] else {
+            return Ok(self.node);
+        };
         let i = branches
             .iter()
             .position(|b| {
@@ -207,7 +235,11 @@ impl<'a> ser::Serializer for Ser<'a> {
             }
             Node::TimeMillis => write_long(self.out, parse_time_str(v, 1_000).unwrap_or_default()),
             Node::TimeMicros => write_long(self.out, parse_time_str(v, 1_000_000).unwrap_or_default()),
-            Node::Decimal { precision, scale, fixed } => {
+            Node::Decimal {
+                precision,
+                scale,
+                fixed,
+            } => {
                 let (p, s, f) = (*precision, *scale, *fixed);
                 self.write_decimal(node, v, p, s, f)?
             }
@@ -274,9 +306,27 @@ impl<'a> ser::Serializer for Ser<'a> {
                 {
                     write_long(self.out, n as i64);
                 }
-                Ok(SeqSer { g: self.g, out: self.out, node, items, buf: Vec::new(), count: 0, direct, bytes: false })
+                Ok(SeqSer {
+                    g: self.g,
+                    out: self.out,
+                    node,
+                    items,
+                    buf: Vec::new(),
+                    count: 0,
+                    direct,
+                    bytes: false,
+                })
             }
-            _ => Ok(SeqSer { g: self.g, out: self.out, node, items: node, buf: Vec::new(), count: 0, direct: false, bytes: true }),
+            _ => Ok(SeqSer {
+                g: self.g,
+                out: self.out,
+                node,
+                items: node,
+                buf: Vec::new(),
+                count: 0,
+                direct: false,
+                bytes: true,
+            }),
         }
     }
     fn serialize_tuple(self, len: usize) -> Result<SeqSer<'a>> {
@@ -292,7 +342,9 @@ impl<'a> ser::Serializer for Ser<'a> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Self::SerializeTupleVariant> {
-        Err(unsupported(format!("tuple variant {name}::{variant} has no Avro form; use a struct variant")))
+        Err(unsupported(format!(
+            "tuple variant {name}::{variant} has no Avro form; use a struct variant"
+        )))
     }
     fn serialize_map(mut self, len: Option<usize>) -> Result<MapSer<'a>> {
         let node = self.pick("a map", |n| matches!(n, Node::Map(_) | Node::Record(_)))?;
@@ -304,9 +356,20 @@ impl<'a> ser::Serializer for Ser<'a> {
                 {
                     write_long(self.out, n as i64);
                 }
-                Ok(MapSer::Map { g: self.g, out: self.out, values, direct: len.is_some(), buf: Vec::new(), count: 0, key: None })
+                Ok(MapSer::Map {
+                    g: self.g,
+                    out: self.out,
+                    values,
+                    direct: len.is_some(),
+                    buf: Vec::new(),
+                    count: 0,
+                    key: None,
+                })
             }
-            Node::Record(r) => Ok(MapSer::Record { inner: StructSer::new(self.g, r, self.out, true), key: None }),
+            Node::Record(r) => Ok(MapSer::Record {
+                inner: StructSer::new(self.g, r, self.out, true),
+                key: None,
+            }),
             _ => Err(mismatch_msg(self.g, node, "a map")),
         }
     }
@@ -318,7 +381,9 @@ impl<'a> ser::Serializer for Ser<'a> {
         let node = match node {
             Ok(n) => n,
             // No record of that name: the first record branch (or the record itself).
-            Err(_) => self.pick(&format!("struct {name}"), |n| matches!(n, Node::Record(_) | Node::Map(_)))?,
+            Err(_) => self.pick(&format!("struct {name}"), |n| {
+                matches!(n, Node::Record(_) | Node::Map(_))
+            })?,
         };
         match &self.g.nodes[node] {
             Node::Record(r) => Ok(StructSer::new(self.g, r, self.out, false)),
@@ -339,7 +404,11 @@ impl<'a> ser::Serializer for Ser<'a> {
         len: usize,
     ) -> Result<StructSer<'a>> {
         let node = self.union_variant(variant, index)?;
-        let s = Ser { g: self.g, node, out: self.out };
+        let s = Ser {
+            g: self.g,
+            node,
+            out: self.out,
+        };
         ser::Serializer::serialize_struct(s, name, len)
     }
 }
@@ -367,12 +436,22 @@ impl SeqSer<'_> {
         let i = self.count;
         self.count += 1;
         let out = if self.direct { &mut *self.out } else { &mut self.buf };
-        value.serialize(Ser { g: self.g, node: self.items, out }).map_err(|e| prefix(e, &format!("[{i}]")))
+        value
+            .serialize(Ser {
+                g: self.g,
+                node: self.items,
+                out,
+            })
+            .map_err(|e| prefix(e, &format!("[{i}]")))
     }
 
     fn finish(self) -> Result<()> {
         if self.bytes {
-            let mut s = Ser { g: self.g, node: self.node, out: self.out };
+            let mut s = Ser {
+                g: self.g,
+                node: self.node,
+                out: self.out,
+            };
             return s.write_raw_bytes(&self.buf);
         }
         if !self.direct && self.count > 0 {
@@ -417,8 +496,19 @@ impl ser::SerializeTupleStruct for SeqSer<'_> {
 
 /// Maps to Avro maps, or (for `HashMap`s, `#[serde(flatten)]`) to records.
 pub(crate) enum MapSer<'a> {
-    Map { g: &'a Graph, out: &'a mut Vec<u8>, values: NodeId, direct: bool, buf: Vec<u8>, count: usize, key: Option<String> },
-    Record { inner: StructSer<'a>, key: Option<String> },
+    Map {
+        g: &'a Graph,
+        out: &'a mut Vec<u8>,
+        values: NodeId,
+        direct: bool,
+        buf: Vec<u8>,
+        count: usize,
+        key: Option<String>,
+    },
+    Record {
+        inner: StructSer<'a>,
+        key: Option<String>,
+    },
 }
 
 impl ser::SerializeMap for MapSer<'_> {
@@ -433,12 +523,22 @@ impl ser::SerializeMap for MapSer<'_> {
     }
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         match self {
-            MapSer::Map { g, out, values, direct, buf, count, key } => {
+            MapSer::Map {
+                g,
+                out,
+                values,
+                direct,
+                buf,
+                count,
+                key,
+            } => {
                 let k = key.take().unwrap_or_default();
                 *count += 1;
                 let out = if *direct { &mut **out } else { buf };
                 write_bytes(out, k.as_bytes());
-                value.serialize(Ser { g, node: *values, out }).map_err(|e| prefix(e, &k))
+                value
+                    .serialize(Ser { g, node: *values, out })
+                    .map_err(|e| prefix(e, &k))
             }
             MapSer::Record { inner, key } => {
                 let k = key.take().unwrap_or_default();
@@ -448,7 +548,13 @@ impl ser::SerializeMap for MapSer<'_> {
     }
     fn end(self) -> Result<()> {
         match self {
-            MapSer::Map { out, direct, buf, count, .. } => {
+            MapSer::Map {
+                out,
+                direct,
+                buf,
+                count,
+                ..
+            } => {
                 if !direct && count > 0 {
                     write_long(out, count as i64);
                     out.extend_from_slice(&buf);
@@ -477,33 +583,68 @@ pub(crate) struct StructSer<'a> {
 impl<'a> StructSer<'a> {
     fn new(g: &'a Graph, rec: &'a Record, out: &'a mut Vec<u8>, slotted: bool) -> Self {
         let slots = slotted.then(|| vec![None; rec.fields.len()]);
-        StructSer { g, rec: Some(rec), out, next: 0, slots, map_values: 0 }
+        StructSer {
+            g,
+            rec: Some(rec),
+            out,
+            next: 0,
+            slots,
+            map_values: 0,
+        }
     }
 
     fn as_map(g: &'a Graph, values: NodeId, out: &'a mut Vec<u8>, _len: usize) -> Self {
-        StructSer { g, rec: None, out, next: 0, slots: None, map_values: values }
+        StructSer {
+            g,
+            rec: None,
+            out,
+            next: 0,
+            slots: None,
+            map_values: values,
+        }
     }
 
     fn field<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result<()> {
         let Some(rec) = self.rec else {
             write_bytes(self.out, key.as_bytes());
-            return value.serialize(Ser { g: self.g, node: self.map_values, out: self.out }).map_err(|e| prefix(e, key));
+            return value
+                .serialize(Ser {
+                    g: self.g,
+                    node: self.map_values,
+                    out: self.out,
+                })
+                .map_err(|e| prefix(e, key));
         };
         if self.slots.is_none() {
             if let Some(f) = rec.fields.get(self.next)
                 && f.name == key
             {
                 self.next += 1;
-                return value.serialize(Ser { g: self.g, node: f.node, out: self.out }).map_err(|e| prefix(e, key));
+                return value
+                    .serialize(Ser {
+                        g: self.g,
+                        node: f.node,
+                        out: self.out,
+                    })
+                    .map_err(|e| prefix(e, key));
             }
             self.slots = Some(vec![None; rec.fields.len()]);
         }
         let Some(&i) = rec.lookup.get(key) else { return Ok(()) };
         if i < self.next {
-            return Err(EncodeError::Unsupported { path: key.into(), message: "field written twice".into() });
+            return Err(EncodeError::Unsupported {
+                path: key.into(),
+                message: "field written twice".into(),
+            });
         }
         let mut buf = Vec::new();
-        value.serialize(Ser { g: self.g, node: rec.fields[i].node, out: &mut buf }).map_err(|e| prefix(e, key))?;
+        value
+            .serialize(Ser {
+                g: self.g,
+                node: rec.fields[i].node,
+                out: &mut buf,
+            })
+            .map_err(|e| prefix(e, key))?;
         if let Some(slots) = &mut self.slots {
             slots[i] = Some(buf);
         }
@@ -516,7 +657,10 @@ impl<'a> StructSer<'a> {
             if let Some(f) = rec.fields.get(self.next)
                 && f.name == key
             {
-                let b = f.default_bytes.as_ref().ok_or_else(|| missing(self.g, rec, self.next))?;
+                let b = f
+                    .default_bytes
+                    .as_ref()
+                    .ok_or_else(|| missing(self.g, rec, self.next))?;
                 self.out.extend_from_slice(b);
                 self.next += 1;
             }
@@ -534,7 +678,10 @@ impl<'a> StructSer<'a> {
             match slots.as_mut().and_then(|s| s[i].take()) {
                 Some(b) => self.out.extend_from_slice(&b),
                 None => {
-                    let b = rec.fields[i].default_bytes.as_ref().ok_or_else(|| missing(self.g, rec, i))?;
+                    let b = rec.fields[i]
+                        .default_bytes
+                        .as_ref()
+                        .ok_or_else(|| missing(self.g, rec, i))?;
                     self.out.extend_from_slice(b);
                 }
             }
@@ -544,7 +691,10 @@ impl<'a> StructSer<'a> {
 }
 
 fn missing(g: &Graph, rec: &Record, i: usize) -> EncodeError {
-    EncodeError::MissingField { path: rec.fields[i].name.clone(), expected: crate::graph::describe(g, rec.fields[i].node) }
+    EncodeError::MissingField {
+        path: rec.fields[i].name.clone(),
+        expected: crate::graph::describe(g, rec.fields[i].node),
+    }
 }
 
 impl ser::SerializeStruct for StructSer<'_> {
@@ -617,7 +767,13 @@ impl ser::Serializer for KeySerializer {
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _n: &'static str, value: &T) -> Result<String> {
         value.serialize(self)
     }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(self, _n: &'static str, _i: u32, _v: &'static str, _value: &T) -> Result<String> {
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _value: &T,
+    ) -> Result<String> {
         Err(unsupported("map keys must be strings"))
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq> {
@@ -629,7 +785,13 @@ impl ser::Serializer for KeySerializer {
     fn serialize_tuple_struct(self, _n: &'static str, _len: usize) -> Result<Self::SerializeTupleStruct> {
         Err(unsupported("map keys must be strings"))
     }
-    fn serialize_tuple_variant(self, _n: &'static str, _i: u32, _v: &'static str, _len: usize) -> Result<Self::SerializeTupleVariant> {
+    fn serialize_tuple_variant(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant> {
         Err(unsupported("map keys must be strings"))
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap> {
@@ -638,7 +800,13 @@ impl ser::Serializer for KeySerializer {
     fn serialize_struct(self, _n: &'static str, _len: usize) -> Result<Self::SerializeStruct> {
         Err(unsupported("map keys must be strings"))
     }
-    fn serialize_struct_variant(self, _n: &'static str, _i: u32, _v: &'static str, _len: usize) -> Result<Self::SerializeStructVariant> {
+    fn serialize_struct_variant(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant> {
         Err(unsupported("map keys must be strings"))
     }
 }
@@ -696,7 +864,13 @@ impl ser::Serializer for ByteSerializer<'_> {
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _n: &'static str, value: &T) -> Result<()> {
         value.serialize(self)
     }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(self, _n: &'static str, _i: u32, _v: &'static str, _value: &T) -> Result<()> {
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _value: &T,
+    ) -> Result<()> {
         Err(unsupported("a byte sequence holds only integers 0..=255"))
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq> {
@@ -708,7 +882,13 @@ impl ser::Serializer for ByteSerializer<'_> {
     fn serialize_tuple_struct(self, _n: &'static str, _len: usize) -> Result<Self::SerializeTupleStruct> {
         Err(unsupported("a byte sequence holds only integers 0..=255"))
     }
-    fn serialize_tuple_variant(self, _n: &'static str, _i: u32, _v: &'static str, _len: usize) -> Result<Self::SerializeTupleVariant> {
+    fn serialize_tuple_variant(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant> {
         Err(unsupported("a byte sequence holds only integers 0..=255"))
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap> {
@@ -717,7 +897,13 @@ impl ser::Serializer for ByteSerializer<'_> {
     fn serialize_struct(self, _n: &'static str, _len: usize) -> Result<Self::SerializeStruct> {
         Err(unsupported("a byte sequence holds only integers 0..=255"))
     }
-    fn serialize_struct_variant(self, _n: &'static str, _i: u32, _v: &'static str, _len: usize) -> Result<Self::SerializeStructVariant> {
+    fn serialize_struct_variant(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant> {
         Err(unsupported("a byte sequence holds only integers 0..=255"))
     }
 }

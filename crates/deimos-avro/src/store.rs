@@ -36,14 +36,22 @@ impl SourceFile {
 }
 
 fn read_source(path: &Path) -> Result<SourceFile, SchemaError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io { path: path.to_path_buf(), source })?;
-    let json: Json = serde_json::from_str(&text)
-        .map_err(|e| SchemaError::Json { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let json: Json = serde_json::from_str(&text).map_err(|e| SchemaError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     Ok(SourceFile::from_json(path.to_path_buf(), json))
 }
 
 fn avsc_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SchemaError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Io { path: dir.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for p in paths {
@@ -91,14 +99,22 @@ impl SchemaStore {
             for r in &s.refs {
                 if r.resolve(|c| defined.contains_key(c)).is_none() {
                     let name = r.display();
-                    return Err(SchemaError::UnknownType { path: s.path.clone(), expected: store.path_for(&name), name });
+                    return Err(SchemaError::UnknownType {
+                        path: s.path.clone(),
+                        expected: store.path_for(&name),
+                        name,
+                    });
                 }
             }
             let Some((first, _)) = s.defs.first() else { continue };
             if let Some(expected) = store.name_for(&s.path)
                 && *first != expected
             {
-                return Err(SchemaError::Misplaced { path: s.path.clone(), expected, found: first.clone() });
+                return Err(SchemaError::Misplaced {
+                    path: s.path.clone(),
+                    expected,
+                    found: first.clone(),
+                });
             }
             let a = build(&store, s, &defs)?;
             cache.insert(first.clone(), a);
@@ -125,13 +141,20 @@ impl SchemaStore {
 
     fn name_for(&self, path: &Path) -> Option<String> {
         let rel = path.strip_prefix(&self.root).ok()?.with_extension("");
-        let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         Some(parts.join("."))
     }
 
     /// Full names of every schema loaded so far.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.cache.read().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+        let mut v: Vec<String> = self
+            .cache
+            .read()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
@@ -158,13 +181,19 @@ impl SchemaStore {
     /// Adds a schema given as JSON (for example a generated key schema). It may refer to types in files.
     pub fn add_json(&self, json: &str) -> Result<AvroSchema, SchemaError> {
         let path = PathBuf::from("<added>");
-        let parsed: Json =
-            serde_json::from_str(json).map_err(|e| SchemaError::Json { path: path.clone(), message: e.to_string() })?;
-        let src = SourceFile::from_json(path.clone(), parsed);
-        let name = src.defs.first().map(|(d, _)| d.clone()).ok_or_else(|| SchemaError::Invalid {
-            path,
-            message: "only named schemas (record, enum, fixed) can be added to a store".into(),
+        let parsed: Json = serde_json::from_str(json).map_err(|e| SchemaError::Json {
+            path: path.clone(),
+            message: e.to_string(),
         })?;
+        let src = SourceFile::from_json(path.clone(), parsed);
+        let name = src
+            .defs
+            .first()
+            .map(|(d, _)| d.clone())
+            .ok_or_else(|| SchemaError::Invalid {
+                path,
+                message: "only named schemas (record, enum, fixed) can be added to a store".into(),
+            })?;
         if let Ok(mut c) = self.cache.write() {
             c.remove(&name);
         }
@@ -186,7 +215,11 @@ impl SchemaStore {
         if let Some(p) = self.index()?.get(name) {
             return read_source(p);
         }
-        Err(SchemaError::NotFound { name: name.to_string(), root: self.root.clone(), path })
+        Err(SchemaError::NotFound {
+            name: name.to_string(),
+            root: self.root.clone(),
+            path,
+        })
     }
 
     fn index(&self) -> Result<BTreeMap<String, PathBuf>, SchemaError> {
@@ -229,7 +262,11 @@ impl SchemaStore {
                     .find_map(|c| self.source_of(&c).ok().filter(|d| d.defines(&c)))
                     .ok_or_else(|| {
                         let name = r.display();
-                        SchemaError::UnknownType { path: from.clone(), expected: self.path_for(&name), name }
+                        SchemaError::UnknownType {
+                            path: from.clone(),
+                            expected: self.path_for(&name),
+                            name,
+                        }
                     })?;
                 if !sources.iter().any(|s| s.path == dep.path) {
                     sources.push(dep);
@@ -255,7 +292,11 @@ fn check_sources(sources: &[SourceFile]) -> Result<BTreeMap<String, PathBuf>, Sc
     for s in sources {
         for (d, _) in &s.defs {
             if let Some(first) = defined.get(d) {
-                return Err(SchemaError::Duplicate { name: d.clone(), first: first.clone(), second: s.path.clone() });
+                return Err(SchemaError::Duplicate {
+                    name: d.clone(),
+                    first: first.clone(),
+                    second: s.path.clone(),
+                });
             }
             defined.insert(d.clone(), s.path.clone());
         }
@@ -271,12 +312,18 @@ fn definitions(sources: &[SourceFile]) -> HashMap<String, Json> {
 fn build(store: &SchemaStore, s: &SourceFile, defs: &HashMap<String, Json>) -> Result<AvroSchema, SchemaError> {
     let json = inline(&s.json, defs).map_err(|r| {
         let name = r.display();
-        SchemaError::UnknownType { path: s.path.clone(), expected: store.path_for(&name), name }
+        SchemaError::UnknownType {
+            path: s.path.clone(),
+            expected: store.path_for(&name),
+            name,
+        }
     })?;
     AvroSchema::from_json_value(&json, s.path.clone())
 }
 
 fn poisoned(root: &Path) -> SchemaError {
-    SchemaError::Invalid { path: root.to_path_buf(), message: "schema store lock poisoned by a panic elsewhere".into() }
+    SchemaError::Invalid {
+        path: root.to_path_buf(),
+        message: "schema store lock poisoned by a panic elsewhere".into(),
+    }
 }
-

@@ -26,7 +26,9 @@ pub fn frame(schema_id: u32, avro: &[u8]) -> Vec<u8> {
 /// Splits a framed message into its schema id and the Avro payload.
 pub fn parse_header(message: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     match message {
-        [] => Err(DecodeError::Truncated("empty message: expected a Confluent frame (a tombstone has no value at all)".into())),
+        [] => Err(DecodeError::Truncated(
+            "empty message: expected a Confluent frame (a tombstone has no value at all)".into(),
+        )),
         [m, ..] if *m != MAGIC_BYTE => Err(DecodeError::BadMagic { found: *m }),
         [_, a, b, c, d, rest @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), rest)),
         _ => Err(DecodeError::Truncated(format!(

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+/// Avro schemas: the schema store, Deimos-style coercion, encode/decode and compatibility (crate `deimos-avro`).
+#[cfg(feature = "avro")]
+pub use deimos_avro as avro;
+
+/// The Confluent-compatible schema registry: the `SchemaRegistry` trait, HTTP, in-memory and cached registries
+/// (crate `deimos-registry`).
+#[cfg(feature = "registry")]
+pub use deimos_registry as registry;
+
+/// Kafka message keys: `key_config` none / plain / schema / field (crate `deimos-keys`).
+#[cfg(feature = "keys")]
+pub use deimos_keys as keys;
