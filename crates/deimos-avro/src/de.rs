@@ -552,11 +552,13 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
         self.any(v, Hint::Float)
     }
     fn deserialize_option<V: Visitor<'de>>(mut self, v: V) -> Result<V::Value> {
-        let target = match self.step() {
+        let mut target = match self.step() {
             Step::Union(branches) => self.union_branch(branches)?.0,
-            Step::Branch { step, .. } => *step,
             _ => self.step,
         };
+        while let Step::Branch { step, .. } = &self.plan.steps[target] {
+            target = *step;
+        }
         if matches!(self.plan.steps[target], Step::Scalar { from: Prim::Null, .. }) {
             v.visit_none()
         } else {
