@@ -577,7 +577,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
         match self.step() {
             Step::Union(branches) => {
                 let (step, name) = self.union_branch(branches)?;
-                let name = name.map_or_else(|| variant_name(&self.plan.steps[step]), |n| title(n));
+                let name = name.map_or_else(|| variant_name(&self.plan.steps[step]), title);
                 v.visit_enum(UnionAccess {
                     de: self.child(step)?,
                     name,

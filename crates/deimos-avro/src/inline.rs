@@ -56,13 +56,11 @@ impl Ref {
 /// references it makes.
 pub(crate) fn collect(v: &Json, ns: Option<&str>, defs: &mut Vec<(String, Json)>, refs: &mut Vec<Ref>) {
     match v {
-        Json::String(s) => {
-            if !PRIMITIVES.contains(&s.as_str()) {
-                refs.push(Ref {
-                    name: s.clone(),
-                    ns: ns.map(str::to_string),
-                });
-            }
+        Json::String(s) if !PRIMITIVES.contains(&s.as_str()) => {
+            refs.push(Ref {
+                name: s.clone(),
+                ns: ns.map(str::to_string),
+            });
         }
         Json::Array(branches) => branches.iter().for_each(|b| collect(b, ns, defs, refs)),
         Json::Object(o) => match o.get("type") {

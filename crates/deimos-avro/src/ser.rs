@@ -653,17 +653,16 @@ impl<'a> StructSer<'a> {
 
     fn skip(&mut self, key: &str) -> Result<()> {
         let Some(rec) = self.rec else { return Ok(()) };
-        if self.slots.is_none() {
-            if let Some(f) = rec.fields.get(self.next)
-                && f.name == key
-            {
-                let b = f
-                    .default_bytes
-                    .as_ref()
-                    .ok_or_else(|| missing(self.g, rec, self.next))?;
-                self.out.extend_from_slice(b);
-                self.next += 1;
-            }
+        if self.slots.is_none()
+            && let Some(f) = rec.fields.get(self.next)
+            && f.name == key
+        {
+            let b = f
+                .default_bytes
+                .as_ref()
+                .ok_or_else(|| missing(self.g, rec, self.next))?;
+            self.out.extend_from_slice(b);
+            self.next += 1;
         }
         Ok(())
     }
