@@ -1,0 +1,230 @@
+//! Confluent-framed values through a registry.
+//!
+//! A [`SchemaCodec`] registers (or looks up) a writer schema once per subject and hands back a
+//! [`SchemaWriter`] that frames and encodes synchronously: the hot path never waits on the registry.
+//! Decoding reads the writer id from the frame, fetches that schema once, and resolves it to the local
+//! reader schema through a plan built once per (writer id, reader schema).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use deimos_avro::{AvroSchema, DecodeError, EncodeError, PlanCache, ResolveError, ResolvedPlan, wire};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+
+use crate::{RegistryError, SchemaRegistry};
+
+/// Encoding or decoding a framed message failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The registry could not register or return a schema.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The payload does not fit its schema.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The message could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The writer schema cannot be read as the reader schema.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+}
+
+/// A writer schema bound to its registry id: encodes and frames without touching the registry.
+#[derive(Debug, Clone)]
+pub struct SchemaWriter {
+    id: u32,
+    schema: AvroSchema,
+}
+
+impl SchemaWriter {
+    /// Binds a schema to an id obtained elsewhere.
+    pub fn new(id: u32, schema: AvroSchema) -> SchemaWriter {
+        SchemaWriter { id, schema }
+    }
+
+    /// The registry id written into every frame.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The writer schema.
+    pub fn schema(&self) -> &AvroSchema {
+        &self.schema
+    }
+
+    /// Appends a framed encoding of a serde value. On error `out` is left as it was.
+    pub fn encode_into<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        wire::write_header(self.id, out);
+        self.schema.encode_into(value, out).inspect_err(|_| out.truncate(start))
+    }
+
+    /// A framed encoding of a serde value.
+    pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(64);
+        self.encode_into(value, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends a framed encoding of a loose payload, coerced to the schema. On error `out` is left as it was.
+    pub fn encode_value_into(&self, payload: &Json, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        wire::write_header(self.id, out);
+        self.schema
+            .encode_value_into(payload, out)
+            .inspect_err(|_| out.truncate(start))
+    }
+
+    /// A framed encoding of a loose payload, coerced to the schema.
+    pub fn encode_value(&self, payload: &Json) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(64);
+        self.encode_value_into(payload, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Encodes and decodes Confluent-framed Avro against a [`SchemaRegistry`]. Cheap to share behind an `Arc`.
+pub struct SchemaCodec {
+    registry: Arc<dyn SchemaRegistry>,
+    auto_register: bool,
+    writers: RwLock<HashMap<(String, String), u32>>,
+    by_id: RwLock<HashMap<u32, AvroSchema>>,
+    plans: PlanCache,
+}
+
+impl std::fmt::Debug for SchemaCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaCodec")
+            .field("auto_register", &self.auto_register)
+            .field("plans", &self.plans)
+            .finish()
+    }
+}
+
+impl SchemaCodec {
+    /// A codec that registers writer schemas on first use (Confluent's `auto.register.schemas=true`,
+    /// what Deimos does).
+    pub fn new(registry: impl SchemaRegistry + 'static) -> SchemaCodec {
+        Self::from_arc(Arc::new(registry))
+    }
+
+    /// A codec over a shared registry.
+    pub fn from_arc(registry: Arc<dyn SchemaRegistry>) -> SchemaCodec {
+        SchemaCodec {
+            registry,
+            auto_register: true,
+            writers: RwLock::default(),
+            by_id: RwLock::default(),
+            plans: PlanCache::new(),
+        }
+    }
+
+    /// With `false`, writer schemas must already be registered: they are looked up, never registered
+    /// (Confluent's `auto.register.schemas=false`, for registries that only CI may write to).
+    pub fn auto_register(mut self, yes: bool) -> SchemaCodec {
+        self.auto_register = yes;
+        self
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<dyn SchemaRegistry> {
+        &self.registry
+    }
+
+    /// Registers (or looks up) `schema` under `subject` once and returns a writer bound to its id.
+    pub async fn writer(&self, subject: &str, schema: &AvroSchema) -> Result<SchemaWriter, CodecError> {
+        let key = (subject.to_string(), schema.canonical_json().to_string());
+        if let Some(id) = self.writers.read().ok().and_then(|w| w.get(&key).copied()) {
+            return Ok(SchemaWriter::new(id, schema.clone()));
+        }
+        let id = if self.auto_register {
+            self.registry.register(subject, schema).await?
+        } else {
+            self.registry.lookup(subject, schema).await?.id
+        };
+        if let Ok(mut w) = self.writers.write() {
+            w.insert(key, id);
+        }
+        if let Ok(mut b) = self.by_id.write() {
+            b.entry(id).or_insert_with(|| schema.clone());
+        }
+        Ok(SchemaWriter::new(id, schema.clone()))
+    }
+
+    /// Encodes and frames a serde value with `schema` registered under `subject`.
+    pub async fn encode<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        schema: &AvroSchema,
+        value: &T,
+    ) -> Result<Vec<u8>, CodecError> {
+        Ok(self.writer(subject, schema).await?.encode(value)?)
+    }
+
+    /// Coerces, encodes and frames a loose payload with `schema` registered under `subject`.
+    pub async fn encode_value(
+        &self,
+        subject: &str,
+        schema: &AvroSchema,
+        payload: &Json,
+    ) -> Result<Vec<u8>, CodecError> {
+        Ok(self.writer(subject, schema).await?.encode_value(payload)?)
+    }
+
+    /// The schema registered under `id`, fetched once.
+    pub async fn writer_schema(&self, id: u32) -> Result<AvroSchema, CodecError> {
+        if let Some(s) = self.by_id.read().ok().and_then(|b| b.get(&id).cloned()) {
+            return Ok(s);
+        }
+        let s = self.registry.schema_by_id(id).await?;
+        if let Ok(mut b) = self.by_id.write() {
+            b.insert(id, s.clone());
+        }
+        Ok(s)
+    }
+
+    /// The plan that reads a message written with schema `id` as `reader`, built once.
+    pub async fn plan(&self, id: u32, reader: &AvroSchema) -> Result<ResolvedPlan, CodecError> {
+        if let Some(p) = self.plans.get(id, reader) {
+            return Ok(p);
+        }
+        let writer = self.writer_schema(id).await?;
+        Ok(self.plans.get_or_build(id, &writer, reader)?)
+    }
+
+    /// Decodes a framed message into `T`, resolving the writer's schema to `reader`.
+    pub async fn decode<T: DeserializeOwned>(&self, message: &[u8], reader: &AvroSchema) -> Result<T, CodecError> {
+        let (id, body) = wire::parse_header(message)?;
+        Ok(self.plan(id, reader).await?.decode(body)?)
+    }
+
+    /// Decodes a framed message into a JSON value, read as `reader`, or as the writer's own schema when
+    /// `reader` is `None`.
+    pub async fn decode_value(&self, message: &[u8], reader: Option<&AvroSchema>) -> Result<Json, CodecError> {
+        let (id, body) = wire::parse_header(message)?;
+        let reader = match reader {
+            Some(r) => r.clone(),
+            None => self.writer_schema(id).await?,
+        };
+        Ok(self.plan(id, &reader).await?.decode_value(body)?)
+    }
+
+    /// Decodes without waiting when the plan for the message's writer id and `reader` is already cached;
+    /// `None` when it is not (then use [`decode`](Self::decode)).
+    pub fn decode_cached<T: DeserializeOwned>(
+        &self,
+        message: &[u8],
+        reader: &AvroSchema,
+    ) -> Option<Result<T, CodecError>> {
+        let (id, body) = match wire::parse_header(message) {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let plan = self.plans.get(id, reader)?;
+        Some(plan.decode(body).map_err(CodecError::from))
+    }
+}

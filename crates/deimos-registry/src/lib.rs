@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+mod cached;
+pub mod codec;
+mod embedded;
+mod error;
+mod http;
+mod memory;
+mod registry;
+mod subject;
+
+pub use cached::{CachedRegistry, CachedRegistryBuilder, DEFAULT_LATEST_TTL};
+pub use codec::{CodecError, SchemaCodec, SchemaWriter};
+pub use embedded::{EmbeddedRegistry, EmbeddedRegistryBuilder};
+pub use error::{BoxError, RegistryError};
+pub use http::{HttpRegistry, HttpRegistryBuilder, MEDIA_TYPE};
+pub use memory::MemoryRegistry;
+pub use registry::{CompatibilityCheck, RegisteredSchema, SchemaRegistry, VersionRef};
+pub use subject::SubjectNameStrategy;
+
+/// Re-exported for convenience: the schema type and compatibility levels the registry works with.
+pub use deimos_avro::{AvroSchema, CompatibilityLevel};
