@@ -9,6 +9,14 @@ use crate::resolve::{PlanInner, Present, Prim, RField, Step, StepId};
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
+/// How deep values may nest. Deeper data is refused rather than risking the stack (serde_json's limit is
+/// 128; a debug build's 2 MiB test-thread stack holds about this many levels of visitors).
+pub(crate) const MAX_DEPTH: usize = 64;
+
+fn too_deep() -> DecodeError {
+    corrupt(format!("values nested deeper than {MAX_DEPTH} levels"))
+}
+
 fn corrupt(msg: impl Into<String>) -> DecodeError {
     DecodeError::Corrupt {
         path: String::new(),
@@ -36,11 +44,19 @@ fn at(e: DecodeError, seg: &str) -> DecodeError {
 pub(crate) struct Reader<'b> {
     buf: &'b [u8],
     pos: usize,
+    /// Array and map items still allowed. Items may take no bytes (`null`, an empty record), so without a
+    /// budget a small message could announce billions of them; the budget keeps the work linear in the
+    /// input size.
+    items: usize,
 }
 
 impl<'b> Reader<'b> {
     pub(crate) fn new(buf: &'b [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            items: buf.len().saturating_mul(8).saturating_add(1024),
+        }
     }
 
     pub(crate) fn remaining(&self) -> usize {
@@ -127,19 +143,20 @@ impl<'b> Reader<'b> {
             n as u64
         };
         let n = usize::try_from(n).map_err(|_| corrupt("block count too large"))?;
-        if n > self.remaining().saturating_mul(8).saturating_add(1024) {
+        if n > self.items {
             return Err(corrupt(format!(
-                "block of {n} items cannot fit in the {} bytes left",
-                self.remaining()
+                "a block of {n} items is more than a {}-byte message can hold",
+                self.buf.len()
             )));
         }
+        self.items -= n;
         Ok(n)
     }
 
     /// Skips a value of a writer node.
     pub(crate) fn skip(&mut self, g: &Graph, node: NodeId, depth: usize) -> Result<()> {
-        if depth > 512 {
-            return Err(corrupt("nesting deeper than 512 levels"));
+        if depth > MAX_DEPTH {
+            return Err(too_deep());
         }
         match &g.nodes[node] {
             Node::Null => {}
@@ -229,8 +246,19 @@ fn utf8(b: &[u8]) -> Result<String> {
     String::from_utf8(b.to_vec()).map_err(|_| corrupt("string is not valid UTF-8"))
 }
 
-fn format_decimal(b: &[u8], scale: usize) -> String {
+fn format_decimal(b: &[u8], scale: usize) -> Result<String> {
     let neg = b.first().is_some_and(|x| x & 0x80 != 0);
+    // Wider than an i128: the leading bytes must be sign extension, then the last 16 hold the value.
+    let b = if b.len() > 16 {
+        let (ext, rest) = b.split_at(b.len() - 16);
+        let pad = if neg { 0xff } else { 0x00 };
+        if ext.iter().any(|x| *x != pad) || (rest[0] & 0x80 != 0) != neg {
+            return Err(corrupt("decimal does not fit in 128 bits"));
+        }
+        rest
+    } else {
+        b
+    };
     let mut v: i128 = if neg { -1 } else { 0 };
     for x in b.iter().take(16) {
         v = (v << 8) | i128::from(*x);
@@ -247,7 +275,7 @@ fn format_decimal(b: &[u8], scale: usize) -> String {
     } else {
         format!("0.{}{}", "0".repeat(scale - digits.len()), digits)
     };
-    if neg { format!("-{s}") } else { s }
+    Ok(if neg { format!("-{s}") } else { s })
 }
 
 fn format_timestamp(v: i64, unit: i64) -> String {
@@ -303,8 +331,8 @@ enum Scalar<'b> {
 
 impl<'r, 'b, 'p> De<'r, 'b, 'p> {
     fn child<'s>(&'s mut self, step: StepId) -> Result<De<'s, 'b, 'p>> {
-        if self.depth > 512 {
-            return Err(corrupt("nesting deeper than 512 levels"));
+        if self.depth > MAX_DEPTH {
+            return Err(too_deep());
         }
         Ok(De {
             r: self.r,
@@ -420,8 +448,8 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
             (Scalar::Double(f), _) => v.visit_f64(f),
             (Scalar::Bytes(b), Present::Decimal { scale }) => match hint {
                 Hint::Bytes => v.visit_bytes(b),
-                Hint::Float => v.visit_f64(format_decimal(b, scale).parse().unwrap_or(f64::NAN)),
-                _ => v.visit_string(format_decimal(b, scale)),
+                Hint::Float => v.visit_f64(format_decimal(b, scale)?.parse().unwrap_or(f64::NAN)),
+                _ => v.visit_string(format_decimal(b, scale)?),
             },
             (Scalar::Bytes(b), _) => match hint {
                 Hint::Bytes => v.visit_bytes(b),
@@ -448,9 +476,9 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
             (_, Hint::Seq) => v.visit_seq(de::value::SeqDeserializer::new(b.iter().copied())),
             (Present::Uuid, _) => v.visit_string(uuid_string(b)?),
             (Present::Decimal { scale }, Hint::Float) => {
-                v.visit_f64(format_decimal(b, scale).parse().unwrap_or(f64::NAN))
+                v.visit_f64(format_decimal(b, scale)?.parse().unwrap_or(f64::NAN))
             }
-            (Present::Decimal { scale }, _) => v.visit_string(format_decimal(b, scale)),
+            (Present::Decimal { scale }, _) => v.visit_string(format_decimal(b, scale)?),
             _ => v.visit_string(latin1(b)),
         }
     }

@@ -355,9 +355,10 @@ fn fits(graph: &Graph, node: NodeId, v: &Json) -> bool {
         Node::Long => int_of(v).is_some(),
         Node::Float | Node::Double => float_of(v).is_some(),
         Node::String => matches!(v, Json::String(_) | Json::Number(_) | Json::Bool(_)),
-        Node::Bytes => bytes_of(v).is_some(),
-        Node::Fixed { size, .. } => bytes_of(v).is_some_and(|b| b.len() == *size),
-        Node::Duration => bytes_of(v).is_some_and(|b| b.len() == 12),
+        // In a union an array is an array: only a string picks a bytes-like branch.
+        Node::Bytes => v.is_string() && bytes_of(v).is_some(),
+        Node::Fixed { size, .. } => v.is_string() && bytes_of(v).is_some_and(|b| b.len() == *size),
+        Node::Duration => v.is_string() && bytes_of(v).is_some_and(|b| b.len() == 12),
         Node::Enum(e) => v.as_str().is_some_and(|s| e.lookup.contains_key(s)),
         Node::Array(_) => v.is_array(),
         Node::Map(_) => v.is_object(),
@@ -365,8 +366,8 @@ fn fits(graph: &Graph, node: NodeId, v: &Json) -> bool {
             .as_object()
             .is_some_and(|o| o.keys().all(|k| r.lookup.contains_key(k))),
         Node::Union(_) => false,
-        Node::Date => date_of(v).is_some(),
-        Node::TimeMillis => time_of(v, 1_000).is_some(),
+        Node::Date => date_of(v).is_some_and(|d| i32::try_from(d).is_ok()),
+        Node::TimeMillis => time_of(v, 1_000).is_some_and(|t| i32::try_from(t).is_ok()),
         Node::TimeMicros => time_of(v, 1_000_000).is_some(),
         Node::Timestamp { unit, local } => timestamp_of(v, *unit, *local).is_some(),
         Node::Uuid(_) => v.as_str().is_some_and(|s| uuid::Uuid::parse_str(s).is_ok()),
@@ -386,13 +387,7 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
             }
         }
         Node::Boolean => out.push(u8::from(bool_of(v).ok_or_else(|| mismatch(graph, node, v))?)),
-        Node::Int => {
-            let i = int_of(v).ok_or_else(|| mismatch(graph, node, v))?;
-            if i32::try_from(i).is_err() {
-                return Err(mismatch_msg(graph, node, format!("{i}, which is out of the int range")));
-            }
-            write_long(out, i);
-        }
+        Node::Int => write_int(graph, node, out, int_of(v).ok_or_else(|| mismatch(graph, node, v))?)?,
         Node::Long => write_long(out, int_of(v).ok_or_else(|| mismatch(graph, node, v))?),
         Node::Float => write_float(out, float_of(v).ok_or_else(|| mismatch(graph, node, v))? as f32),
         Node::Double => write_double(out, float_of(v).ok_or_else(|| mismatch(graph, node, v))?),
@@ -473,8 +468,13 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
             write_long(out, i as i64);
             write(graph, branches[i], v, out, defaults)?;
         }
-        Node::Date => write_long(out, date_of(v).ok_or_else(|| mismatch(graph, node, v))?),
-        Node::TimeMillis => write_long(out, time_of(v, 1_000).ok_or_else(|| mismatch(graph, node, v))?),
+        Node::Date => write_int(graph, node, out, date_of(v).ok_or_else(|| mismatch(graph, node, v))?)?,
+        Node::TimeMillis => write_int(
+            graph,
+            node,
+            out,
+            time_of(v, 1_000).ok_or_else(|| mismatch(graph, node, v))?,
+        )?,
         Node::TimeMicros => write_long(out, time_of(v, 1_000_000).ok_or_else(|| mismatch(graph, node, v))?),
         Node::Timestamp { unit, local } => write_long(
             out,
@@ -503,6 +503,15 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
             }
         }
     }
+    Ok(())
+}
+
+/// Writes a value of an int-based type, refusing values outside 32 bits.
+fn write_int(graph: &Graph, node: NodeId, out: &mut Vec<u8>, i: i64) -> Result<(), EncodeError> {
+    if i32::try_from(i).is_err() {
+        return Err(mismatch_msg(graph, node, format!("{i}, which is out of the int range")));
+    }
+    write_long(out, i);
     Ok(())
 }
 

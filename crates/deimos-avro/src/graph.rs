@@ -201,7 +201,12 @@ impl Compiler {
             Schema::Long => self.push(Node::Long),
             Schema::Float => self.push(Node::Float),
             Schema::Double => self.push(Node::Double),
-            Schema::Bytes | Schema::BigDecimal => self.push(Node::Bytes),
+            Schema::Bytes => self.push(Node::Bytes),
+            Schema::BigDecimal => {
+                return Err(
+                    "logical type `big-decimal` is not supported; use `decimal` with a precision and scale".into(),
+                );
+            }
             Schema::String => self.push(Node::String),
             Schema::Date => self.push(Node::Date),
             Schema::TimeMillis => self.push(Node::TimeMillis),

@@ -14,6 +14,7 @@ struct Inner {
     json: String,
     name: Option<String>,
     fingerprint: u64,
+    pcf: String,
     graph: Graph,
 }
 
@@ -64,6 +65,10 @@ impl AvroSchema {
 
     /// Parses a self-contained schema given as a JSON value.
     pub(crate) fn from_json_value(json: &serde_json::Value, path: PathBuf) -> Result<AvroSchema, SchemaError> {
+        check_attributes(json).map_err(|message| SchemaError::Invalid {
+            path: path.clone(),
+            message,
+        })?;
         let text = json.to_string();
         let s = Schema::parse_str(&text).map_err(|e| SchemaError::Invalid {
             path: path.clone(),
@@ -80,20 +85,24 @@ impl AvroSchema {
         };
         let json = serde_json::to_string(&schema).map_err(|e| invalid(e.to_string()))?;
         let graph = Graph::compile(&schema).map_err(invalid)?;
-        let fingerprint = {
+        // apache-avro 0.22 can panic while canonicalizing attribute values it accepted when parsing;
+        // a schema from a registry or a file must give an error instead.
+        let (pcf, fingerprint) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let fp = schema.fingerprint::<apache_avro::rabin::Rabin>();
             let mut b = [0u8; 8];
             for (d, s) in b.iter_mut().zip(fp.bytes.iter()) {
                 *d = *s;
             }
-            u64::from_le_bytes(b)
-        };
+            (schema.canonical_form(), u64::from_le_bytes(b))
+        }))
+        .map_err(|_| invalid("the schema has attribute values Avro cannot canonicalize".into()))?;
         let name = schema.name().map(|n| n.fullname(None));
         Ok(AvroSchema(Arc::new(Inner {
             apache: schema,
             json,
             name,
             fingerprint,
+            pcf,
             graph,
         })))
     }
@@ -121,8 +130,8 @@ impl AvroSchema {
     }
 
     /// The schema's [Parsing Canonical Form](https://avro.apache.org/docs/1.11.1/specification/#parsing-canonical-form-for-schemas).
-    pub fn parsing_canonical_form(&self) -> String {
-        self.0.apache.canonical_form()
+    pub fn parsing_canonical_form(&self) -> &str {
+        &self.0.pcf
     }
 
     /// CRC-64-AVRO (Rabin) fingerprint of the Parsing Canonical Form.
@@ -168,6 +177,25 @@ impl AvroSchema {
 
     pub(crate) fn graph(&self) -> &Graph {
         &self.0.graph
+    }
+}
+
+/// Attribute values apache-avro does not check when parsing but relies on later.
+fn check_attributes(v: &serde_json::Value) -> Result<(), String> {
+    match v {
+        serde_json::Value::Object(o) => {
+            let typed = o.contains_key("logicalType") || o.get("type").and_then(|t| t.as_str()) == Some("fixed");
+            for key in ["precision", "scale", "size"].into_iter().filter(|_| typed) {
+                if let Some(x) = o.get(key)
+                    && !x.is_u64()
+                {
+                    return Err(format!("`{key}` must be a non-negative integer, got {x}"));
+                }
+            }
+            o.values().try_for_each(check_attributes)
+        }
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_attributes),
+        _ => Ok(()),
     }
 }
 

@@ -28,36 +28,39 @@ fn unsupported(msg: impl Into<String>) -> EncodeError {
 impl<'a> Ser<'a> {
     /// Picks the node that takes a value of this kind: the node itself, or the first fitting branch of a
     /// union (whose index is written).
-    fn pick(&mut self, what: &str, ok: impl Fn(&Node) -> bool) -> Result<NodeId> {
+    fn pick(&mut self, what: impl FnOnce() -> String, ok: impl Fn(&Node) -> bool) -> Result<NodeId> {
         if let Node::Union(branches) = &self.g.nodes[self.node] {
             let i = branches
                 .iter()
                 .position(|b| ok(&self.g.nodes[*b]))
-                .ok_or_else(|| mismatch_msg(self.g, self.node, what))?;
+                .ok_or_else(|| mismatch_msg(self.g, self.node, what()))?;
             write_long(self.out, i as i64);
             return Ok(branches[i]);
         }
         if ok(&self.g.nodes[self.node]) {
             Ok(self.node)
         } else {
-            Err(mismatch_msg(self.g, self.node, what))
+            Err(mismatch_msg(self.g, self.node, what()))
         }
     }
 
     fn write_i64(&mut self, v: i64) -> Result<()> {
-        let node = self.pick(&format!("integer {v}"), |n| {
-            matches!(
-                n,
-                Node::Int
-                    | Node::Long
-                    | Node::Float
-                    | Node::Double
-                    | Node::Date
-                    | Node::TimeMillis
-                    | Node::TimeMicros
-                    | Node::Timestamp { .. }
-            )
-        })?;
+        let node = self.pick(
+            || format!("integer {v}"),
+            |n| {
+                matches!(
+                    n,
+                    Node::Int
+                        | Node::Long
+                        | Node::Float
+                        | Node::Double
+                        | Node::Date
+                        | Node::TimeMillis
+                        | Node::TimeMicros
+                        | Node::Timestamp { .. }
+                )
+            },
+        )?;
         match &self.g.nodes[node] {
             Node::Int | Node::Date | Node::TimeMillis => {
                 if i32::try_from(v).is_err() {
@@ -77,9 +80,10 @@ impl<'a> Ser<'a> {
     }
 
     fn write_f64(&mut self, v: f64) -> Result<()> {
-        let node = self.pick(&format!("number {v}"), |n| {
-            matches!(n, Node::Float | Node::Double | Node::Decimal { .. })
-        })?;
+        let node = self.pick(
+            || format!("number {v}"),
+            |n| matches!(n, Node::Float | Node::Double | Node::Decimal { .. }),
+        )?;
         match &self.g.nodes[node] {
             Node::Float => write_float(self.out, v as f32),
             Node::Decimal {
@@ -113,14 +117,17 @@ impl<'a> Ser<'a> {
 
     fn write_raw_bytes(&mut self, v: &[u8]) -> Result<()> {
         let len = v.len();
-        let node = self.pick(&format!("{len} bytes"), |n| match n {
-            Node::Bytes | Node::String => true,
-            Node::Fixed { size, .. } => *size == len,
-            Node::Duration => len == 12,
-            Node::Uuid(UuidRepr::Fixed) => len == 16,
-            Node::Decimal { fixed, .. } => fixed.is_none_or(|s| s == len),
-            _ => false,
-        })?;
+        let node = self.pick(
+            || format!("{len} bytes"),
+            |n| match n {
+                Node::Bytes | Node::String => true,
+                Node::Fixed { size, .. } => *size == len,
+                Node::Duration => len == 12,
+                Node::Uuid(UuidRepr::Fixed) => len == 16,
+                Node::Decimal { fixed, .. } => fixed.is_none_or(|s| s == len),
+                _ => false,
+            },
+        )?;
         match &self.g.nodes[node] {
             Node::Bytes | Node::String | Node::Decimal { fixed: None, .. } => write_bytes(self.out, v),
             _ => self.out.extend_from_slice(v),
@@ -166,7 +173,7 @@ impl<'a> ser::Serializer for Ser<'a> {
     type SerializeStructVariant = StructSer<'a>;
 
     fn serialize_bool(mut self, v: bool) -> Result<()> {
-        self.pick(&format!("boolean {v}"), |n| matches!(n, Node::Boolean))?;
+        self.pick(|| format!("boolean {v}"), |n| matches!(n, Node::Boolean))?;
         self.out.push(u8::from(v));
         Ok(())
     }
@@ -206,16 +213,19 @@ impl<'a> ser::Serializer for Ser<'a> {
         self.serialize_str(v.encode_utf8(&mut b))
     }
     fn serialize_str(mut self, v: &str) -> Result<()> {
-        let node = self.pick(&format!("string {v:?}"), |n| match n {
-            Node::String | Node::Bytes => true,
-            Node::Uuid(_) => uuid::Uuid::parse_str(v).is_ok(),
-            Node::Enum(e) => e.lookup.contains_key(v),
-            Node::Timestamp { unit, local } => parse_timestamp_str(v, *unit, *local).is_some(),
-            Node::Date => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok(),
-            Node::TimeMillis | Node::TimeMicros => parse_time_str(v, 1_000).is_some(),
-            Node::Decimal { precision, scale, .. } => parse_decimal(v, *precision, *scale).is_some(),
-            _ => false,
-        })?;
+        let node = self.pick(
+            || format!("string {v:?}"),
+            |n| match n {
+                Node::String | Node::Bytes => true,
+                Node::Uuid(_) => uuid::Uuid::parse_str(v).is_ok(),
+                Node::Enum(e) => e.lookup.contains_key(v),
+                Node::Timestamp { unit, local } => parse_timestamp_str(v, *unit, *local).is_some(),
+                Node::Date => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok(),
+                Node::TimeMillis | Node::TimeMicros => parse_time_str(v, 1_000).is_some(),
+                Node::Decimal { precision, scale, .. } => parse_decimal(v, *precision, *scale).is_some(),
+                _ => false,
+            },
+        )?;
         match &self.g.nodes[node] {
             Node::String | Node::Bytes | Node::Uuid(UuidRepr::String) => write_bytes(self.out, v.as_bytes()),
             Node::Uuid(UuidRepr::Fixed) => {
@@ -251,7 +261,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         self.write_raw_bytes(v)
     }
     fn serialize_none(mut self) -> Result<()> {
-        self.pick("null (None)", |n| matches!(n, Node::Null))?;
+        self.pick(|| "null (None)".to_string(), |n| matches!(n, Node::Null))?;
         Ok(())
     }
     fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<()> {
@@ -291,12 +301,15 @@ impl<'a> ser::Serializer for Ser<'a> {
         value.serialize(self.with_node(node))
     }
     fn serialize_seq(mut self, len: Option<usize>) -> Result<SeqSer<'a>> {
-        let node = self.pick("a sequence", |n| {
-            matches!(
-                n,
-                Node::Array(_) | Node::Bytes | Node::Fixed { .. } | Node::Duration | Node::Uuid(UuidRepr::Fixed)
-            )
-        })?;
+        let node = self.pick(
+            || "a sequence".to_string(),
+            |n| {
+                matches!(
+                    n,
+                    Node::Array(_) | Node::Bytes | Node::Fixed { .. } | Node::Duration | Node::Uuid(UuidRepr::Fixed)
+                )
+            },
+        )?;
         match &self.g.nodes[node] {
             Node::Array(items) => {
                 let items = *items;
@@ -347,7 +360,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         )))
     }
     fn serialize_map(mut self, len: Option<usize>) -> Result<MapSer<'a>> {
-        let node = self.pick("a map", |n| matches!(n, Node::Map(_) | Node::Record(_)))?;
+        let node = self.pick(|| "a map".to_string(), |n| matches!(n, Node::Map(_) | Node::Record(_)))?;
         match &self.g.nodes[node] {
             Node::Map(values) => {
                 let values = *values;
@@ -374,16 +387,20 @@ impl<'a> ser::Serializer for Ser<'a> {
         }
     }
     fn serialize_struct(mut self, name: &'static str, len: usize) -> Result<StructSer<'a>> {
-        let node = self.pick(&format!("struct {name}"), |n| match n {
-            Node::Record(r) => r.name == name || r.name.rsplit('.').next() == Some(name),
-            _ => false,
-        });
+        let node = self.pick(
+            || format!("struct {name}"),
+            |n| match n {
+                Node::Record(r) => r.name == name || r.name.rsplit('.').next() == Some(name),
+                _ => false,
+            },
+        );
         let node = match node {
             Ok(n) => n,
             // No record of that name: the first record branch (or the record itself).
-            Err(_) => self.pick(&format!("struct {name}"), |n| {
-                matches!(n, Node::Record(_) | Node::Map(_))
-            })?,
+            Err(_) => self.pick(
+                || format!("struct {name}"),
+                |n| matches!(n, Node::Record(_) | Node::Map(_)),
+            )?,
         };
         match &self.g.nodes[node] {
             Node::Record(r) => Ok(StructSer::new(self.g, r, self.out, false)),
