@@ -102,6 +102,18 @@ fn got(v: &Json) -> String {
     }
 }
 
+/// Values nested deeper than the decoder accepts are refused when written, so that whatever is written
+/// can be read.
+pub(crate) fn too_deep() -> EncodeError {
+    EncodeError::Unsupported {
+        path: String::new(),
+        message: format!(
+            "values nested deeper than {} levels cannot be read back; flatten the payload",
+            crate::de::MAX_DEPTH
+        ),
+    }
+}
+
 pub(crate) fn mismatch(graph: &Graph, node: NodeId, v: &Json) -> EncodeError {
     EncodeError::Mismatch {
         path: String::new(),
@@ -140,7 +152,12 @@ pub(crate) fn parse_int_str(s: &str) -> Option<i64> {
     } else {
         (10, lower.as_str())
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
         return None;
     }
     let clean: String = digits.chars().filter(|c| *c != '_').collect();
@@ -167,7 +184,12 @@ pub(crate) fn int_of(v: &Json) -> Option<i64> {
 /// Ruby `Float()` on a string: decimal or exponent notation with `_` between digits; not NaN or infinity.
 pub(crate) fn parse_float_str(s: &str) -> Option<f64> {
     let t = s.trim();
-    if t.is_empty() || t.contains("__") || t.starts_with('_') || t.ends_with('_') {
+    let b = t.as_bytes();
+    // `_` only between two digits, as Ruby's `Float()` wants.
+    let underscores_ok = b.iter().enumerate().all(|(i, c)| {
+        *c != b'_' || (i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit())
+    });
+    if t.is_empty() || !underscores_ok {
         return None;
     }
     let clean: String = t.chars().filter(|c| *c != '_').collect();
@@ -353,7 +375,8 @@ fn fits(graph: &Graph, node: NodeId, v: &Json) -> bool {
         Node::Boolean => bool_of(v).is_some(),
         Node::Int => int_of(v).is_some_and(|i| i32::try_from(i).is_ok()),
         Node::Long => int_of(v).is_some(),
-        Node::Float | Node::Double => float_of(v).is_some(),
+        Node::Float => float_of(v).is_some_and(|f| (f as f32).is_finite()),
+        Node::Double => float_of(v).is_some(),
         Node::String => matches!(v, Json::String(_) | Json::Number(_) | Json::Bool(_)),
         // In a union an array is an array: only a string picks a bytes-like branch.
         Node::Bytes => v.is_string() && bytes_of(v).is_some(),
@@ -379,7 +402,17 @@ fn fits(graph: &Graph, node: NodeId, v: &Json) -> bool {
 // The walker.
 
 /// Coerces `v` to the schema node and writes it. Union defaults take the first branch (`defaults`).
-fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: bool) -> Result<(), EncodeError> {
+fn write(
+    graph: &Graph,
+    node: NodeId,
+    v: &Json,
+    out: &mut Vec<u8>,
+    defaults: bool,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    if depth > crate::de::MAX_DEPTH {
+        return Err(too_deep());
+    }
     match &graph.nodes[node] {
         Node::Null => {
             if !v.is_null() {
@@ -389,7 +422,17 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
         Node::Boolean => out.push(u8::from(bool_of(v).ok_or_else(|| mismatch(graph, node, v))?)),
         Node::Int => write_int(graph, node, out, int_of(v).ok_or_else(|| mismatch(graph, node, v))?)?,
         Node::Long => write_long(out, int_of(v).ok_or_else(|| mismatch(graph, node, v))?),
-        Node::Float => write_float(out, float_of(v).ok_or_else(|| mismatch(graph, node, v))? as f32),
+        Node::Float => {
+            let f = float_of(v).ok_or_else(|| mismatch(graph, node, v))?;
+            if f.is_finite() && !(f as f32).is_finite() {
+                return Err(mismatch_msg(
+                    graph,
+                    node,
+                    format!("{f}, which is out of the float range"),
+                ));
+            }
+            write_float(out, f as f32)
+        }
         Node::Double => write_double(out, float_of(v).ok_or_else(|| mismatch(graph, node, v))?),
         Node::String => write_bytes(out, string_of(v).ok_or_else(|| mismatch(graph, node, v))?.as_bytes()),
         Node::Bytes => write_bytes(out, &bytes_of(v).ok_or_else(|| mismatch(graph, node, v))?),
@@ -421,7 +464,7 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
             if !a.is_empty() {
                 write_long(out, a.len() as i64);
                 for (i, x) in a.iter().enumerate() {
-                    write(graph, *items, x, out, defaults).map_err(|e| prefix(e, &format!("[{i}]")))?;
+                    write(graph, *items, x, out, defaults, depth + 1).map_err(|e| prefix(e, &format!("[{i}]")))?;
                 }
             }
             out.push(0);
@@ -432,7 +475,7 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
                 write_long(out, m.len() as i64);
                 for (k, x) in m {
                     write_bytes(out, k.as_bytes());
-                    write(graph, *values, x, out, defaults).map_err(|e| prefix(e, k))?;
+                    write(graph, *values, x, out, defaults, depth + 1).map_err(|e| prefix(e, k))?;
                 }
             }
             out.push(0);
@@ -441,7 +484,7 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
             let m = v.as_object().ok_or_else(|| mismatch(graph, node, v))?;
             for f in &r.fields {
                 match m.get(&f.name) {
-                    Some(x) => write(graph, f.node, x, out, defaults).map_err(|e| prefix(e, &f.name))?,
+                    Some(x) => write(graph, f.node, x, out, defaults, depth + 1).map_err(|e| prefix(e, &f.name))?,
                     None => match &f.default_bytes {
                         Some(b) => out.extend_from_slice(b),
                         None => {
@@ -466,7 +509,7 @@ fn write(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>, defaults: boo
             };
             let i = pick.ok_or_else(|| mismatch(graph, node, v))?;
             write_long(out, i as i64);
-            write(graph, branches[i], v, out, defaults)?;
+            write(graph, branches[i], v, out, defaults, depth + 1)?;
         }
         Node::Date => write_int(graph, node, out, date_of(v).ok_or_else(|| mismatch(graph, node, v))?)?,
         Node::TimeMillis => write_int(
@@ -517,10 +560,10 @@ fn write_int(graph: &Graph, node: NodeId, out: &mut Vec<u8>, i: i64) -> Result<(
 
 /// Writes a field default (Avro's JSON default rules: a union default is for its first branch).
 pub(crate) fn encode_default(graph: &Graph, node: NodeId, v: &Json, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    write(graph, node, v, out, true)
+    write(graph, node, v, out, true, 0)
 }
 
 /// Coerces and writes a loose payload.
 pub(crate) fn encode_loose(graph: &Graph, v: &Json, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    write(graph, 0, v, out, false).map_err(root_path)
+    write(graph, 0, v, out, false, 0).map_err(root_path)
 }

@@ -48,6 +48,7 @@ impl AvroSchema {
                 g: self.graph(),
                 node: 0,
                 out,
+                depth: 0,
             })
             .map_err(encode::root_path)
     }

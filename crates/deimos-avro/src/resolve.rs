@@ -268,11 +268,21 @@ impl Builder<'_> {
             self.memo.insert((identity, w, r), id);
             let mut branches = Vec::with_capacity(wb.len());
             for b in wb {
-                let name = match &rn {
-                    Node::Union(rb) => self.pick_branch(identity, *b, rb).map(|i| short(self.rg, rb[i])),
-                    _ => None,
+                // Union to union: straight to the reader's branch, with no extra level in between.
+                let built = match &rn {
+                    Node::Union(rb) => match self.pick_branch(identity, *b, rb) {
+                        Some(i) => self
+                            .build(identity, *b, rb[i])
+                            .map(|s| (s, Some(short(self.rg, rb[i])))),
+                        None => Err(format!(
+                            "{} matches no branch of the reader's {}",
+                            self.wdesc(identity, *b),
+                            describe(self.rg, r)
+                        )),
+                    },
+                    _ => self.build(identity, *b, r).map(|s| (s, None)),
                 };
-                branches.push(self.build(identity, *b, r).map(|s| (s, name)));
+                branches.push(built);
             }
             self.steps[id] = Step::Union(branches);
             return Ok(id);

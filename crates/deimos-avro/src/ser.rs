@@ -16,6 +16,17 @@ pub(crate) struct Ser<'a> {
     pub(crate) g: &'a Graph,
     pub(crate) node: NodeId,
     pub(crate) out: &'a mut Vec<u8>,
+    /// Nesting level, counted as the decoder counts it (fields, items, values and union branches).
+    pub(crate) depth: usize,
+}
+
+/// One level deeper, or an error past the limit the decoder enforces.
+fn deeper(depth: usize) -> Result<usize> {
+    if depth >= crate::de::MAX_DEPTH {
+        Err(crate::encode::too_deep())
+    } else {
+        Ok(depth + 1)
+    }
 }
 
 fn unsupported(msg: impl Into<String>) -> EncodeError {
@@ -30,6 +41,7 @@ impl<'a> Ser<'a> {
     /// union (whose index is written).
     fn pick(&mut self, what: impl FnOnce() -> String, ok: impl Fn(&Node) -> bool) -> Result<NodeId> {
         if let Node::Union(branches) = &self.g.nodes[self.node] {
+            self.depth = deeper(self.depth)?;
             let i = branches
                 .iter()
                 .position(|b| ok(&self.g.nodes[*b]))
@@ -137,6 +149,7 @@ impl<'a> Ser<'a> {
 
     fn with_node<'b>(&'b mut self, node: NodeId) -> Ser<'b> {
         Ser {
+            depth: self.depth,
             g: self.g,
             node,
             out: self.out,
@@ -147,6 +160,7 @@ impl<'a> Ser<'a> {
         let Node::Union(branches) = &self.g.nodes[self.node] else {
             return Ok(self.node);
         };
+        self.depth = deeper(self.depth)?;
         let i = branches
             .iter()
             .position(|b| {
@@ -320,6 +334,7 @@ impl<'a> ser::Serializer for Ser<'a> {
                     write_long(self.out, n as i64);
                 }
                 Ok(SeqSer {
+                    depth: self.depth,
                     g: self.g,
                     out: self.out,
                     node,
@@ -331,6 +346,7 @@ impl<'a> ser::Serializer for Ser<'a> {
                 })
             }
             _ => Ok(SeqSer {
+                depth: self.depth,
                 g: self.g,
                 out: self.out,
                 node,
@@ -370,6 +386,7 @@ impl<'a> ser::Serializer for Ser<'a> {
                     write_long(self.out, n as i64);
                 }
                 Ok(MapSer::Map {
+                    depth: self.depth,
                     g: self.g,
                     out: self.out,
                     values,
@@ -380,7 +397,7 @@ impl<'a> ser::Serializer for Ser<'a> {
                 })
             }
             Node::Record(r) => Ok(MapSer::Record {
-                inner: StructSer::new(self.g, r, self.out, true),
+                inner: StructSer::new(self.g, r, self.out, true, self.depth),
                 key: None,
             }),
             _ => Err(mismatch_msg(self.g, node, "a map")),
@@ -403,12 +420,12 @@ impl<'a> ser::Serializer for Ser<'a> {
             )?,
         };
         match &self.g.nodes[node] {
-            Node::Record(r) => Ok(StructSer::new(self.g, r, self.out, false)),
+            Node::Record(r) => Ok(StructSer::new(self.g, r, self.out, false, self.depth)),
             Node::Map(values) => {
                 if len > 0 {
                     write_long(self.out, len as i64);
                 }
-                Ok(StructSer::as_map(self.g, *values, self.out, len))
+                Ok(StructSer::as_map(self.g, *values, self.out, self.depth))
             }
             _ => Err(mismatch_msg(self.g, node, format!("struct {name}"))),
         }
@@ -422,6 +439,7 @@ impl<'a> ser::Serializer for Ser<'a> {
     ) -> Result<StructSer<'a>> {
         let node = self.union_variant(variant, index)?;
         let s = Ser {
+            depth: self.depth,
             g: self.g,
             node,
             out: self.out,
@@ -433,6 +451,7 @@ impl<'a> ser::Serializer for Ser<'a> {
 /// Arrays (block-encoded) and byte sequences (`Vec<u8>`, `[u8; N]`).
 pub(crate) struct SeqSer<'a> {
     g: &'a Graph,
+    depth: usize,
     out: &'a mut Vec<u8>,
     node: NodeId,
     items: NodeId,
@@ -455,6 +474,7 @@ impl SeqSer<'_> {
         let out = if self.direct { &mut *self.out } else { &mut self.buf };
         value
             .serialize(Ser {
+                depth: deeper(self.depth)?,
                 g: self.g,
                 node: self.items,
                 out,
@@ -465,6 +485,7 @@ impl SeqSer<'_> {
     fn finish(self) -> Result<()> {
         if self.bytes {
             let mut s = Ser {
+                depth: self.depth,
                 g: self.g,
                 node: self.node,
                 out: self.out,
@@ -515,6 +536,7 @@ impl ser::SerializeTupleStruct for SeqSer<'_> {
 pub(crate) enum MapSer<'a> {
     Map {
         g: &'a Graph,
+        depth: usize,
         out: &'a mut Vec<u8>,
         values: NodeId,
         direct: bool,
@@ -542,6 +564,7 @@ impl ser::SerializeMap for MapSer<'_> {
         match self {
             MapSer::Map {
                 g,
+                depth,
                 out,
                 values,
                 direct,
@@ -554,7 +577,12 @@ impl ser::SerializeMap for MapSer<'_> {
                 let out = if *direct { &mut **out } else { buf };
                 write_bytes(out, k.as_bytes());
                 value
-                    .serialize(Ser { g, node: *values, out })
+                    .serialize(Ser {
+                        g,
+                        node: *values,
+                        out,
+                        depth: deeper(*depth)?,
+                    })
                     .map_err(|e| prefix(e, &k))
             }
             MapSer::Record { inner, key } => {
@@ -588,6 +616,7 @@ impl ser::SerializeMap for MapSer<'_> {
 /// the rest are buffered per field and written in schema order at the end. Missing fields take their
 /// defaults; fields the schema does not have are dropped.
 pub(crate) struct StructSer<'a> {
+    depth: usize,
     g: &'a Graph,
     rec: Option<&'a Record>,
     out: &'a mut Vec<u8>,
@@ -598,10 +627,11 @@ pub(crate) struct StructSer<'a> {
 }
 
 impl<'a> StructSer<'a> {
-    fn new(g: &'a Graph, rec: &'a Record, out: &'a mut Vec<u8>, slotted: bool) -> Self {
+    fn new(g: &'a Graph, rec: &'a Record, out: &'a mut Vec<u8>, slotted: bool, depth: usize) -> Self {
         let slots = slotted.then(|| vec![None; rec.fields.len()]);
         StructSer {
             g,
+            depth,
             rec: Some(rec),
             out,
             next: 0,
@@ -610,9 +640,10 @@ impl<'a> StructSer<'a> {
         }
     }
 
-    fn as_map(g: &'a Graph, values: NodeId, out: &'a mut Vec<u8>, _len: usize) -> Self {
+    fn as_map(g: &'a Graph, values: NodeId, out: &'a mut Vec<u8>, depth: usize) -> Self {
         StructSer {
             g,
+            depth,
             rec: None,
             out,
             next: 0,
@@ -626,6 +657,7 @@ impl<'a> StructSer<'a> {
             write_bytes(self.out, key.as_bytes());
             return value
                 .serialize(Ser {
+                    depth: deeper(self.depth)?,
                     g: self.g,
                     node: self.map_values,
                     out: self.out,
@@ -639,6 +671,7 @@ impl<'a> StructSer<'a> {
                 self.next += 1;
                 return value
                     .serialize(Ser {
+                        depth: deeper(self.depth)?,
                         g: self.g,
                         node: f.node,
                         out: self.out,
@@ -657,6 +690,7 @@ impl<'a> StructSer<'a> {
         let mut buf = Vec::new();
         value
             .serialize(Ser {
+                depth: deeper(self.depth)?,
                 g: self.g,
                 node: rec.fields[i].node,
                 out: &mut buf,
