@@ -75,6 +75,17 @@ impl<'b> Reader<'b> {
 
     #[inline]
     pub(crate) fn long(&mut self) -> Result<i64> {
+        // Most values fit one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+        }
+        self.long_slow()
+    }
+
+    fn long_slow(&mut self) -> Result<i64> {
         let mut n: u64 = 0;
         let mut shift = 0;
         loop {
@@ -330,6 +341,7 @@ enum Scalar<'b> {
 }
 
 impl<'r, 'b, 'p> De<'r, 'b, 'p> {
+    #[inline]
     fn child<'s>(&'s mut self, step: StepId) -> Result<De<'s, 'b, 'p>> {
         if self.depth > MAX_DEPTH {
             return Err(too_deep());

@@ -382,7 +382,7 @@ fn fits(graph: &Graph, node: NodeId, v: &Json) -> bool {
         Node::Bytes => v.is_string() && bytes_of(v).is_some(),
         Node::Fixed { size, .. } => v.is_string() && bytes_of(v).is_some_and(|b| b.len() == *size),
         Node::Duration => v.is_string() && bytes_of(v).is_some_and(|b| b.len() == 12),
-        Node::Enum(e) => v.as_str().is_some_and(|s| e.lookup.contains_key(s)),
+        Node::Enum(e) => v.as_str().is_some_and(|s| e.index(s).is_some()),
         Node::Array(_) => v.is_array(),
         Node::Map(_) => v.is_object(),
         Node::Record(r) => v
@@ -456,8 +456,8 @@ fn write(
         }
         Node::Enum(e) => {
             let s = v.as_str().ok_or_else(|| mismatch(graph, node, v))?;
-            let i = e.lookup.get(s).ok_or_else(|| mismatch(graph, node, v))?;
-            write_long(out, *i as i64);
+            let i = e.index(s).ok_or_else(|| mismatch(graph, node, v))?;
+            write_long(out, i as i64);
         }
         Node::Array(items) => {
             let a = v.as_array().ok_or_else(|| mismatch(graph, node, v))?;

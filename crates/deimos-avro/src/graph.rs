@@ -33,6 +33,26 @@ pub(crate) struct Enum {
     pub(crate) default: Option<usize>,
 }
 
+impl Enum {
+    /// The index of a symbol: a scan for small enums (cheaper than hashing), the map for large ones.
+    #[inline]
+    pub(crate) fn index(&self, symbol: &str) -> Option<usize> {
+        if self.symbols.len() <= 16 {
+            self.symbols.iter().position(|s| s == symbol)
+        } else {
+            self.lookup.get(symbol).copied()
+        }
+    }
+}
+
+/// Whether a record's full name is `name` or ends with `.name`.
+#[inline]
+pub(crate) fn name_matches(full: &str, name: &str) -> bool {
+    full.len() >= name.len()
+        && full.ends_with(name)
+        && (full.len() == name.len() || full.as_bytes()[full.len() - name.len() - 1] == b'.')
+}
+
 /// What a uuid is stored as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UuidRepr {

@@ -21,12 +21,19 @@ pub(crate) struct Ser<'a> {
 }
 
 /// One level deeper, or an error past the limit the decoder enforces.
+#[inline]
 fn deeper(depth: usize) -> Result<usize> {
     if depth >= crate::de::MAX_DEPTH {
-        Err(crate::encode::too_deep())
+        Err(too_deep())
     } else {
         Ok(depth + 1)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn too_deep() -> EncodeError {
+    crate::encode::too_deep()
 }
 
 fn unsupported(msg: impl Into<String>) -> EncodeError {
@@ -39,6 +46,7 @@ fn unsupported(msg: impl Into<String>) -> EncodeError {
 impl<'a> Ser<'a> {
     /// Picks the node that takes a value of this kind: the node itself, or the first fitting branch of a
     /// union (whose index is written).
+    #[inline]
     fn pick(&mut self, what: impl FnOnce() -> String, ok: impl Fn(&Node) -> bool) -> Result<NodeId> {
         if let Node::Union(branches) = &self.g.nodes[self.node] {
             self.depth = deeper(self.depth)?;
@@ -232,7 +240,7 @@ impl<'a> ser::Serializer for Ser<'a> {
             |n| match n {
                 Node::String | Node::Bytes => true,
                 Node::Uuid(_) => uuid::Uuid::parse_str(v).is_ok(),
-                Node::Enum(e) => e.lookup.contains_key(v),
+                Node::Enum(e) => e.index(v).is_some(),
                 Node::Timestamp { unit, local } => parse_timestamp_str(v, *unit, *local).is_some(),
                 Node::Date => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok(),
                 Node::TimeMillis | Node::TimeMicros => parse_time_str(v, 1_000).is_some(),
@@ -247,7 +255,7 @@ impl<'a> ser::Serializer for Ser<'a> {
                 self.out.extend_from_slice(u.as_bytes());
             }
             Node::Enum(e) => {
-                let i = e.lookup.get(v).copied().unwrap_or_default();
+                let i = e.index(v).unwrap_or_default();
                 write_long(self.out, i as i64);
             }
             Node::Timestamp { unit, local } => {
@@ -407,7 +415,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         let node = self.pick(
             || format!("struct {name}"),
             |n| match n {
-                Node::Record(r) => r.name == name || r.name.rsplit('.').next() == Some(name),
+                Node::Record(r) => crate::graph::name_matches(&r.name, name),
                 _ => false,
             },
         );
