@@ -565,10 +565,32 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
         self.any(v, Hint::Any)
     }
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        self.any(v, Hint::Str)
+        self.deserialize_string(v)
     }
     fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        // Fast path: a plain string read as a string.
+        if let Step::Scalar {
+            from: Prim::String,
+            to: Prim::String,
+            present: Present::Plain | Present::Uuid,
+        } = self.plan.steps[self.step]
+        {
+            let b = self.r.bytes()?;
+            return v.visit_string(utf8(b)?);
+        }
         self.any(v, Hint::Str)
+    }
+    fn deserialize_i64<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        // Fast path: a long, or an int promoted to a long (the same varint).
+        if let Step::Scalar {
+            from: Prim::Long | Prim::Int,
+            to: Prim::Long,
+            present: Present::Plain,
+        } = self.plan.steps[self.step]
+        {
+            return v.visit_i64(self.r.long()?);
+        }
+        self.any(v, Hint::Any)
     }
     fn deserialize_bytes<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         self.any(v, Hint::Bytes)
@@ -589,6 +611,14 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
         self.any(v, Hint::Float)
     }
     fn deserialize_f64<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        if let Step::Scalar {
+            from: Prim::Double,
+            to: Prim::Double,
+            ..
+        } = self.plan.steps[self.step]
+        {
+            return v.visit_f64(self.r.double()?);
+        }
         self.any(v, Hint::Float)
     }
     fn deserialize_option<V: Visitor<'de>>(mut self, v: V) -> Result<V::Value> {
@@ -648,7 +678,6 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
         deserialize_i8,
         deserialize_i16,
         deserialize_i32,
-        deserialize_i64,
         deserialize_u8,
         deserialize_u16,
         deserialize_u32,

@@ -4,7 +4,6 @@
 //! the reader's default, and union branches on either side.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use crate::error::ResolveError;
@@ -420,22 +419,18 @@ impl Builder<'_> {
 }
 
 /// A cache of resolution plans keyed by writer schema id and reader schema, so each plan is built once.
+///
+/// Lookups hash nothing: the key is the writer id and the reader's precomputed fingerprint, and the reader
+/// is then compared by identity (the usual case: one parsed reader schema per consumer) or by content.
 #[derive(Default)]
 pub struct PlanCache {
-    plans: RwLock<HashMap<(u32, u64), ResolvedPlan>>,
+    plans: RwLock<HashMap<(u32, u64), Vec<ResolvedPlan>>>,
 }
 
 impl std::fmt::Debug for PlanCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.plans.read().map(|p| p.len()).unwrap_or_default();
-        f.debug_struct("PlanCache").field("plans", &n).finish()
+        f.debug_struct("PlanCache").field("plans", &self.len()).finish()
     }
-}
-
-fn reader_key(reader: &AvroSchema) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    reader.canonical_json().hash(&mut h);
-    h.finish()
 }
 
 impl PlanCache {
@@ -448,8 +443,9 @@ impl PlanCache {
     pub fn get(&self, writer_id: u32, reader: &AvroSchema) -> Option<ResolvedPlan> {
         let plans = self.plans.read().ok()?;
         plans
-            .get(&(writer_id, reader_key(reader)))
-            .filter(|p| p.reader() == reader)
+            .get(&(writer_id, reader.fingerprint()))?
+            .iter()
+            .find(|p| p.reader() == reader)
             .cloned()
     }
 
@@ -465,14 +461,20 @@ impl PlanCache {
         }
         let plan = ResolvedPlan::new(writer, reader)?;
         if let Ok(mut plans) = self.plans.write() {
-            plans.insert((writer_id, reader_key(reader)), plan.clone());
+            let same = plans.entry((writer_id, reader.fingerprint())).or_default();
+            if !same.iter().any(|p| p.reader() == reader) {
+                same.push(plan.clone());
+            }
         }
         Ok(plan)
     }
 
     /// Number of cached plans.
     pub fn len(&self) -> usize {
-        self.plans.read().map(|p| p.len()).unwrap_or_default()
+        self.plans
+            .read()
+            .map(|p| p.values().map(Vec::len).sum())
+            .unwrap_or_default()
     }
 
     /// Whether the cache is empty.
