@@ -65,6 +65,11 @@ impl<'a> Ser<'a> {
     }
 
     fn write_i64(&mut self, v: i64) -> Result<()> {
+        // Fast path: the plain type, no union.
+        if let Node::Long = self.g.nodes[self.node] {
+            write_long(self.out, v);
+            return Ok(());
+        }
         let node = self.pick(
             || format!("integer {v}"),
             |n| {
@@ -100,6 +105,10 @@ impl<'a> Ser<'a> {
     }
 
     fn write_f64(&mut self, v: f64) -> Result<()> {
+        if let Node::Double = self.g.nodes[self.node] {
+            write_double(self.out, v);
+            return Ok(());
+        }
         let node = self.pick(
             || format!("number {v}"),
             |n| matches!(n, Node::Float | Node::Double | Node::Decimal { .. }),
@@ -235,6 +244,10 @@ impl<'a> ser::Serializer for Ser<'a> {
         self.serialize_str(v.encode_utf8(&mut b))
     }
     fn serialize_str(mut self, v: &str) -> Result<()> {
+        if let Node::String = self.g.nodes[self.node] {
+            write_bytes(self.out, v.as_bytes());
+            return Ok(());
+        }
         let node = self.pick(
             || format!("string {v:?}"),
             |n| match n {
