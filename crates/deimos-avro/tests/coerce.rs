@@ -49,6 +49,9 @@ fn ints_and_longs_take_integers_and_integer_strings() {
         "leading zero is decimal, not octal"
     );
     assert!(err(json!("int"), json!("1.5")).contains("expected int"));
+    for bad in ["-+5", "0x+5", "0b+1", "_1", "1_", "1__0"] {
+        assert!(err(json!("long"), json!(bad)).contains("expected long"), "{bad}");
+    }
     assert!(err(json!("int"), json!("")).contains("expected int"));
     assert!(err(json!("long"), json!(4.5)).contains("expected long"));
     assert!(err(json!("long"), json!(true)).contains("boolean true"));
@@ -64,6 +67,12 @@ fn floats_and_doubles_take_numbers_and_float_strings() {
     assert_eq!(ok(json!("float"), json!("2.5e2")), json!(250.0));
     assert!(err(json!("double"), json!("abc")).contains("expected double"));
     assert!(err(json!("double"), json!("NaN")).contains("expected double"));
+    for bad in ["1._5", "1_.5", "1e+_5", "_1.0"] {
+        assert!(err(json!("double"), json!(bad)).contains("expected double"), "{bad}");
+    }
+    assert_eq!(ok(json!("double"), json!("1_000.5")), json!(1000.5));
+    let e = err(json!("float"), json!(1e39));
+    assert!(e.contains("out of the float range"), "{e}");
 }
 
 #[test]
