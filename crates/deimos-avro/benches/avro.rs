@@ -23,7 +23,7 @@ use anyhow::{Context, Result, ensure};
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use deimos_avro::{AvroSchema, PlanCache, SchemaStore, wire};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 /// The schema id the frames carry (any value; there is no registry here).
@@ -38,29 +38,9 @@ const WARM_UP: Duration = Duration::from_millis(300);
 const APACHE_ENCODE: &str = "avro.encode.apache_value_ns";
 const APACHE_DECODE: &str = "avro.decode.apache_resolved_ns";
 
-/// `com.acme.Status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(clippy::upper_case_acronyms)]
-enum Status {
-    ACTIVE,
-    RETIRED,
-    UNKNOWN,
-}
-
-/// `com.acme.Widget`, as the producer has it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Widget {
-    id: i64,
-    message_id: String,
-    name: String,
-    description: String,
-    price: f64,
-    quantity: i32,
-    status: Status,
-    tags: Vec<String>,
-    updated_at: i64,
-    parent_id: Option<i64>,
-}
+#[path = "../tests/support/widget.rs"]
+mod widget;
+use widget::{Status, Widget};
 
 /// The consumer's newer `com.acme.Widget`: drops `description`, reads `quantity` as a long and adds `region`
 /// with a default.

@@ -110,6 +110,7 @@ impl<'b> Reader<'b> {
         i32::try_from(v).map_err(|_| corrupt(format!("int value {v} out of range")))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'b [u8]> {
         if n > self.remaining() {
             return Err(DecodeError::Truncated(format!(
@@ -122,21 +123,25 @@ impl<'b> Reader<'b> {
         Ok(s)
     }
 
+    #[inline]
     fn len(&mut self) -> Result<usize> {
         let n = self.long()?;
         usize::try_from(n).map_err(|_| corrupt(format!("negative length {n}")))
     }
 
+    #[inline]
     fn bytes(&mut self) -> Result<&'b [u8]> {
         let n = self.len()?;
         self.take(n)
     }
 
+    #[inline]
     fn float(&mut self) -> Result<f32> {
         let b = self.take(4)?;
         Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    #[inline]
     fn double(&mut self) -> Result<f64> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
@@ -253,6 +258,7 @@ fn latin1(b: &[u8]) -> String {
     b.iter().map(|c| char::from(*c)).collect()
 }
 
+#[inline]
 fn utf8(b: &[u8]) -> Result<String> {
     String::from_utf8(b.to_vec()).map_err(|_| corrupt("string is not valid UTF-8"))
 }

@@ -46,7 +46,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use deimos_avro::{AvroSchema, ResolvedPlan, SchemaStore, wire};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 // ---------------------------------------------------------------------------------------------------
@@ -265,27 +265,9 @@ fn payloads(schema: usize) -> Vec<Json> {
 // ---------------------------------------------------------------------------------------------------
 // Decode targets: the Widget types, and a probe for every other path of the `Deserializer`.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(clippy::upper_case_acronyms)]
-enum Status {
-    ACTIVE,
-    RETIRED,
-    UNKNOWN,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Widget {
-    id: i64,
-    message_id: String,
-    name: String,
-    description: String,
-    price: f64,
-    quantity: i32,
-    status: Status,
-    tags: Vec<String>,
-    updated_at: i64,
-    parent_id: Option<i64>,
-}
+#[path = "support/widget.rs"]
+mod widget;
+use widget::{Status, Widget};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 struct WidgetV2 {
