@@ -96,7 +96,8 @@ impl FromStr for CompatibilityLevel {
     }
 }
 
-/// Checks `new` against the earlier versions of a subject (oldest first) under `level`.
+/// Checks `new` against the earlier versions of a subject (oldest first) under `level`: the latest one,
+/// or every one for the transitive levels.
 ///
 /// Returns every incompatibility found, each naming the version (1-based position in `earlier`) and the
 /// direction that failed.
@@ -104,6 +105,21 @@ pub fn check_compatibility(
     level: CompatibilityLevel,
     new: &AvroSchema,
     earlier: &[AvroSchema],
+) -> Result<(), Vec<String>> {
+    let numbered: Vec<(u32, &AvroSchema)> = earlier
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (u32::try_from(i + 1).unwrap_or(u32::MAX), s))
+        .collect();
+    check_compatibility_versions(level, new, &numbered)
+}
+
+/// [`check_compatibility`] with the versions' own numbers, for a registry whose versions have gaps
+/// (deleted versions): messages name those numbers.
+pub fn check_compatibility_versions(
+    level: CompatibilityLevel,
+    new: &AvroSchema,
+    earlier: &[(u32, &AvroSchema)],
 ) -> Result<(), Vec<String>> {
     if level == CompatibilityLevel::None || earlier.is_empty() {
         return Ok(());
@@ -115,8 +131,7 @@ pub fn check_compatibility(
         _ => (true, true),
     };
     let mut problems = Vec::new();
-    for (i, old) in earlier.iter().enumerate().skip(start) {
-        let version = i + 1;
+    for (version, old) in &earlier[start..] {
         if backward && let Err(e) = can_read(old, new) {
             problems.push(format!(
                 "the new schema cannot read data written with version {version} ({level}): {e}"

@@ -98,12 +98,7 @@ impl MemoryRegistry {
                 .live()
                 .map(|v| Ok((v.version, state.schema(v.id)?)))
                 .collect::<Result<_, RegistryError>>()?;
-            let chosen: &[(u32, AvroSchema)] = if is_transitive(level) {
-                &live
-            } else {
-                live.last().map(std::slice::from_ref).unwrap_or_default()
-            };
-            let messages = check_against(level, schema, chosen);
+            let messages = check_against(level, schema, &live);
             if !messages.is_empty() {
                 return Err(RegistryError::Incompatible {
                     subject: subject.to_string(),
@@ -198,12 +193,7 @@ impl MemoryRegistry {
                 .collect::<Result<_, RegistryError>>()?,
             None => Vec::new(),
         };
-        let chosen: &[(u32, AvroSchema)] = if is_transitive(level) {
-            &live
-        } else {
-            live.last().map(std::slice::from_ref).unwrap_or_default()
-        };
-        let messages = check_against(level, schema, chosen);
+        let messages = check_against(level, schema, &live);
         Ok(CompatibilityCheck {
             is_compatible: messages.is_empty(),
             messages,
@@ -256,31 +246,13 @@ impl State {
     }
 }
 
-fn is_transitive(level: CompatibilityLevel) -> bool {
-    matches!(
-        level,
-        CompatibilityLevel::BackwardTransitive
-            | CompatibilityLevel::ForwardTransitive
-            | CompatibilityLevel::FullTransitive
-    )
-}
-
-/// Checks `new` against each `(version, schema)` under `level`; messages name the real version numbers.
-fn check_against(level: CompatibilityLevel, new: &AvroSchema, earlier: &[(u32, AvroSchema)]) -> Vec<String> {
-    let mut messages = Vec::new();
-    for (version, old) in earlier {
-        if let Err(problems) = deimos_avro::compat::check_compatibility(level, new, std::slice::from_ref(old)) {
-            // Checked one at a time, deimos-avro numbers the schema "version 1"; say which version it is.
-            messages.extend(problems.into_iter().map(|m| {
-                if *version == 1 {
-                    m
-                } else {
-                    m.replacen("version 1 ", &format!("version {version} "), 1)
-                }
-            }));
-        }
-    }
-    messages
+/// Checks `new` under `level` against the subject's live versions (oldest first): the latest, or all of them
+/// for the transitive levels. Messages name the real version numbers.
+fn check_against(level: CompatibilityLevel, new: &AvroSchema, live: &[(u32, AvroSchema)]) -> Vec<String> {
+    let numbered: Vec<(u32, &AvroSchema)> = live.iter().map(|(v, s)| (*v, s)).collect();
+    deimos_avro::compat::check_compatibility_versions(level, new, &numbered)
+        .err()
+        .unwrap_or_default()
 }
 
 #[async_trait::async_trait]
