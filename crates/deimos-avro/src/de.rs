@@ -7,37 +7,65 @@ use crate::error::DecodeError;
 use crate::graph::{Graph, Node, NodeId};
 use crate::resolve::{PlanInner, Present, Prim, RField, Step, StepId};
 
-type Result<T> = std::result::Result<T, DecodeError>;
+type Result<T> = std::result::Result<T, DeError>;
+
+/// A [`DecodeError`] boxed, so that every result on the hot path stays two words wide; unboxed at the
+/// public boundary ([`decode`]).
+#[derive(Debug)]
+pub(crate) struct DeError(Box<DecodeError>);
+
+impl std::fmt::Display for DeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DeError {}
+
+impl de::Error for DeError {
+    #[cold]
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        DeError(Box::new(DecodeError::Type(msg.to_string())))
+    }
+}
+
+impl From<DecodeError> for DeError {
+    #[cold]
+    fn from(e: DecodeError) -> Self {
+        DeError(Box::new(e))
+    }
+}
 
 /// How deep values may nest. Deeper data is refused rather than risking the stack (serde_json's limit is
 /// 128; a debug build's 2 MiB test-thread stack holds about this many levels of visitors).
 pub(crate) const MAX_DEPTH: usize = 64;
 
-fn too_deep() -> DecodeError {
+#[cold]
+fn too_deep() -> DeError {
     corrupt(format!("values nested deeper than {MAX_DEPTH} levels"))
 }
 
-fn corrupt(msg: impl Into<String>) -> DecodeError {
+#[cold]
+fn corrupt(msg: impl Into<String>) -> DeError {
     DecodeError::Corrupt {
         path: String::new(),
         message: msg.into(),
     }
+    .into()
 }
 
-fn at(e: DecodeError, seg: &str) -> DecodeError {
-    match e {
-        DecodeError::Corrupt { path, message } => {
-            let path = if path.is_empty() {
-                seg.to_string()
-            } else if path.starts_with('[') {
-                format!("{seg}{path}")
-            } else {
-                format!("{seg}.{path}")
-            };
-            DecodeError::Corrupt { path, message }
-        }
-        e => e,
+#[cold]
+fn at(mut e: DeError, seg: &str) -> DeError {
+    if let DecodeError::Corrupt { path, .. } = &mut *e.0 {
+        *path = if path.is_empty() {
+            seg.to_string()
+        } else if path.starts_with('[') {
+            format!("{seg}{path}")
+        } else {
+            format!("{seg}.{path}")
+        };
     }
+    e
 }
 
 /// A cursor over the input bytes.
@@ -68,7 +96,7 @@ impl<'b> Reader<'b> {
         let b = *self
             .buf
             .get(self.pos)
-            .ok_or_else(|| DecodeError::Truncated("the data ended inside a value".into()))?;
+            .ok_or_else(|| DeError::from(DecodeError::Truncated("the data ended inside a value".into())))?;
         self.pos += 1;
         Ok(b)
     }
@@ -113,10 +141,10 @@ impl<'b> Reader<'b> {
     #[inline]
     fn take(&mut self, n: usize) -> Result<&'b [u8]> {
         if n > self.remaining() {
-            return Err(DecodeError::Truncated(format!(
+            return Err(DeError::from(DecodeError::Truncated(format!(
                 "{n} bytes needed, {} left",
                 self.remaining()
-            )));
+            ))));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -404,11 +432,11 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
             .ok_or_else(|| corrupt(format!("union branch {i} out of range")))?;
         match b {
             Ok((s, name)) => Ok((*s, name.as_deref())),
-            Err(e) => Err(DecodeError::Resolve(crate::ResolveError {
+            Err(e) => Err(DeError::from(DecodeError::Resolve(crate::ResolveError {
                 writer: self.plan.writer.name().unwrap_or("union").to_string(),
                 reader: self.plan.reader.name().unwrap_or("union").to_string(),
                 message: format!("the data uses a union branch the reader cannot read: {e}"),
-            })),
+            }))),
         }
     }
 
@@ -429,14 +457,14 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
             .ok_or_else(|| corrupt(format!("enum index {i} out of range")))?;
         match map[wi] {
             Some(ri) => Ok(symbols[ri].as_str()),
-            None => Err(DecodeError::Resolve(crate::ResolveError {
+            None => Err(DeError::from(DecodeError::Resolve(crate::ResolveError {
                 writer: name.clone(),
                 reader: name.clone(),
                 message: format!(
                     "symbol `{}` is unknown to the reader's enum, which has no default",
                     writer_symbols[wi]
                 ),
-            })),
+            }))),
         }
     }
 
@@ -565,7 +593,7 @@ macro_rules! forward_any {
 }
 
 impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
-    type Error = DecodeError;
+    type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         self.any(v, Hint::Any)
@@ -736,7 +764,7 @@ struct RecordAccess<'r, 'b, 'p> {
 }
 
 impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
-    type Error = DecodeError;
+    type Error = DeError;
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         while self.i < self.fields.len() {
             match &self.fields[self.i] {
@@ -748,7 +776,7 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
                 RField::Read { name, .. } => {
                     self.key = Some(name);
                     return seed
-                        .deserialize(de::value::StrDeserializer::<DecodeError>::new(name))
+                        .deserialize(de::value::StrDeserializer::<DeError>::new(name))
                         .map(Some);
                 }
             }
@@ -756,7 +784,7 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
         match self.defaults.get(self.i - self.fields.len()) {
             Some(d) => {
                 self.key = Some(&d.name);
-                seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(&d.name))
+                seed.deserialize(de::value::StrDeserializer::<DeError>::new(&d.name))
                     .map(Some)
             }
             None => Ok(None),
@@ -794,7 +822,7 @@ struct ArrayAccess<'r, 'b, 'p> {
 }
 
 impl<'de> de::SeqAccess<'de> for ArrayAccess<'_, '_, '_> {
-    type Error = DecodeError;
+    type Error = DeError;
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
         if self.done {
             return Ok(None);
@@ -823,7 +851,7 @@ struct MapAccess<'r, 'b, 'p> {
 }
 
 impl<'de> de::MapAccess<'de> for MapAccess<'_, '_, '_> {
-    type Error = DecodeError;
+    type Error = DeError;
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         if self.done {
             return Ok(None);
@@ -837,7 +865,7 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_, '_> {
         }
         self.left -= 1;
         self.key = utf8(self.de.r.bytes()?)?;
-        seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(&self.key))
+        seed.deserialize(de::value::StrDeserializer::<DeError>::new(&self.key))
             .map(Some)
     }
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
@@ -854,16 +882,16 @@ struct UnionAccess<'r, 'b, 'p> {
 }
 
 impl<'de, 'r, 'b, 'p> de::EnumAccess<'de> for UnionAccess<'r, 'b, 'p> {
-    type Error = DecodeError;
+    type Error = DeError;
     type Variant = De<'r, 'b, 'p>;
     fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant)> {
-        let v = seed.deserialize(de::value::StringDeserializer::<DecodeError>::new(self.name))?;
+        let v = seed.deserialize(de::value::StringDeserializer::<DeError>::new(self.name))?;
         Ok((v, self.de))
     }
 }
 
 impl<'de> de::VariantAccess<'de> for De<'_, '_, '_> {
-    type Error = DecodeError;
+    type Error = DeError;
     fn unit_variant(self) -> Result<()> {
         de::Deserialize::deserialize(self).map(|_: de::IgnoredAny| ())
     }
@@ -879,14 +907,15 @@ impl<'de> de::VariantAccess<'de> for De<'_, '_, '_> {
 }
 
 /// Decodes one value with `plan`, requiring that the whole input is consumed.
-pub(crate) fn decode<T: de::DeserializeOwned>(plan: &PlanInner, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: de::DeserializeOwned>(plan: &PlanInner, bytes: &[u8]) -> std::result::Result<T, DecodeError> {
     let mut r = Reader::new(bytes);
     let v = T::deserialize(De {
         r: &mut r,
         plan,
         step: plan.root,
         depth: 0,
-    })?;
+    })
+    .map_err(|e| *e.0)?;
     if r.remaining() > 0 {
         return Err(DecodeError::TrailingBytes(r.remaining()));
     }

@@ -50,7 +50,7 @@ impl AvroSchema {
                 out,
                 depth: 0,
             })
-            .map_err(encode::root_path)
+            .map_err(|e| encode::root_path(*e.0))
     }
 
     /// [`encode_into`](Self::encode_into) into a new buffer.

@@ -4,13 +4,50 @@
 use serde::ser::{self, Serialize};
 
 use crate::encode::{
-    decimal_bytes, mismatch_msg, parse_decimal, parse_time_str, parse_timestamp_str, prefix, write_bytes, write_double,
-    write_float, write_long,
+    decimal_bytes, parse_decimal, parse_time_str, parse_timestamp_str, write_bytes, write_double, write_float,
+    write_long,
 };
 use crate::error::EncodeError;
 use crate::graph::{Graph, Node, NodeId, Record, UuidRepr, short};
 
-type Result<T> = std::result::Result<T, EncodeError>;
+type Result<T> = std::result::Result<T, SerError>;
+
+/// An [`EncodeError`] boxed, so that every result on the hot path stays one word wide; unboxed at the
+/// public boundary.
+#[derive(Debug)]
+pub(crate) struct SerError(pub(crate) Box<EncodeError>);
+
+impl std::fmt::Display for SerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SerError {}
+
+impl ser::Error for SerError {
+    #[cold]
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        unsupported(msg.to_string())
+    }
+}
+
+impl From<EncodeError> for SerError {
+    #[cold]
+    fn from(e: EncodeError) -> Self {
+        SerError(Box::new(e))
+    }
+}
+
+#[cold]
+fn mismatch_msg(g: &Graph, node: NodeId, got: impl Into<String>) -> SerError {
+    crate::encode::mismatch_msg(g, node, got).into()
+}
+
+#[cold]
+fn prefix(e: SerError, seg: &str) -> SerError {
+    crate::encode::prefix(*e.0, seg).into()
+}
 
 pub(crate) struct Ser<'a> {
     pub(crate) g: &'a Graph,
@@ -32,15 +69,17 @@ fn deeper(depth: usize) -> Result<usize> {
 
 #[cold]
 #[inline(never)]
-fn too_deep() -> EncodeError {
-    crate::encode::too_deep()
+fn too_deep() -> SerError {
+    crate::encode::too_deep().into()
 }
 
-fn unsupported(msg: impl Into<String>) -> EncodeError {
+#[cold]
+fn unsupported(msg: impl Into<String>) -> SerError {
     EncodeError::Unsupported {
         path: String::new(),
         message: msg.into(),
     }
+    .into()
 }
 
 impl<'a> Ser<'a> {
@@ -194,11 +233,11 @@ impl<'a> Ser<'a> {
 
 impl<'a> ser::Serializer for Ser<'a> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     type SerializeSeq = SeqSer<'a>;
     type SerializeTuple = SeqSer<'a>;
     type SerializeTupleStruct = SeqSer<'a>;
-    type SerializeTupleVariant = ser::Impossible<(), EncodeError>;
+    type SerializeTupleVariant = ser::Impossible<(), SerError>;
     type SerializeMap = MapSer<'a>;
     type SerializeStruct = StructSer<'a>;
     type SerializeStructVariant = StructSer<'a>;
@@ -524,7 +563,7 @@ impl SeqSer<'_> {
 
 impl ser::SerializeSeq for SeqSer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -534,7 +573,7 @@ impl ser::SerializeSeq for SeqSer<'_> {
 }
 impl ser::SerializeTuple for SeqSer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -544,7 +583,7 @@ impl ser::SerializeTuple for SeqSer<'_> {
 }
 impl ser::SerializeTupleStruct for SeqSer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -573,7 +612,7 @@ pub(crate) enum MapSer<'a> {
 
 impl ser::SerializeMap for MapSer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<()> {
         let k = key.serialize(KeySerializer)?;
         match self {
@@ -706,7 +745,8 @@ impl<'a> StructSer<'a> {
             return Err(EncodeError::Unsupported {
                 path: key.into(),
                 message: "field written twice".into(),
-            });
+            }
+            .into());
         }
         let mut buf = Vec::new();
         value
@@ -761,16 +801,17 @@ impl<'a> StructSer<'a> {
     }
 }
 
-fn missing(g: &Graph, rec: &Record, i: usize) -> EncodeError {
-    EncodeError::MissingField {
+#[cold]
+fn missing(g: &Graph, rec: &Record, i: usize) -> SerError {
+    SerError::from(EncodeError::MissingField {
         path: rec.fields[i].name.clone(),
         expected: crate::graph::describe(g, rec.fields[i].node),
-    }
+    })
 }
 
 impl ser::SerializeStruct for StructSer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result<()> {
         self.field(key, value)
     }
@@ -783,7 +824,7 @@ impl ser::SerializeStruct for StructSer<'_> {
 }
 impl ser::SerializeStructVariant for StructSer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result<()> {
         self.field(key, value)
     }
@@ -806,14 +847,14 @@ macro_rules! key_display {
 
 impl ser::Serializer for KeySerializer {
     type Ok = String;
-    type Error = EncodeError;
-    type SerializeSeq = ser::Impossible<String, EncodeError>;
-    type SerializeTuple = ser::Impossible<String, EncodeError>;
-    type SerializeTupleStruct = ser::Impossible<String, EncodeError>;
-    type SerializeTupleVariant = ser::Impossible<String, EncodeError>;
-    type SerializeMap = ser::Impossible<String, EncodeError>;
-    type SerializeStruct = ser::Impossible<String, EncodeError>;
-    type SerializeStructVariant = ser::Impossible<String, EncodeError>;
+    type Error = SerError;
+    type SerializeSeq = ser::Impossible<String, SerError>;
+    type SerializeTuple = ser::Impossible<String, SerError>;
+    type SerializeTupleStruct = ser::Impossible<String, SerError>;
+    type SerializeTupleVariant = ser::Impossible<String, SerError>;
+    type SerializeMap = ser::Impossible<String, SerError>;
+    type SerializeStruct = ser::Impossible<String, SerError>;
+    type SerializeStructVariant = ser::Impossible<String, SerError>;
     key_display!(serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
         serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64, serialize_f32: f32,
         serialize_f64: f64, serialize_char: char, serialize_str: &str);
@@ -906,14 +947,14 @@ macro_rules! byte_err {
 
 impl ser::Serializer for ByteSerializer<'_> {
     type Ok = ();
-    type Error = EncodeError;
-    type SerializeSeq = ser::Impossible<(), EncodeError>;
-    type SerializeTuple = ser::Impossible<(), EncodeError>;
-    type SerializeTupleStruct = ser::Impossible<(), EncodeError>;
-    type SerializeTupleVariant = ser::Impossible<(), EncodeError>;
-    type SerializeMap = ser::Impossible<(), EncodeError>;
-    type SerializeStruct = ser::Impossible<(), EncodeError>;
-    type SerializeStructVariant = ser::Impossible<(), EncodeError>;
+    type Error = SerError;
+    type SerializeSeq = ser::Impossible<(), SerError>;
+    type SerializeTuple = ser::Impossible<(), SerError>;
+    type SerializeTupleStruct = ser::Impossible<(), SerError>;
+    type SerializeTupleVariant = ser::Impossible<(), SerError>;
+    type SerializeMap = ser::Impossible<(), SerError>;
+    type SerializeStruct = ser::Impossible<(), SerError>;
+    type SerializeStructVariant = ser::Impossible<(), SerError>;
     byte_int!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
         serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
     byte_err!(serialize_bool: bool, serialize_f32: f32, serialize_f64: f64, serialize_char: char, serialize_str: &str, serialize_bytes: &[u8]);
