@@ -23,7 +23,6 @@ use anyhow::{Context, Result, ensure};
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use deimos_avro::{AvroSchema, PlanCache, SchemaStore, wire};
-use serde::Deserialize;
 use serde_json::json;
 
 /// The schema id the frames carry (any value; there is no registry here).
@@ -40,42 +39,7 @@ const APACHE_DECODE: &str = "avro.decode.apache_resolved_ns";
 
 #[path = "../tests/support/widget.rs"]
 mod widget;
-use widget::{Status, Widget};
-
-/// The consumer's newer `com.acme.Widget`: drops `description`, reads `quantity` as a long and adds `region`
-/// with a default.
-const READER_SCHEMA: &str = r#"{
-  "type": "record",
-  "name": "Widget",
-  "namespace": "com.acme",
-  "fields": [
-    {"name": "id", "type": "long"},
-    {"name": "message_id", "type": "string"},
-    {"name": "name", "type": "string"},
-    {"name": "price", "type": "double"},
-    {"name": "quantity", "type": "long"},
-    {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["ACTIVE", "RETIRED", "UNKNOWN"], "default": "UNKNOWN"}},
-    {"name": "tags", "type": {"type": "array", "items": "string"}},
-    {"name": "updated_at", "type": "long"},
-    {"name": "parent_id", "type": ["null", "long"], "default": null},
-    {"name": "region", "type": "string", "default": "eu-west-1"}
-  ]
-}"#;
-
-/// What the consumer decodes into (the reader schema's fields).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct WidgetV2 {
-    id: i64,
-    message_id: String,
-    name: String,
-    price: f64,
-    quantity: i64,
-    status: Status,
-    tags: Vec<String>,
-    updated_at: i64,
-    parent_id: Option<i64>,
-    region: String,
-}
+use widget::{Status, WIDGET_V2_SCHEMA as READER_SCHEMA, Widget, WidgetV2};
 
 fn widget() -> Widget {
     Widget {

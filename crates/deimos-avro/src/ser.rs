@@ -715,28 +715,14 @@ impl<'a> StructSer<'a> {
     fn field<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result<()> {
         let Some(rec) = self.rec else {
             write_bytes(self.out, key.as_bytes());
-            return value
-                .serialize(Ser {
-                    depth: deeper(self.depth)?,
-                    g: self.g,
-                    node: self.map_values,
-                    out: self.out,
-                })
-                .map_err(|e| prefix(e, key));
+            return child(self.g, self.depth, self.map_values, self.out, key, value);
         };
         if self.slots.is_none() {
             if let Some(f) = rec.fields.get(self.next)
                 && f.name == key
             {
                 self.next += 1;
-                return value
-                    .serialize(Ser {
-                        depth: deeper(self.depth)?,
-                        g: self.g,
-                        node: f.node,
-                        out: self.out,
-                    })
-                    .map_err(|e| prefix(e, key));
+                return child(self.g, self.depth, f.node, self.out, key, value);
             }
             self.slots = Some(vec![None; rec.fields.len()]);
         }
@@ -749,14 +735,7 @@ impl<'a> StructSer<'a> {
             .into());
         }
         let mut buf = Vec::new();
-        value
-            .serialize(Ser {
-                depth: deeper(self.depth)?,
-                g: self.g,
-                node: rec.fields[i].node,
-                out: &mut buf,
-            })
-            .map_err(|e| prefix(e, key))?;
+        child(self.g, self.depth, rec.fields[i].node, &mut buf, key, value)?;
         if let Some(slots) = &mut self.slots {
             slots[i] = Some(buf);
         }
@@ -799,6 +778,25 @@ impl<'a> StructSer<'a> {
         }
         Ok(())
     }
+}
+
+/// Writes a record field or a struct-as-map value one level down; errors name the field.
+fn child<T: ?Sized + Serialize>(
+    g: &Graph,
+    depth: usize,
+    node: NodeId,
+    out: &mut Vec<u8>,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    value
+        .serialize(Ser {
+            depth: deeper(depth)?,
+            g,
+            node,
+            out,
+        })
+        .map_err(|e| prefix(e, key))
 }
 
 #[cold]

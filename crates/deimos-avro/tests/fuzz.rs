@@ -52,23 +52,6 @@ use serde_json::{Value as Json, json};
 // ---------------------------------------------------------------------------------------------------
 // Schemas.
 
-/// The consumer's newer `com.acme.Widget`: drops `description`, promotes `quantity` to long, adds `region`.
-const WIDGET_V2: &str = r#"{
-  "type": "record", "name": "Widget", "namespace": "com.acme",
-  "fields": [
-    {"name": "id", "type": "long"},
-    {"name": "message_id", "type": "string"},
-    {"name": "name", "type": "string"},
-    {"name": "price", "type": "double"},
-    {"name": "quantity", "type": "long"},
-    {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["ACTIVE", "RETIRED", "UNKNOWN"], "default": "UNKNOWN"}},
-    {"name": "tags", "type": {"type": "array", "items": "string"}},
-    {"name": "updated_at", "type": "long"},
-    {"name": "parent_id", "type": ["null", "long"], "default": null},
-    {"name": "region", "type": "string", "default": "eu-west-1"}
-  ]
-}"#;
-
 /// A newer `com.acme.Everything`: promotions of every kind, a dropped field, a field added (also inside the
 /// nested record), an enum with a new symbol, a union branch promoted.
 const EVERYTHING_V2: &str = r#"{
@@ -267,21 +250,7 @@ fn payloads(schema: usize) -> Vec<Json> {
 
 #[path = "support/widget.rs"]
 mod widget;
-use widget::{Status, Widget};
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct WidgetV2 {
-    id: i64,
-    message_id: String,
-    name: String,
-    price: f64,
-    quantity: i64,
-    status: Status,
-    tags: Vec<String>,
-    updated_at: i64,
-    parent_id: Option<i64>,
-    region: String,
-}
+use widget::{Status, WIDGET_V2_SCHEMA as WIDGET_V2, Widget, WidgetV2};
 
 /// A value that asks the deserializer for whatever the next hint says (`deserialize_str`, `_bytes`, `_seq`,
 /// `_f64`, `_option`, `_enum`, ...) and accepts anything it is given, recursively. Driven by fuzzed hints, it
