@@ -91,7 +91,8 @@ impl SchemaWriter {
 pub struct SchemaCodec {
     registry: Arc<dyn SchemaRegistry>,
     auto_register: bool,
-    writers: RwLock<HashMap<(String, String), u32>>,
+    /// Per subject, the writer schemas registered through this codec and their ids.
+    writers: RwLock<HashMap<String, Vec<(AvroSchema, u32)>>>,
     by_id: RwLock<HashMap<u32, AvroSchema>>,
     plans: PlanCache,
 }
@@ -137,8 +138,12 @@ impl SchemaCodec {
 
     /// Registers (or looks up) `schema` under `subject` once and returns a writer bound to its id.
     pub async fn writer(&self, subject: &str, schema: &AvroSchema) -> Result<SchemaWriter, CodecError> {
-        let key = (subject.to_string(), schema.canonical_json().to_string());
-        if let Some(id) = self.writers.read().ok().and_then(|w| w.get(&key).copied()) {
+        // Found without allocating: by subject, then by schema (identity first, then content).
+        let known = self.writers.read().ok().and_then(|w| {
+            w.get(subject)
+                .and_then(|list| list.iter().find(|(s, _)| s == schema).map(|(_, id)| *id))
+        });
+        if let Some(id) = known {
             return Ok(SchemaWriter::new(id, schema.clone()));
         }
         let id = if self.auto_register {
@@ -147,7 +152,10 @@ impl SchemaCodec {
             self.registry.lookup(subject, schema).await?.id
         };
         if let Ok(mut w) = self.writers.write() {
-            w.insert(key, id);
+            let list = w.entry(subject.to_string()).or_default();
+            if !list.iter().any(|(s, _)| s == schema) {
+                list.push((schema.clone(), id));
+            }
         }
         if let Ok(mut b) = self.by_id.write() {
             b.entry(id).or_insert_with(|| schema.clone());
