@@ -1,0 +1,164 @@
+//! Every metric deimos-rs emits, once. Emitting crates use `catalogue::X.name` with the `metrics` macros and
+//! the labels listed here, in this order.
+
+/// The kind of a metric, as the `metrics` facade knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// A monotonically increasing count (`metrics::counter!`; Deimos's `increment`).
+    Counter,
+    /// A value that goes up and down (`metrics::gauge!`).
+    Gauge,
+    /// A distribution of observations (`metrics::histogram!`).
+    Histogram,
+}
+
+/// One metric: what it is called, what it carries and what Deimos calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricDef {
+    /// The name emitted through the `metrics` facade.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// The label keys, always all present, in this order.
+    pub labels: &'static [&'static str],
+    /// The unit: `messages`, `batches`, `seconds`, `bytes`, …
+    pub unit: &'static str,
+    /// The Deimos (Ruby) metric name and tags it corresponds to, or `""` for metrics Deimos lacks.
+    pub deimos: &'static str,
+    /// What it counts or measures.
+    pub help: &'static str,
+}
+
+/// Messages handed to the broker and acknowledged (`status` = `success`), by configured topic.
+pub const PUBLISH: MetricDef = MetricDef {
+    name: "publish",
+    kind: MetricKind::Counter,
+    labels: &["status", "topic"],
+    unit: "messages",
+    deimos: "publish (status:success, topic:T)",
+    help: "Messages published; counted when the broker acknowledged them (Deimos's async backend counted on enqueue)",
+};
+
+/// Messages the broker or the client failed to deliver, by configured topic.
+pub const PUBLISH_ERROR: MetricDef = MetricDef {
+    name: "publish_error",
+    kind: MetricKind::Counter,
+    labels: &["topic"],
+    unit: "messages",
+    deimos: "publish_error (topic:T)",
+    help: "Messages that could not be delivered (too large, delivery timeout, broker errors)",
+};
+
+/// Consumer handler counts: `status` is `received`, `success`, `error` (per message, also in batch mode) or
+/// `batch_received`, `batch_success`, `batch_error` (per batch).
+pub const HANDLER: MetricDef = MetricDef {
+    name: "handler",
+    kind: MetricKind::Counter,
+    labels: &["status", "topic"],
+    unit: "messages",
+    deimos: "handler (status:received|success|error|batch_received|batch_success|batch_error, topic:T)",
+    help: "Messages and batches received, handled and failed by consumers",
+};
+
+/// Consumer timings: `time` is `consume` (one message), `consume_batch` (one batch) or `time_delayed` (now
+/// minus the payload's `timestamp` field).
+pub const HANDLER_TIME: MetricDef = MetricDef {
+    name: "handler_time",
+    kind: MetricKind::Histogram,
+    labels: &["time", "topic"],
+    unit: "seconds",
+    deimos: "handler histogram (time:consume|consume_batch|time_delayed, topic:T)",
+    help: "Seconds spent handling a message or batch, and seconds between a message's timestamp and its handling",
+};
+
+/// Messages a consumer sent to its dead-letter topic after its last attempt.
+pub const DEAD_LETTER: MetricDef = MetricDef {
+    name: "dead_letter",
+    kind: MetricKind::Counter,
+    labels: &["topic", "dead_letter_topic"],
+    unit: "messages",
+    deimos: "",
+    help: "Messages moved to a dead-letter topic after the handler failed on every attempt",
+};
+
+/// Attempts of a fatal error policy that failed and will be retried.
+pub const HANDLER_RETRY: MetricDef = MetricDef {
+    name: "handler_retry",
+    kind: MetricKind::Counter,
+    labels: &["topic"],
+    unit: "attempts",
+    deimos: "",
+    help: "Failed handling attempts that are retried with backoff (fatal error policy)",
+};
+
+/// Consumer lag per partition: the partition's high watermark minus the group's position.
+pub const CONSUMER_LAG: MetricDef = MetricDef {
+    name: "consumer_lag",
+    kind: MetricKind::Gauge,
+    labels: &["consumer_group", "partition", "topic"],
+    unit: "messages",
+    deimos: "consumer_lag (consumer_group:G, partition:P, topic:T)",
+    help: "Messages between the consumer group's position and the end of the partition (when lag reporting is on)",
+};
+
+/// Every metric above.
+pub const ALL: &[MetricDef] = &[
+    PUBLISH,
+    PUBLISH_ERROR,
+    HANDLER,
+    HANDLER_TIME,
+    HANDLER_RETRY,
+    DEAD_LETTER,
+    CONSUMER_LAG,
+];
+
+/// Registers the unit and help text of every metric in [`ALL`] with the installed `metrics` recorder. Call it
+/// once after installing an exporter; exporters show the text (Prometheus `# HELP`).
+pub fn describe_all() {
+    for def in ALL {
+        let unit = match def.unit {
+            "seconds" => Some(metrics::Unit::Seconds),
+            "bytes" => Some(metrics::Unit::Bytes),
+            _ => Some(metrics::Unit::Count),
+        };
+        match (def.kind, unit) {
+            (MetricKind::Counter, Some(u)) => metrics::describe_counter!(def.name, u, def.help),
+            (MetricKind::Gauge, Some(u)) => metrics::describe_gauge!(def.name, u, def.help),
+            (MetricKind::Histogram, Some(u)) => metrics::describe_histogram!(def.name, u, def.help),
+            (_, None) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn names_are_unique_and_labels_sorted_as_documented() {
+        let names: BTreeSet<_> = ALL.iter().map(|d| d.name).collect();
+        assert_eq!(names.len(), ALL.len(), "a metric name is listed twice");
+        for d in ALL {
+            assert!(!d.labels.is_empty(), "{} has no labels", d.name);
+            assert!(!d.help.is_empty());
+        }
+    }
+
+    #[test]
+    fn describe_all_reaches_the_recorder() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            describe_all();
+            metrics::counter!(PUBLISH.name, "status" => "success", "topic" => "t").increment(2);
+        });
+        let snapshot = snapshotter.snapshot().into_vec();
+        let (key, unit, help, _) = &snapshot[0];
+        assert_eq!(key.key().name(), "publish");
+        assert_eq!(*unit, Some(metrics::Unit::Count));
+        assert_eq!(help.as_deref(), Some(PUBLISH.help));
+    }
+}
