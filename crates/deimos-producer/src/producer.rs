@@ -1,0 +1,690 @@
+//! [`Producer`]: a declared producer, built once against a [`ProducerSetup`], publishing loose or typed payloads.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use deimos_avro::{AvroSchema, ResolvedPlan, SchemaStore, wire};
+use deimos_keys::{KeyConfig, KeyEncoder, KeySpec};
+use deimos_metrics::events;
+use deimos_registry::{SchemaCodec, SchemaRegistry, SchemaWriter, SubjectNameStrategy};
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+
+use crate::backend::{DeliveryResult, OutgoingBatch, OutgoingMessage, Pending, PublishBackend};
+use crate::disable;
+use crate::error::{BuildError, PublishError};
+use crate::report::{DeliveryMode, MessageOutcome, PublishOptions, PublishReport};
+
+/// Deimos's `MAX_BATCH_SIZE`: a call's messages go to the backend in groups of at most this many.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 500;
+
+/// Computes a message's partition key from its payload (which still holds `payload_key`, as in Deimos).
+pub type PartitionKeyFn = Arc<dyn Fn(&Map<String, Json>) -> Option<String> + Send + Sync>;
+
+/// What every producer of a service shares: schemas, registry, backend, topic prefix.
+#[derive(Clone)]
+pub struct ProducerSetup {
+    store: Arc<SchemaStore>,
+    codec: Arc<SchemaCodec>,
+    backend: Arc<dyn PublishBackend>,
+    topic_prefix: String,
+    max_batch_size: usize,
+    mode: DeliveryMode,
+}
+
+impl fmt::Debug for ProducerSetup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerSetup")
+            .field("schemas", &self.store.root())
+            .field("backend", &self.backend)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("max_batch_size", &self.max_batch_size)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// Builds a [`ProducerSetup`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ProducerSetupBuilder {
+    setup: ProducerSetup,
+}
+
+impl ProducerSetup {
+    /// A setup over a schema store, a registry and a backend, with no topic prefix, groups of 500 and
+    /// synchronous delivery.
+    pub fn builder(
+        store: impl Into<Arc<SchemaStore>>,
+        registry: Arc<dyn SchemaRegistry>,
+        backend: impl PublishBackend,
+    ) -> ProducerSetupBuilder {
+        ProducerSetupBuilder {
+            setup: ProducerSetup {
+                store: store.into(),
+                codec: Arc::new(SchemaCodec::from_arc(registry)),
+                backend: Arc::new(backend),
+                topic_prefix: String::new(),
+                max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+                mode: DeliveryMode::Sync,
+            },
+        }
+    }
+
+    /// The schema store.
+    pub fn store(&self) -> &SchemaStore {
+        &self.store
+    }
+
+    /// The codec (registry and plan caches).
+    pub fn codec(&self) -> &Arc<SchemaCodec> {
+        &self.codec
+    }
+
+    /// The topic prefix.
+    pub fn topic_prefix(&self) -> &str {
+        &self.topic_prefix
+    }
+}
+
+impl ProducerSetupBuilder {
+    /// Prepended to every producer's topic and to its registry subjects (Deimos's `producers.topic_prefix`).
+    pub fn topic_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.setup.topic_prefix = prefix.into();
+        self
+    }
+
+    /// Messages per backend call (default 500, Deimos's `MAX_BATCH_SIZE`); at least 1.
+    pub fn max_batch_size(mut self, n: usize) -> Self {
+        self.setup.max_batch_size = n.max(1);
+        self
+    }
+
+    /// Whether publish calls wait for delivery reports (default [`DeliveryMode::Sync`]).
+    pub fn delivery(mut self, mode: DeliveryMode) -> Self {
+        self.setup.mode = mode;
+        self
+    }
+
+    /// Use an existing codec (to share its caches with consumers or other setups).
+    pub fn codec(mut self, codec: Arc<SchemaCodec>) -> Self {
+        self.setup.codec = codec;
+        self
+    }
+
+    /// The setup.
+    pub fn build(self) -> ProducerSetup {
+        self.setup
+    }
+}
+
+/// Declares a producer: see [`Producer::builder`].
+#[derive(Clone)]
+#[must_use]
+pub struct ProducerBuilder {
+    name: String,
+    topic: String,
+    schema: Option<String>,
+    namespace: Option<String>,
+    key_config: KeyConfig,
+    partition_key: Option<PartitionKeyFn>,
+    subjects: SubjectNameStrategy,
+}
+
+impl fmt::Debug for ProducerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerBuilder")
+            .field("name", &self.name)
+            .field("topic", &self.topic)
+            .field("schema", &self.schema)
+            .field("namespace", &self.namespace)
+            .field("key_config", &self.key_config)
+            .field("partition_key", &self.partition_key.is_some())
+            .finish()
+    }
+}
+
+impl ProducerBuilder {
+    /// The topic, without the prefix (Deimos's `topic`).
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// The value schema: a full name (`com.acme.Widget`) or a name completed by [`namespace`](Self::namespace).
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// The schema's namespace (Deimos's `namespace`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// How keys are found and encoded (Deimos's `key_config`). Default: [`KeyConfig::NotSet`], which refuses
+    /// every message, with Deimos's errors, until a key config is chosen.
+    pub fn key_config(mut self, config: KeyConfig) -> Self {
+        self.key_config = config;
+        self
+    }
+
+    /// Computes each message's partition key from its payload (Deimos's `partition_key(payload)`); without it
+    /// messages are partitioned by their encoded key.
+    pub fn partition_key(mut self, f: impl Fn(&Map<String, Json>) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.partition_key = Some(Arc::new(f));
+        self
+    }
+
+    /// How registry subjects are named (default: Deimos's `<prefix><topic>-value` / `-key`).
+    pub fn subject_strategy(mut self, strategy: SubjectNameStrategy) -> Self {
+        self.subjects = strategy;
+        self
+    }
+
+    /// The preflight: loads the value schema, builds (or generates) the key schema and registers or looks up
+    /// both subjects. Every configuration error shows here, before the first message.
+    pub async fn build(self, setup: &ProducerSetup) -> Result<Producer, BuildError> {
+        let name = self.name;
+        if self.topic.trim().is_empty() {
+            return Err(BuildError::BlankTopic { producer: name });
+        }
+        let schema_name = match (self.schema, self.namespace) {
+            (None, _) => return Err(BuildError::NoSchema { producer: name }),
+            (Some(s), Some(ns)) if !s.contains('.') && !ns.is_empty() => format!("{ns}.{s}"),
+            (Some(s), _) => s,
+        };
+        let schema = setup.store.get(&schema_name).map_err(|source| BuildError::Schema {
+            producer: name.clone(),
+            schema: schema_name.clone(),
+            source,
+        })?;
+        let key_err = |source| BuildError::Key {
+            producer: name.clone(),
+            source,
+        };
+        let spec = KeySpec::build(self.key_config, &schema, &setup.store).map_err(key_err)?;
+        let topic = format!("{}{}", setup.topic_prefix, self.topic);
+        let keys = KeyEncoder::new(spec.clone(), self.subjects.subject(&topic, spec.key_schema().unwrap_or(&schema), true));
+        keys.prepare(setup.codec.registry().as_ref()).await.map_err(key_err)?;
+        let subject = self.subjects.subject(&topic, &schema, false);
+        let writer = setup.codec.writer(&subject, &schema).await.map_err(|source| BuildError::Register {
+            producer: name.clone(),
+            schema: schema_name.clone(),
+            subject: subject.clone(),
+            source,
+        })?;
+        let auto_fields = schema.has_field("message_id") || schema.has_field("timestamp");
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                identity: ResolvedPlan::identity(&schema),
+                name: name.into(),
+                topic: topic.into(),
+                schema_name,
+                value_subject: subject,
+                schema,
+                spec,
+                keys,
+                writer,
+                partition_key: self.partition_key,
+                auto_fields,
+                setup: setup.clone(),
+            }),
+        })
+    }
+}
+
+/// A built producer. Cheap to clone; share it freely.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    /// The configured topic with the prefix.
+    topic: Arc<str>,
+    schema_name: String,
+    value_subject: String,
+    schema: AvroSchema,
+    identity: ResolvedPlan,
+    spec: KeySpec,
+    keys: KeyEncoder,
+    writer: SchemaWriter,
+    partition_key: Option<PartitionKeyFn>,
+    auto_fields: bool,
+    setup: ProducerSetup,
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("name", &self.inner.name)
+            .field("topic", &self.inner.topic)
+            .field("schema", &self.inner.schema_name)
+            .field("key_config", self.inner.spec.config())
+            .finish()
+    }
+}
+
+/// A typed message: a serde value (or a tombstone) with an optional explicit key.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Record<'a, T: ?Sized> {
+    value: Option<&'a T>,
+    key: Option<Json>,
+}
+
+impl<'a, T: Serialize + ?Sized> Record<'a, T> {
+    /// A message with this value; the key comes from the key field (`KeyConfig::Field`) unless given.
+    pub fn new(value: &'a T) -> Record<'a, T> {
+        Record {
+            value: Some(value),
+            key: None,
+        }
+    }
+
+    /// A tombstone (no value) for `key`.
+    pub fn tombstone(key: impl Into<Json>) -> Record<'a, T> {
+        Record {
+            value: None,
+            key: Some(key.into()),
+        }
+    }
+
+    /// With an explicit key (Deimos's `payload_key`).
+    pub fn key(mut self, key: impl Into<Json>) -> Record<'a, T> {
+        self.key = Some(key.into());
+        self
+    }
+}
+
+/// One message, encoded, before it goes to the backend.
+struct Encoded {
+    message: OutgoingMessage,
+}
+
+impl Producer {
+    /// Declares a producer named `name` (Deimos's producer class name: it names the producer in logs, events
+    /// and [`disable`] scopes).
+    pub fn builder(name: impl Into<String>) -> ProducerBuilder {
+        ProducerBuilder {
+            name: name.into(),
+            topic: String::new(),
+            schema: None,
+            namespace: None,
+            key_config: KeyConfig::NotSet,
+            partition_key: None,
+            subjects: SubjectNameStrategy::Topic,
+        }
+    }
+
+    /// The producer's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The configured topic with the prefix (Deimos's `Producer.topic`).
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The value schema.
+    pub fn schema(&self) -> &AvroSchema {
+        &self.inner.schema
+    }
+
+    /// The registry subject of the value schema.
+    pub fn value_subject(&self) -> &str {
+        &self.inner.value_subject
+    }
+
+    /// The registry subject of the key schema.
+    pub fn key_subject(&self) -> &str {
+        self.inner.keys.subject()
+    }
+
+    /// The key spec (config and key schema).
+    pub fn key_spec(&self) -> &KeySpec {
+        &self.inner.spec
+    }
+
+    /// Publishes one loose payload (a JSON object). See [`publish_list_with`](Self::publish_list_with).
+    pub async fn publish(&self, payload: Json) -> Result<PublishReport, PublishError> {
+        self.publish_list_with(vec![payload], &PublishOptions::default()).await
+    }
+
+    /// Publishes loose payloads. See [`publish_list_with`](Self::publish_list_with).
+    pub async fn publish_list(&self, payloads: Vec<Json>) -> Result<PublishReport, PublishError> {
+        self.publish_list_with(payloads, &PublishOptions::default()).await
+    }
+
+    /// Publishes loose payloads, each processed in Deimos's order:
+    ///
+    /// 1. `message_id` and `timestamp` are filled when the schema has them and the payload does not;
+    /// 2. the partition key is computed (the payload still holds `payload_key`);
+    /// 3. the key is taken out: `payload_key` if truthy, else the key field's value (before coercion);
+    /// 4. a payload that is now empty is a tombstone;
+    /// 5. the payload is coerced to the schema (fields not in the schema dropped) while it is encoded;
+    /// 6. the key is encoded per the key config, then the value.
+    ///
+    /// Any key or schema error fails the whole call before anything is sent, naming the message and the field
+    /// path. Messages go to the backend in groups of `max_batch_size`. With [`DeliveryMode::Sync`] the call
+    /// returns once every message is acknowledged; a message the backend refuses (e.g. too large) is reported
+    /// in [`PublishError::Undelivered`] with its size and the limit, and the other messages are still sent.
+    ///
+    /// A disabled producer (see [`disable`]) returns at once, sending nothing.
+    pub async fn publish_list_with(
+        &self,
+        payloads: Vec<Json>,
+        options: &PublishOptions,
+    ) -> Result<PublishReport, PublishError> {
+        let started = Instant::now();
+        let original = events::is_subscribed(events::ENCODE_MESSAGES).then(|| payloads.clone());
+        let result = self.publish_loose(payloads, options).await;
+        self.instrument(started, result, move || original.unwrap_or_default())
+    }
+
+    async fn publish_loose(&self, payloads: Vec<Json>, options: &PublishOptions) -> Result<PublishReport, PublishError> {
+        let Some(topic) = self.prepare_call(options)? else {
+            return Ok(PublishReport::disabled(self.topic(), payloads.len()));
+        };
+        let keep = self.keep_payloads();
+        let mut encoded = Vec::with_capacity(payloads.len());
+        for (index, payload) in payloads.into_iter().enumerate() {
+            encoded.push(self.encode_loose(index, payload, keep)?);
+        }
+        self.send(topic, encoded, options).await
+    }
+
+    /// Publishes one typed payload. See [`publish_records`](Self::publish_records).
+    pub async fn publish_typed<T: Serialize + ?Sized>(&self, value: &T) -> Result<PublishReport, PublishError> {
+        self.publish_records(&[Record::new(value)], &PublishOptions::default()).await
+    }
+
+    /// Publishes typed payloads, keys taken from the key field. See [`publish_records`](Self::publish_records).
+    pub async fn publish_typed_list<T: Serialize>(&self, values: &[T]) -> Result<PublishReport, PublishError> {
+        let records: Vec<Record<'_, T>> = values.iter().map(Record::new).collect();
+        self.publish_records(&records, &PublishOptions::default()).await
+    }
+
+    /// Publishes typed messages: serde values serialized straight to Avro (no intermediate JSON), with the same
+    /// steps and errors as [`publish_list_with`](Self::publish_list_with). Struct fields are matched to
+    /// schema fields by name; fields the struct lacks take their schema defaults.
+    ///
+    /// A value whose `message_id` or `timestamp` is missing or `None` (when the schema has them) goes through
+    /// the loose path so they are filled, as are values when a partition-key function is set (it reads a map).
+    pub async fn publish_records<T: Serialize + ?Sized>(
+        &self,
+        records: &[Record<'_, T>],
+        options: &PublishOptions,
+    ) -> Result<PublishReport, PublishError> {
+        let started = Instant::now();
+        let result = self.publish_typed_inner(records, options).await;
+        self.instrument(started, result, || {
+            records
+                .iter()
+                .map(|r| r.value.and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Json::Null))
+                .collect()
+        })
+    }
+
+    async fn publish_typed_inner<T: Serialize + ?Sized>(
+        &self,
+        records: &[Record<'_, T>],
+        options: &PublishOptions,
+    ) -> Result<PublishReport, PublishError> {
+        let Some(topic) = self.prepare_call(options)? else {
+            return Ok(PublishReport::disabled(self.topic(), records.len()));
+        };
+        let keep = self.keep_payloads();
+        let mut encoded = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            encoded.push(self.encode_record(index, record, keep)?);
+        }
+        self.send(topic, encoded, options).await
+    }
+
+    /// Returns the destination topic, or `None` when the producer is disabled.
+    fn prepare_call(&self, options: &PublishOptions) -> Result<Option<Arc<str>>, PublishError> {
+        if disable::is_disabled(&self.inner.name) {
+            return Ok(None);
+        }
+        match options.topic.as_deref() {
+            None => Ok(Some(Arc::clone(&self.inner.topic))),
+            Some(t) if t.trim().is_empty() => Err(PublishError::BlankTopic {
+                producer: self.inner.name.to_string(),
+            }),
+            Some(t) => Ok(Some(Arc::from(t))),
+        }
+    }
+
+    fn keep_payloads(&self) -> bool {
+        self.inner.setup.backend.wants_payloads()
+            || events::is_subscribed(events::PRODUCE)
+            || events::is_subscribed(events::PRODUCE_ERROR)
+    }
+
+    fn encode_loose(&self, index: usize, payload: Json, keep: bool) -> Result<Encoded, PublishError> {
+        let Json::Object(mut map) = payload else {
+            return Err(PublishError::NotAnObject {
+                producer: self.inner.name.to_string(),
+                index,
+                got: json_kind(&payload),
+            });
+        };
+        let inner = &*self.inner;
+        if inner.auto_fields {
+            inner.schema.add_auto_fields(&mut map);
+        }
+        let partition_key = inner.partition_key.as_ref().and_then(|f| f(&map));
+        let extracted = inner.spec.take_key(&mut map);
+        let key = self.encode_key(index, extracted.key.as_ref())?;
+        let value = if extracted.tombstone {
+            None
+        } else {
+            let payload = Json::Object(map);
+            let mut out = Vec::with_capacity(64);
+            inner
+                .writer
+                .encode_value_into(&payload, &mut out)
+                .map_err(|source| self.encode_error(index, source))?;
+            Some(out)
+        };
+        Ok(self.outgoing(key, value, partition_key, extracted.key, keep))
+    }
+
+    fn encode_record<T: Serialize + ?Sized>(
+        &self,
+        index: usize,
+        record: &Record<'_, T>,
+        keep: bool,
+    ) -> Result<Encoded, PublishError> {
+        let inner = &*self.inner;
+        let Some(value) = record.value else {
+            let key = self.encode_key(index, record.key.as_ref())?;
+            return Ok(self.outgoing(key, None, None, record.key.clone(), keep));
+        };
+        if inner.partition_key.is_some() || (inner.auto_fields && self.needs_auto_fields(value)) {
+            let mut json = serde_json::to_value(value).map_err(|e| {
+                self.encode_error(
+                    index,
+                    deimos_avro::EncodeError::Unsupported {
+                        path: "<root>".to_string(),
+                        message: e.to_string(),
+                    },
+                )
+            })?;
+            if let (Some(k), Json::Object(map)) = (&record.key, &mut json) {
+                map.insert(deimos_keys::PAYLOAD_KEY.to_string(), k.clone());
+            }
+            return self.encode_loose(index, json, keep);
+        }
+        let key_json = inner
+            .spec
+            .typed_key(value, record.key.clone())
+            .map_err(|source| self.key_error(index, source))?;
+        let key = self.encode_key(index, key_json.as_ref())?;
+        let mut out = Vec::with_capacity(64);
+        inner
+            .writer
+            .encode_into(value, &mut out)
+            .map_err(|source| self.encode_error(index, source))?;
+        Ok(self.outgoing(key, Some(out), None, key_json, keep))
+    }
+
+    fn needs_auto_fields<T: Serialize + ?Sized>(&self, value: &T) -> bool {
+        ["message_id", "timestamp"].iter().any(|f| {
+            self.inner.schema.has_field(f)
+                && deimos_keys::serialized_field(value, f)
+                    .map(|v| v.is_none_or(|v| v.is_null()))
+                    .unwrap_or(false)
+        })
+    }
+
+    fn encode_key(&self, index: usize, key: Option<&Json>) -> Result<Option<Vec<u8>>, PublishError> {
+        self.inner.keys.encode(key).map_err(|source| self.key_error(index, source))
+    }
+
+    fn key_error(&self, index: usize, source: deimos_keys::KeyError) -> PublishError {
+        PublishError::Key {
+            producer: self.inner.name.to_string(),
+            index,
+            source,
+        }
+    }
+
+    fn encode_error(&self, index: usize, source: deimos_avro::EncodeError) -> PublishError {
+        PublishError::Encode {
+            producer: self.inner.name.to_string(),
+            index,
+            schema: self.inner.schema_name.clone(),
+            source,
+        }
+    }
+
+    fn outgoing(
+        &self,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        partition_key: Option<String>,
+        decoded_key: Option<Json>,
+        keep: bool,
+    ) -> Encoded {
+        let partition_key = partition_key.map(String::into_bytes);
+        let mut message = OutgoingMessage::new(key, value).partition_key(partition_key);
+        if keep {
+            message.payload = Some(match &message.value {
+                Some(bytes) => self
+                    .inner
+                    .identity
+                    .decode_value(&bytes[wire::HEADER_LEN.min(bytes.len())..])
+                    .unwrap_or(Json::Null),
+                None => Json::Null,
+            });
+            message.decoded_key = decoded_key;
+        }
+        Encoded { message }
+    }
+
+    async fn send(
+        &self,
+        topic: Arc<str>,
+        encoded: Vec<Encoded>,
+        options: &PublishOptions,
+    ) -> Result<PublishReport, PublishError> {
+        let inner = &*self.inner;
+        let total = encoded.len();
+        let headers: Arc<[(String, Vec<u8>)]> = options.headers.clone().into();
+        let mode = options.mode.unwrap_or(inner.setup.mode);
+        let mut pendings: Vec<Pending> = Vec::new();
+        let mut messages = encoded.into_iter().map(|e| e.message);
+        let size = inner.setup.max_batch_size;
+        loop {
+            let group: Vec<OutgoingMessage> = messages.by_ref().take(size).collect();
+            if group.is_empty() {
+                break;
+            }
+            let batch = OutgoingBatch {
+                producer: Arc::clone(&inner.name),
+                configured_topic: Arc::clone(&inner.topic),
+                topic: Arc::clone(&topic),
+                headers: Arc::clone(&headers),
+                messages: group,
+            };
+            pendings.push(inner.setup.backend.enqueue(batch).await);
+        }
+        let mut outcomes = Vec::with_capacity(total);
+        for pending in pendings {
+            match mode {
+                DeliveryMode::Sync => outcomes.extend(pending.wait().await.into_iter().map(outcome)),
+                DeliveryMode::Async => outcomes.extend(pending.so_far().into_iter().map(|r| match r {
+                    Some(r) => outcome(r),
+                    None => MessageOutcome::Queued,
+                })),
+            }
+        }
+        let report = PublishReport::new(&topic, outcomes);
+        let first = report.failures().next().map(|(i, e)| (i, e.clone()));
+        match first {
+            None => Ok(report),
+            Some((first_index, first_error)) => Err(PublishError::Undelivered {
+                producer: inner.name.to_string(),
+                failed: report.failures().count(),
+                total,
+                first_index,
+                first_error,
+                report: Box::new(report),
+            }),
+        }
+    }
+
+    fn instrument(
+        &self,
+        started: Instant,
+        result: Result<PublishReport, PublishError>,
+        payloads: impl FnOnce() -> Vec<Json>,
+    ) -> Result<PublishReport, PublishError> {
+        events::emit_with(events::ENCODE_MESSAGES, || {
+            let mut event = events::Event::new(events::ENCODE_MESSAGES, &*self.inner.topic)
+                .producer(&*self.inner.name)
+                .payloads(payloads())
+                .duration(started.elapsed());
+            if let Err(e) = &result {
+                event = event.error(events::EventError::new(error_kind(e), e.to_string()));
+            }
+            event
+        });
+        result
+    }
+}
+
+fn outcome(r: DeliveryResult) -> MessageOutcome {
+    match r {
+        Ok(d) => MessageOutcome::Delivered(d),
+        Err(e) => MessageOutcome::Failed(e),
+    }
+}
+
+fn error_kind(e: &PublishError) -> &'static str {
+    match e {
+        PublishError::BlankTopic { .. } => "BlankTopic",
+        PublishError::NotAnObject { .. } => "NotAnObject",
+        PublishError::Key { .. } => "KeyError",
+        PublishError::Encode { .. } => "EncodeError",
+        PublishError::Undelivered { .. } => "Undelivered",
+    }
+}
+
+fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
