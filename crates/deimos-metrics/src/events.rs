@@ -177,7 +177,10 @@ pub fn emit(event: &Event) {
     };
     for callback in callbacks {
         if catch_unwind(AssertUnwindSafe(|| callback(event))).is_err() {
-            tracing::error!(event = event.name, "an instrumentation subscriber panicked; the event was still delivered to the others");
+            tracing::error!(
+                event = event.name,
+                "an instrumentation subscriber panicked; the event was still delivered to the others"
+            );
         }
     }
 }
@@ -190,6 +193,7 @@ pub fn emit_with(name: &str, make: impl FnOnce() -> Event) {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unreachable)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
@@ -198,7 +202,9 @@ mod tests {
     fn subscribers_see_only_their_event_until_dropped() {
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink = got.clone();
-        let sub = subscribe("test.a", move |e| sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.topic.clone()));
+        let sub = subscribe("test.a", move |e| {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.topic.clone())
+        });
         emit(&Event::new("test.b", "x"));
         emit(&Event::new("test.a", "y"));
         drop(sub);

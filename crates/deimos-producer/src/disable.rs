@@ -119,6 +119,7 @@ pub async fn without_producers_named_in<F: Future>(names: &[&str], fut: F) -> F:
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
 

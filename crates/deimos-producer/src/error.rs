@@ -11,7 +11,9 @@ use crate::backend::DeliveryError;
 #[non_exhaustive]
 pub enum BackendError {
     /// librdkafka refused the configuration.
-    #[error("cannot create the Kafka producer: {source}; check the librdkafka settings passed to KafkaBackend::builder()")]
+    #[error(
+        "cannot create the Kafka producer: {source}; check the librdkafka settings passed to KafkaBackend::builder()"
+    )]
     Create {
         /// librdkafka's error.
         #[source]
@@ -26,7 +28,9 @@ pub enum BackendError {
         value: String,
     },
     /// The topic's metadata could not be fetched.
-    #[error("cannot fetch the metadata (partition count) of topic `{topic}`: {source}; check that the brokers are reachable and the topic exists")]
+    #[error(
+        "cannot fetch the metadata (partition count) of topic `{topic}`: {source}; check that the brokers are reachable and the topic exists"
+    )]
     Metadata {
         /// The topic.
         topic: String,
@@ -35,7 +39,9 @@ pub enum BackendError {
         source: rdkafka::error::KafkaError,
     },
     /// The topic has no partitions (it does not exist and is not auto-created).
-    #[error("topic `{topic}` has no partitions; create it (or enable auto-creation) before publishing with a partition key")]
+    #[error(
+        "topic `{topic}` has no partitions; create it (or enable auto-creation) before publishing with a partition key"
+    )]
     NoPartitions {
         /// The topic.
         topic: String,
@@ -59,7 +65,9 @@ pub enum BackendError {
 #[non_exhaustive]
 pub enum BuildError {
     /// No topic was configured.
-    #[error("Topic not specified. Please specify the topic. (producer `{producer}`: call .topic(\"…\") on its builder)")]
+    #[error(
+        "Topic not specified. Please specify the topic. (producer `{producer}`: call .topic(\"…\") on its builder)"
+    )]
     BlankTopic {
         /// The producer.
         producer: String,
@@ -116,7 +124,9 @@ pub enum PublishError {
         producer: String,
     },
     /// A loose payload is not a JSON object.
-    #[error("producer `{producer}`, message {index}: the payload must be a JSON object (a map of field names to values), got {got}")]
+    #[error(
+        "producer `{producer}`, message {index}: the payload must be a JSON object (a map of field names to values), got {got}"
+    )]
     NotAnObject {
         /// The producer.
         producer: String,
@@ -134,7 +144,7 @@ pub enum PublishError {
         index: usize,
         /// The key problem (Deimos's messages for a missing key or a missing key config).
         #[source]
-        source: KeyError,
+        source: Box<KeyError>,
     },
     /// A payload does not fit the schema. Nothing of the call was sent.
     #[error("producer `{producer}`, message {index}: payload does not fit schema {schema}: {source}")]
@@ -147,10 +157,12 @@ pub enum PublishError {
         schema: String,
         /// What did not fit, with the field path.
         #[source]
-        source: EncodeError,
+        source: Box<EncodeError>,
     },
     /// Some messages were not delivered; the others were. The report has the result of each.
-    #[error("producer `{producer}`: {failed} of {total} messages were not delivered; first: message {first_index}: {first_error}")]
+    #[error(
+        "producer `{producer}`: {failed} of {total} messages were not delivered; first: message {first_index}: {first_error}"
+    )]
     Undelivered {
         /// The producer.
         producer: String,
@@ -161,7 +173,7 @@ pub enum PublishError {
         /// The first failed message's position.
         first_index: usize,
         /// Its error.
-        first_error: DeliveryError,
+        first_error: Box<DeliveryError>,
         /// Every message's result.
         report: Box<crate::PublishReport>,
     },

@@ -124,10 +124,10 @@ impl KafkaBackend {
 
     /// The partition count of `topic`, from librdkafka's metadata (cached for a few minutes).
     pub async fn partition_count(&self, topic: &str) -> Result<i32, BackendError> {
-        if let Some((n, at)) = self.cached_count(topic) {
-            if at.elapsed() < PARTITION_COUNT_TTL {
-                return Ok(n);
-            }
+        if let Some((n, at)) = self.cached_count(topic)
+            && at.elapsed() < PARTITION_COUNT_TTL
+        {
+            return Ok(n);
         }
         let inner = Arc::clone(&self.inner);
         let name = topic.to_string();
@@ -174,7 +174,8 @@ impl KafkaBackendBuilder {
 
     /// Sets several librdkafka settings.
     pub fn settings(mut self, settings: &BTreeMap<String, String>) -> Self {
-        self.settings.extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.settings
+            .extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
         self
     }
 
@@ -192,8 +193,10 @@ impl KafkaBackendBuilder {
 
     /// Creates the librdkafka producer. Fails on an invalid setting; does not contact the brokers.
     pub fn build(mut self) -> Result<KafkaBackend, BackendError> {
-        self.settings
-            .insert("partitioner".to_string(), self.partitioner.librdkafka_name().to_string());
+        self.settings.insert(
+            "partitioner".to_string(),
+            self.partitioner.librdkafka_name().to_string(),
+        );
         let mut config = ClientConfig::new();
         for (k, v) in &self.settings {
             config.set(k, v);
@@ -311,18 +314,23 @@ impl PublishBackend for KafkaBackend {
             tracker: Arc::clone(&tracker),
             producer: Arc::clone(&batch.producer),
             configured_topic: Arc::clone(&batch.configured_topic),
-            payloads: want_payloads
-                .then(|| batch.messages.iter().map(|m| m.payload.clone().unwrap_or(Json::Null)).collect()),
+            payloads: want_payloads.then(|| {
+                batch
+                    .messages
+                    .iter()
+                    .map(|m| m.payload.clone().unwrap_or(Json::Null))
+                    .collect()
+            }),
             published: metrics::counter!(catalogue::PUBLISH.name, "status" => "success", "topic" => topic_label.clone()),
             failed: metrics::counter!(catalogue::PUBLISH_ERROR.name, "topic" => topic_label),
         });
         let headers = (!batch.headers.is_empty()).then(|| {
-            batch.headers.iter().fold(OwnedHeaders::new_with_capacity(batch.headers.len()), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v),
+            batch
+                .headers
+                .iter()
+                .fold(OwnedHeaders::new_with_capacity(batch.headers.len()), |h, (k, v)| {
+                    h.insert(Header { key: k, value: Some(v) })
                 })
-            })
         });
         let mut partition_count = None;
         for (index, m) in batch.messages.iter().enumerate() {
@@ -391,7 +399,13 @@ impl PublishBackend for KafkaBackend {
         events::emit_with(events::PRODUCE, || {
             events::Event::new(events::PRODUCE, &*batch.configured_topic)
                 .producer(&*batch.producer)
-                .payloads(batch.messages.iter().map(|m| m.payload.clone().unwrap_or(Json::Null)).collect())
+                .payloads(
+                    batch
+                        .messages
+                        .iter()
+                        .map(|m| m.payload.clone().unwrap_or(Json::Null))
+                        .collect(),
+                )
                 .duration(started.elapsed())
         });
         tracker.pending()

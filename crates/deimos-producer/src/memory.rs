@@ -119,7 +119,10 @@ impl PublishBackend for MemoryBackend {
             let partition = m
                 .partitioning_bytes()
                 .map_or(0, |k| self.partitioner.partition(k, self.partitions));
-            let next = state.next_offset.entry((batch.topic.to_string(), partition)).or_insert(0);
+            let next = state
+                .next_offset
+                .entry((batch.topic.to_string(), partition))
+                .or_insert(0);
             let offset = *next;
             *next += 1;
             let partition_key = match (&m.partition_key, &m.decoded_key) {

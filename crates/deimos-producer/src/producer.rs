@@ -207,15 +207,23 @@ impl ProducerBuilder {
         };
         let spec = KeySpec::build(self.key_config, &schema, &setup.store).map_err(key_err)?;
         let topic = format!("{}{}", setup.topic_prefix, self.topic);
-        let keys = KeyEncoder::new(spec.clone(), self.subjects.subject(&topic, spec.key_schema().unwrap_or(&schema), true));
+        let keys = KeyEncoder::new(
+            spec.clone(),
+            self.subjects
+                .subject(&topic, spec.key_schema().unwrap_or(&schema), true),
+        );
         keys.prepare(setup.codec.registry().as_ref()).await.map_err(key_err)?;
         let subject = self.subjects.subject(&topic, &schema, false);
-        let writer = setup.codec.writer(&subject, &schema).await.map_err(|source| BuildError::Register {
-            producer: name.clone(),
-            schema: schema_name.clone(),
-            subject: subject.clone(),
-            source,
-        })?;
+        let writer = setup
+            .codec
+            .writer(&subject, &schema)
+            .await
+            .map_err(|source| BuildError::Register {
+                producer: name.clone(),
+                schema: schema_name.clone(),
+                subject: subject.clone(),
+                source,
+            })?;
         let auto_fields = schema.has_field("message_id") || schema.has_field("timestamp");
         Ok(Producer {
             inner: Arc::new(Inner {
@@ -387,7 +395,11 @@ impl Producer {
         self.instrument(started, result, move || original.unwrap_or_default())
     }
 
-    async fn publish_loose(&self, payloads: Vec<Json>, options: &PublishOptions) -> Result<PublishReport, PublishError> {
+    async fn publish_loose(
+        &self,
+        payloads: Vec<Json>,
+        options: &PublishOptions,
+    ) -> Result<PublishReport, PublishError> {
         let Some(topic) = self.prepare_call(options)? else {
             return Ok(PublishReport::disabled(self.topic(), payloads.len()));
         };
@@ -401,7 +413,8 @@ impl Producer {
 
     /// Publishes one typed payload. See [`publish_records`](Self::publish_records).
     pub async fn publish_typed<T: Serialize + ?Sized>(&self, value: &T) -> Result<PublishReport, PublishError> {
-        self.publish_records(&[Record::new(value)], &PublishOptions::default()).await
+        self.publish_records(&[Record::new(value)], &PublishOptions::default())
+            .await
     }
 
     /// Publishes typed payloads, keys taken from the key field. See [`publish_records`](Self::publish_records).
@@ -545,14 +558,17 @@ impl Producer {
     }
 
     fn encode_key(&self, index: usize, key: Option<&Json>) -> Result<Option<Vec<u8>>, PublishError> {
-        self.inner.keys.encode(key).map_err(|source| self.key_error(index, source))
+        self.inner
+            .keys
+            .encode(key)
+            .map_err(|source| self.key_error(index, source))
     }
 
     fn key_error(&self, index: usize, source: deimos_keys::KeyError) -> PublishError {
         PublishError::Key {
             producer: self.inner.name.to_string(),
             index,
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -561,7 +577,7 @@ impl Producer {
             producer: self.inner.name.to_string(),
             index,
             schema: self.inner.schema_name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -635,7 +651,7 @@ impl Producer {
                 failed: report.failures().count(),
                 total,
                 first_index,
-                first_error,
+                first_error: Box::new(first_error),
                 report: Box::new(report),
             }),
         }
