@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::metadata::{self, Metadata};
 
 /// Bench suites and the package holding each suite's bench target of the same name.
-const SUITES: &[(&str, &str)] = &[("avro", "deimos-avro")];
+const SUITES: &[(&str, &str)] = &[("avro", "deimos-avro"), ("kafka", "deimos-integration-tests")];
 
 /// A `BENCH` line.
 #[derive(Debug, Clone, Deserialize)]

@@ -19,6 +19,9 @@ pub enum BackendError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// No brokers were configured.
+    #[error("no Kafka brokers configured; call .bootstrap_servers(\"host:9092,…\") on KafkaBackend::builder()")]
+    NoBrokers,
     /// A setting has a value that cannot be used.
     #[error("setting `{key}` = `{value}` is not valid; give a number")]
     Setting {

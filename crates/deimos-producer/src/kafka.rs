@@ -191,8 +191,15 @@ impl KafkaBackendBuilder {
         self
     }
 
-    /// Creates the librdkafka producer. Fails on an invalid setting; does not contact the brokers.
+    /// Creates the librdkafka producer. Fails without brokers or on an invalid setting; does not contact the
+    /// brokers.
     pub fn build(mut self) -> Result<KafkaBackend, BackendError> {
+        let has_brokers = ["bootstrap.servers", "metadata.broker.list", "test.mock.num.brokers"]
+            .iter()
+            .any(|k| self.settings.get(*k).is_some_and(|v| !v.trim().is_empty()));
+        if !has_brokers {
+            return Err(BackendError::NoBrokers);
+        }
         self.settings.insert(
             "partitioner".to_string(),
             self.partitioner.librdkafka_name().to_string(),

@@ -12,3 +12,15 @@ pub use deimos_registry as registry;
 /// Kafka message keys: `key_config` none / plain / schema / field (crate `deimos-keys`).
 #[cfg(feature = "keys")]
 pub use deimos_keys as keys;
+
+/// Metric names and instrumentation events (crate `deimos-metrics`).
+#[cfg(feature = "metrics")]
+pub use deimos_metrics as metrics;
+
+/// Producers: declared once, publishing schema-checked messages to Kafka or memory (crate `deimos-producer`).
+#[cfg(feature = "producer")]
+pub use deimos_producer as producer;
+
+/// Consumers: handlers, batch handlers, the consumer runner and its error policy (crate `deimos-consumer`).
+#[cfg(feature = "consumer")]
+pub use deimos_consumer as consumer;

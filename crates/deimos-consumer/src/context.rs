@@ -1,0 +1,156 @@
+//! The librdkafka consumer context of a listener: tracks the assignment, commits on revoke, reports lag
+//! and forwards librdkafka's logs to `tracing`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+
+use deimos_metrics::catalogue::CONSUMER_LAG;
+
+/// The consumer type every listener runs.
+pub(crate) type KafkaConsumer = StreamConsumer<ListenerContext>;
+
+/// Per-listener consumer context.
+pub(crate) struct ListenerContext {
+    topic: Arc<str>,
+    group_id: Arc<str>,
+    report_lag: bool,
+    assigned: Mutex<HashSet<i32>>,
+    /// Partitions revoked since the worker last looked, so it can drop batches it buffered for them.
+    revoked: Mutex<Vec<i32>>,
+    any_revoked: AtomicBool,
+}
+
+impl ListenerContext {
+    pub(crate) fn new(topic: Arc<str>, group_id: Arc<str>, report_lag: bool) -> ListenerContext {
+        ListenerContext {
+            topic,
+            group_id,
+            report_lag,
+            assigned: Mutex::new(HashSet::new()),
+            revoked: Mutex::new(Vec::new()),
+            any_revoked: AtomicBool::new(false),
+        }
+    }
+
+    /// The partitions revoked since the last call (cheap when there were none).
+    pub(crate) fn take_revoked(&self) -> Vec<i32> {
+        if !self.any_revoked.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.revoked
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+}
+
+/// Commits the stored offsets synchronously; "nothing stored" is success.
+pub(crate) fn commit_stored<C: Consumer<X>, X: ConsumerContext>(consumer: &C, topic: &str, why: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::debug!(topic, why, "committed handled offsets"),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => {
+            tracing::warn!(topic, why, %error, "committing handled offsets failed; the messages handled since the last commit will be delivered again")
+        }
+    }
+}
+
+impl ClientContext for ListenerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let topic = &*self.topic;
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", topic, fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", topic, fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", topic, fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", topic, fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", topic = &*self.topic, %error, reason, "librdkafka error");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        if !self.report_lag {
+            return;
+        }
+        let Some(topic) = statistics.topics.get(&*self.topic) else {
+            return;
+        };
+        let Ok(assigned) = self.assigned.lock().map(|a| a.clone()) else {
+            return;
+        };
+        for (id, partition) in &topic.partitions {
+            // Lag behind the last handled (stored) offset, else the committed one; nothing when neither is
+            // known yet (Deimos reports nothing for partitions without a known offset).
+            let lag = if partition.consumer_lag_stored >= 0 {
+                partition.consumer_lag_stored
+            } else {
+                partition.consumer_lag
+            };
+            if *id < 0 || !assigned.contains(id) || lag < 0 {
+                continue;
+            }
+            // The lag is a count of messages, well inside f64's exact integers.
+            #[allow(clippy::cast_precision_loss)]
+            let lag = lag as f64;
+            metrics::gauge!(
+                CONSUMER_LAG.name,
+                "consumer_group" => self.group_id.to_string(),
+                "partition" => id.to_string(),
+                "topic" => self.topic.to_string()
+            )
+            .set(lag);
+        }
+    }
+}
+
+impl ConsumerContext for ListenerContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // The offsets handled so far are stored (the worker handles one message or batch at a time and
+            // this runs between two of them); with `enable.auto.commit` librdkafka commits the stored offsets
+            // of the revoked partitions and waits for that commit before the rebalance goes on. No
+            // synchronous commit here: it would block an async worker thread on the network.
+            let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            if let Ok(mut a) = self.assigned.lock() {
+                for p in &revoked {
+                    a.remove(p);
+                }
+            }
+            if let Ok(mut r) = self.revoked.lock() {
+                r.extend(revoked.iter().copied());
+            }
+            self.any_revoked.store(true, Ordering::Release);
+            tracing::info!(topic = &*self.topic, group_id = &*self.group_id, partitions = ?revoked, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let added: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if let Ok(mut a) = self.assigned.lock() {
+                    a.extend(added.iter().copied());
+                }
+                tracing::info!(topic = &*self.topic, group_id = &*self.group_id, partitions = ?added, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => {
+                tracing::warn!(topic = &*self.topic, group_id = &*self.group_id, %error, "rebalance error")
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Error types of deimos-consumer.
+
+use deimos_avro::SchemaError;
+use deimos_keys::KeyError;
+use deimos_registry::CodecError;
+
+/// What a handler returns when it could not handle a message or batch.
+///
+/// Any error type converts into it with `?` (`Box<dyn Error>` style). A handler that wants the
+/// [`fatal_error`](crate::Handler::fatal_error) predicates to see more than the error message can return
+/// an error type of its own and downcast it there.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A boxed dependency error (librdkafka's), kept out of the public API.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Configuring or running the consumer runner failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// A listener was built without a topic.
+    #[error("a listener needs a topic: `Listener::builder(topic, group_id)` was given an empty topic")]
+    EmptyTopic,
+
+    /// A listener was built without a consumer group.
+    #[error(
+        "the listener for topic `{topic}` needs a consumer group id: `Listener::builder(topic, group_id)` was given an empty group id"
+    )]
+    EmptyGroupId {
+        /// The listener's topic.
+        topic: String,
+    },
+
+    /// A listener was built without a value schema.
+    #[error(
+        "the listener for topic `{topic}` has no value schema; call `.value_schema(\"com.acme.Widget\")` (or a bare name with `.namespace(..)`)"
+    )]
+    MissingValueSchema {
+        /// The listener's topic.
+        topic: String,
+    },
+
+    /// A listener was built without a handler.
+    #[error(
+        "the listener for topic `{topic}` has no handler; call `.handler(h)` (one message at a time) or `.batch_handler(h)` (batches)"
+    )]
+    MissingHandler {
+        /// The listener's topic.
+        topic: String,
+    },
+
+    /// A listener or runner setting is out of range.
+    #[error("invalid setting for {scope}: {message}")]
+    InvalidSetting {
+        /// `listener for topic ...` or `consumer runner`.
+        scope: String,
+        /// What is wrong and what to use instead.
+        message: String,
+    },
+
+    /// The runner was built without a schema registry.
+    #[error(
+        "the consumer runner has no schema registry; call `.registry(Arc::new(HttpRegistry::new(url)?))` (or a MemoryRegistry in tests)"
+    )]
+    MissingRegistry,
+
+    /// The runner was built without a schema store.
+    #[error("the consumer runner has no schema store; call `.schema_store(SchemaStore::load_all(\"schemas\")?)`")]
+    MissingSchemaStore,
+
+    /// The runner was built without listeners.
+    #[error(
+        "the consumer runner has no listeners; add at least one with `.listener(Listener::builder(..)...build()?)`"
+    )]
+    NoListeners,
+
+    /// The runner was built without bootstrap servers.
+    #[error("the consumer runner has no bootstrap servers; call `.bootstrap_servers(\"host1:9092,host2:9092\")`")]
+    MissingBootstrapServers,
+
+    /// A listener's value schema could not be loaded.
+    #[error("the value schema `{schema}` of the listener for topic `{topic}` could not be loaded: {source}")]
+    Schema {
+        /// The listener's topic.
+        topic: String,
+        /// The schema name as configured.
+        schema: String,
+        /// What the schema store said.
+        #[source]
+        source: Box<SchemaError>,
+    },
+
+    /// A listener's key config does not fit its value schema.
+    #[error("the key config of the listener for topic `{topic}` is invalid: {source}")]
+    KeyConfig {
+        /// The listener's topic.
+        topic: String,
+        /// What deimos-keys said.
+        #[source]
+        source: Box<KeyError>,
+    },
+
+    /// librdkafka rejected a setting.
+    #[error(
+        "librdkafka rejected the configuration of the {client} for topic `{topic}`: {source}; check the names and values given to `.kafka_setting(..)`"
+    )]
+    KafkaConfig {
+        /// `consumer` or `dead-letter producer`.
+        client: &'static str,
+        /// The listener's topic.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A consumer could not subscribe to its topic.
+    #[error("the consumer for topic `{topic}` (group `{group_id}`) could not subscribe: {source}")]
+    Subscribe {
+        /// The listener's topic.
+        topic: String,
+        /// The consumer group.
+        group_id: String,
+        /// librdkafka's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Waiting for SIGTERM / ctrl-c could not be set up.
+    #[error("could not listen for SIGTERM / ctrl-c: {0}; use `run_until(future)` to stop the runner another way")]
+    Signal(#[source] std::io::Error),
+
+    /// A listener's task panicked (a handler panicked); the runner shut the other listeners down.
+    #[error(
+        "the listener for topic `{topic}` (group `{group_id}`) panicked: {message}; handlers should return errors instead of panicking"
+    )]
+    ListenerPanicked {
+        /// The listener's topic.
+        topic: String,
+        /// The consumer group.
+        group_id: String,
+        /// The panic message, if it was a string.
+        message: String,
+    },
+}
+
+/// A message could not be decoded. Handed to the [`fatal_error`](crate::Handler::fatal_error) predicates
+/// (as a [`HandlerError`] to downcast) when decoding, not the handler, failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageDecodeError {
+    /// The key could not be decoded with the listener's key config.
+    #[error("the message key could not be decoded: {0}")]
+    Key(#[source] KeyError),
+    /// The value could not be decoded (wrong magic byte, unknown schema id, corrupt bytes, schemas that do
+    /// not resolve).
+    #[error("the message value could not be decoded: {0}")]
+    Value(#[source] CodecError),
+}

@@ -1,0 +1,378 @@
+//! [`Listener`]: one topic, one consumer group, one handler.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deimos_keys::KeyConfig;
+
+use crate::error::ConsumerError;
+use crate::handler::{BatchHandler, Handler};
+use crate::worker::{BatchStart, MessageStart, Start};
+
+/// Deimos's default backoff between retries of a fatal error: 1 s, doubling up to 60 s.
+pub const DEFAULT_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// Default largest batch (Deimos's ActiveRecord batch consumers use 500 too).
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 500;
+/// Default longest wait for a partition's batch to fill before it is delivered anyway.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(500);
+/// Default interval at which handled offsets are committed (Deimos's `offset_commit_interval`, 10 s).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default interval of librdkafka statistics, hence of `consumer_lag`, when lag reporting is on.
+pub const DEFAULT_LAG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What happens when handling a message (or batch) fails, or it cannot be decoded.
+///
+/// Whatever the listener's policy, an error is also fatal when the runner has
+/// [`reraise_errors`](crate::ConsumerRunnerBuilder::reraise_errors), when the runner's
+/// [`fatal_error`](crate::ConsumerRunnerBuilder::fatal_error) predicate says so, or when the handler's own
+/// [`fatal_error`](crate::Handler::fatal_error) says so (Deimos's `_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ErrorPolicy {
+    /// Log a warning, count `handler{status=error}`, send the message to the dead-letter topic if there is
+    /// one, and move on: the message is skipped (Deimos's default).
+    #[default]
+    Swallow,
+    /// Retry the same message or batch with exponential backoff (Deimos's re-raised errors under Phobos):
+    /// forever, or until [`max_attempts`](ListenerBuilder::max_attempts), after which it goes to the
+    /// dead-letter topic (or is logged and skipped when there is none).
+    Fatal,
+}
+
+/// How messages reach the handler.
+#[derive(Clone)]
+pub(crate) enum Delivery {
+    Message(Arc<dyn Start>),
+    Batch(Arc<dyn Start>),
+}
+
+impl Delivery {
+    pub(crate) fn start(&self) -> &Arc<dyn Start> {
+        match self {
+            Delivery::Message(s) | Delivery::Batch(s) => s,
+        }
+    }
+}
+
+/// One topic consumed by one consumer group with one handler: Deimos's consumer class plus its Phobos
+/// listener settings. Built with [`Listener::builder`]; added to a runner with
+/// [`ConsumerRunnerBuilder::listener`](crate::ConsumerRunnerBuilder::listener).
+#[derive(Clone)]
+pub struct Listener {
+    pub(crate) topic: String,
+    pub(crate) group_id: String,
+    pub(crate) value_schema: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) key_config: KeyConfig,
+    pub(crate) delivery: Delivery,
+    pub(crate) start_from_beginning: bool,
+    pub(crate) max_batch_size: usize,
+    pub(crate) max_wait: Duration,
+    pub(crate) session_timeout: Option<Duration>,
+    pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) backoff: (Duration, Duration),
+    pub(crate) error_policy: ErrorPolicy,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) dead_letter_topic: Option<String>,
+    pub(crate) commit_interval: Duration,
+    pub(crate) report_lag: bool,
+    pub(crate) lag_interval: Duration,
+    pub(crate) kafka_settings: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("topic", &self.topic)
+            .field("group_id", &self.group_id)
+            .field("value_schema", &self.value_schema)
+            .field("namespace", &self.namespace)
+            .field("key_config", &self.key_config)
+            .field(
+                "delivery",
+                &match self.delivery {
+                    Delivery::Message(_) => "message",
+                    Delivery::Batch(_) => "batch",
+                },
+            )
+            .field("error_policy", &self.error_policy)
+            .field("max_attempts", &self.max_attempts)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Starts a listener for `topic` in consumer group `group_id`.
+    pub fn builder(topic: impl Into<String>, group_id: impl Into<String>) -> ListenerBuilder {
+        ListenerBuilder {
+            topic: topic.into(),
+            group_id: group_id.into(),
+            value_schema: None,
+            namespace: None,
+            key_config: KeyConfig::NotSet,
+            delivery: None,
+            start_from_beginning: true,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_wait: DEFAULT_MAX_WAIT,
+            session_timeout: None,
+            heartbeat_interval: None,
+            backoff: DEFAULT_BACKOFF,
+            error_policy: ErrorPolicy::Swallow,
+            max_attempts: None,
+            dead_letter_topic: None,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            report_lag: false,
+            lag_interval: DEFAULT_LAG_INTERVAL,
+            kafka_settings: BTreeMap::new(),
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The consumer group.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// The error policy.
+    pub fn error_policy(&self) -> ErrorPolicy {
+        self.error_policy
+    }
+
+    /// The dead-letter topic, if any.
+    pub fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+}
+
+/// Builds a [`Listener`]. Every setting but the handler and the value schema has a default.
+#[derive(Clone)]
+#[must_use]
+pub struct ListenerBuilder {
+    topic: String,
+    group_id: String,
+    value_schema: Option<String>,
+    namespace: Option<String>,
+    key_config: KeyConfig,
+    delivery: Option<Delivery>,
+    start_from_beginning: bool,
+    max_batch_size: usize,
+    max_wait: Duration,
+    session_timeout: Option<Duration>,
+    heartbeat_interval: Option<Duration>,
+    backoff: (Duration, Duration),
+    error_policy: ErrorPolicy,
+    max_attempts: Option<u32>,
+    dead_letter_topic: Option<String>,
+    commit_interval: Duration,
+    report_lag: bool,
+    lag_interval: Duration,
+    kafka_settings: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ListenerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerBuilder")
+            .field("topic", &self.topic)
+            .field("group_id", &self.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerBuilder {
+    /// The value schema (reader schema): a full name (`com.acme.Widget`), or a bare name completed by
+    /// [`namespace`](Self::namespace). Required.
+    pub fn value_schema(mut self, name: impl Into<String>) -> Self {
+        self.value_schema = Some(name.into());
+        self
+    }
+
+    /// The namespace of a bare [`value_schema`](Self::value_schema) name (Deimos's `namespace`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// How keys are decoded (Deimos's `key_config`). Without one (`KeyConfig::NotSet`, the default) keys
+    /// are passed through undecoded, as Deimos does, which is the same as `KeyConfig::None`.
+    pub fn key_config(mut self, config: KeyConfig) -> Self {
+        self.key_config = config;
+        self
+    }
+
+    /// Delivers one message at a time to `handler` (Deimos's delivery `message`).
+    pub fn handler<H: Handler>(mut self, handler: H) -> Self {
+        self.delivery = Some(Delivery::Message(Arc::new(MessageStart::new(handler))));
+        self
+    }
+
+    /// Delivers batches of one partition to `handler` (Deimos's delivery `inline_batch`), up to
+    /// [`max_batch_size`](Self::max_batch_size) messages or [`max_wait`](Self::max_wait).
+    pub fn batch_handler<H: BatchHandler>(mut self, handler: H) -> Self {
+        self.delivery = Some(Delivery::Batch(Arc::new(BatchStart::new(handler))));
+        self
+    }
+
+    /// Where a group without committed offsets starts: the earliest message (`true`, the default, as
+    /// Deimos) or only new ones (`false`). librdkafka's `auto.offset.reset`.
+    pub fn start_from_beginning(mut self, yes: bool) -> Self {
+        self.start_from_beginning = yes;
+        self
+    }
+
+    /// The largest batch delivered to a batch handler (default 500).
+    pub fn max_batch_size(mut self, n: usize) -> Self {
+        self.max_batch_size = n;
+        self
+    }
+
+    /// How long a partition's batch may wait to fill before it is delivered anyway (default 500 ms).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// librdkafka's `session.timeout.ms` (default: librdkafka's, 45 s).
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = Some(timeout);
+        self
+    }
+
+    /// librdkafka's `heartbeat.interval.ms` (default: librdkafka's, 3 s).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = Some(interval);
+        self
+    }
+
+    /// The backoff between retries of a fatal error: `min` first, doubling each time up to `max`
+    /// (default 1 s to 60 s, as Deimos).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max);
+        self
+    }
+
+    /// What to do when handling fails (default [`ErrorPolicy::Swallow`]).
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.error_policy = policy;
+        self
+    }
+
+    /// With a fatal error, how many attempts in all before the message (or batch) is given up: sent to the
+    /// dead-letter topic, or logged and skipped. Without it, fatal errors are retried forever (Deimos).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// A topic that receives the messages given up on: swallowed errors at once, fatal ones after
+    /// [`max_attempts`](Self::max_attempts). See the crate docs for its headers.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// How often handled offsets are committed (default 10 s, Deimos's `offset_commit_interval`). They
+    /// are also committed when partitions are revoked and at shutdown.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// Reports the `consumer_lag` gauge per assigned partition (Deimos's `report_lag`), from librdkafka's
+    /// statistics every [`lag_interval`](Self::lag_interval).
+    pub fn report_lag(mut self, yes: bool) -> Self {
+        self.report_lag = yes;
+        self
+    }
+
+    /// How often `consumer_lag` is reported when [`report_lag`](Self::report_lag) is on (default 10 s).
+    pub fn lag_interval(mut self, interval: Duration) -> Self {
+        self.lag_interval = interval;
+        self
+    }
+
+    /// A librdkafka consumer setting for this listener only, passed through as it is; it wins over the
+    /// runner's settings and the listener's own.
+    pub fn kafka_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka_settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks the settings that need no schema store and builds the listener.
+    pub fn build(self) -> Result<Listener, ConsumerError> {
+        if self.topic.trim().is_empty() {
+            return Err(ConsumerError::EmptyTopic);
+        }
+        let topic = self.topic;
+        if self.group_id.trim().is_empty() {
+            return Err(ConsumerError::EmptyGroupId { topic });
+        }
+        let invalid = |message: String| ConsumerError::InvalidSetting {
+            scope: format!("the listener for topic `{topic}`"),
+            message,
+        };
+        let Some(value_schema) = self.value_schema.filter(|s| !s.trim().is_empty()) else {
+            return Err(ConsumerError::MissingValueSchema { topic });
+        };
+        let Some(delivery) = self.delivery else {
+            return Err(ConsumerError::MissingHandler { topic });
+        };
+        if self.max_batch_size == 0 {
+            return Err(invalid("max_batch_size is 0; use at least 1".into()));
+        }
+        let (min, max) = self.backoff;
+        if min.is_zero() || min > max {
+            return Err(invalid(format!(
+                "backoff({min:?}, {max:?}) needs 0 < min <= max, e.g. backoff(1 s, 60 s)"
+            )));
+        }
+        if self.max_attempts == Some(0) {
+            return Err(invalid("max_attempts is 0; use at least 1 (1 = no retries)".into()));
+        }
+        if self.commit_interval.is_zero() || self.lag_interval.is_zero() {
+            return Err(invalid("commit_interval and lag_interval must be longer than 0".into()));
+        }
+        if self
+            .dead_letter_topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty() || t == topic)
+        {
+            return Err(invalid(
+                "the dead-letter topic must be a non-empty topic other than the one consumed".into(),
+            ));
+        }
+        if self.dead_letter_topic.is_some() && self.error_policy == ErrorPolicy::Fatal && self.max_attempts.is_none() {
+            tracing::warn!(
+                topic,
+                "the listener has a dead-letter topic and the fatal policy but no max_attempts: fatal errors are retried forever and never reach the dead-letter topic; set `.max_attempts(n)`"
+            );
+        }
+        Ok(Listener {
+            topic,
+            group_id: self.group_id,
+            value_schema,
+            namespace: self.namespace,
+            key_config: self.key_config,
+            delivery,
+            start_from_beginning: self.start_from_beginning,
+            max_batch_size: self.max_batch_size,
+            max_wait: self.max_wait,
+            session_timeout: self.session_timeout,
+            heartbeat_interval: self.heartbeat_interval,
+            backoff: self.backoff,
+            error_policy: self.error_policy,
+            max_attempts: self.max_attempts,
+            dead_letter_topic: self.dead_letter_topic,
+            commit_interval: self.commit_interval,
+            report_lag: self.report_lag,
+            lag_interval: self.lag_interval,
+            kafka_settings: self.kafka_settings,
+        })
+    }
+}

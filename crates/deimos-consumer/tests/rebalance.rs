@@ -1,0 +1,116 @@
+//! Two runners in one group through a rebalance: no message lost, none handled twice.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use deimos_consumer::{Handler, HandlerError, Message};
+use rdkafka::producer::FutureRecord;
+use tokio::sync::mpsc;
+
+/// Records (runner, widget id, partition) and takes a little time per message, so work is in flight when
+/// the group rebalances.
+struct Tagged(&'static str, mpsc::UnboundedSender<(&'static str, i64, i32)>);
+
+#[async_trait]
+impl Handler for Tagged {
+    type Payload = Widget;
+
+    async fn consume(&self, message: Message<Widget>) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let id = message.payload.as_ref().map_or(-1, |w| w.id);
+        let _ = self.1.send((self.0, id, message.metadata.partition));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_runner_joins_and_leaves_without_losing_or_repeating_messages() {
+    within(90, async {
+        let kit = Kit::new();
+        let topic = kit.topic("rebalance", 4);
+        const TOTAL: i64 = 600;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let a = Running::start(
+            kit.runner()
+                .listener(
+                    kit.listener(&topic, "g-reb")
+                        .handler(Tagged("a", tx.clone()))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        );
+        // Produce steadily for the whole test: ~12 s.
+        let mut values = Vec::new();
+        for id in 0..TOTAL {
+            values.push(kit.widget(&topic, id).await);
+        }
+        let producer = {
+            let producer = kit.producer.clone();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                for (id, v) in values.iter().enumerate() {
+                    let record = FutureRecord::<[u8], [u8]>::to(&topic)
+                        .partition((id % 4) as i32)
+                        .payload(v);
+                    producer
+                        .send(record, Duration::from_secs(10))
+                        .await
+                        .map_err(|(e, _)| e)
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let mut seen: HashMap<i64, Vec<(&'static str, i32)>> = HashMap::new();
+        fn record(seen: &mut HashMap<i64, Vec<(&'static str, i32)>>, batch: Vec<(&'static str, i64, i32)>) {
+            for (runner, id, partition) in batch {
+                seen.entry(id).or_default().push((runner, partition));
+            }
+        }
+        record(&mut seen, take(&mut rx, 50, 30).await);
+        let b = Running::start(
+            kit.runner()
+                .listener(
+                    kit.listener(&topic, "g-reb")
+                        .handler(Tagged("b", tx.clone()))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        );
+        // Wait until B has handled something, then let B leave again while messages keep coming.
+        loop {
+            let got = take(&mut rx, 1, 30).await;
+            let by_b = got[0].0 == "b";
+            record(&mut seen, got);
+            if by_b {
+                break;
+            }
+        }
+        record(&mut seen, take(&mut rx, 50, 30).await);
+        b.stop().await;
+        producer.await.unwrap();
+        // Everything else arrives at A.
+        while seen.len() < TOTAL as usize {
+            record(&mut seen, take(&mut rx, 1, 30).await);
+        }
+        nothing_more(&mut rx, 1000).await;
+        a.stop().await;
+
+        let by_b = seen.values().flatten().filter(|(r, _)| *r == "b").count();
+        assert!(by_b > 0, "the second runner took partitions over");
+        let missing: Vec<i64> = (0..TOTAL).filter(|id| !seen.contains_key(id)).collect();
+        assert!(missing.is_empty(), "lost: {missing:?}");
+        let twice: Vec<_> = seen.iter().filter(|(_, v)| v.len() > 1).collect();
+        assert!(twice.is_empty(), "handled twice: {twice:?}");
+    })
+    .await;
+}
