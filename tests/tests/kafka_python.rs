@@ -125,7 +125,9 @@ async fn python_confluent_kafka_reads_ours_and_we_read_theirs() {
 
     // Python → ours.
     let key_schema = producer.key_spec().key_schema().unwrap().canonical_json().to_string();
-    let messages: Vec<Value> = (11..=16).map(|id| json!({"key": {"id": id}, "value": widget(id)})).collect();
+    let messages: Vec<Value> = (11..=16)
+        .map(|id| json!({"key": {"id": id}, "value": widget(id)}))
+        .collect();
     let sent = python(&json!({
         "mode": "produce", "bootstrap": mock.bootstrap_servers(), "registry_url": server.url(),
         "topic": "py.from_python", "key_schema": key_schema,
@@ -151,10 +153,13 @@ async fn python_confluent_kafka_reads_ours_and_we_read_theirs() {
         .build()
         .unwrap();
     let done = collect.clone();
-    tokio::time::timeout(Duration::from_secs(60), runner.run_until(async move { done.done.notified().await }))
-        .await
-        .expect("our consumer read what Python sent")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        runner.run_until(async move { done.done.notified().await }),
+    )
+    .await
+    .expect("our consumer read what Python sent")
+    .unwrap();
     let mut seen = collect.seen.lock().unwrap().clone();
     seen.sort_by_key(|(_, v)| v.as_ref().and_then(|v| v["id"].as_i64()));
     for ((key, value), id) in seen.into_iter().zip(11..) {

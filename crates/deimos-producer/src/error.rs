@@ -137,8 +137,10 @@ pub enum PublishError {
         index: usize,
         /// What it was.
         got: &'static str,
+        /// Messages of the call handed to the backend before this one's group (see [`PublishError::sent`]).
+        sent: usize,
     },
-    /// A key was missing, not allowed, or could not be encoded. Nothing of the call was sent.
+    /// A key was missing, not allowed, or could not be encoded. Nothing of its group or after was sent.
     #[error("producer `{producer}`, message {index}: {source}")]
     Key {
         /// The producer.
@@ -148,8 +150,10 @@ pub enum PublishError {
         /// The key problem (Deimos's messages for a missing key or a missing key config).
         #[source]
         source: Box<KeyError>,
+        /// Messages of the call handed to the backend before this one's group.
+        sent: usize,
     },
-    /// A payload does not fit the schema. Nothing of the call was sent.
+    /// A payload does not fit the schema. Nothing of its group or after was sent.
     #[error("producer `{producer}`, message {index}: payload does not fit schema {schema}: {source}")]
     Encode {
         /// The producer.
@@ -161,6 +165,8 @@ pub enum PublishError {
         /// What did not fit, with the field path.
         #[source]
         source: Box<EncodeError>,
+        /// Messages of the call handed to the backend before this one's group.
+        sent: usize,
     },
     /// Some messages were not delivered; the others were. The report has the result of each.
     #[error(
@@ -183,6 +189,27 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// For errors found while encoding (`Key`, `Encode`, `NotAnObject`): how many messages of the call were
+    /// handed to the backend before the failing message's group. Calls of at most `max_batch_size` (500)
+    /// messages are all or nothing, so this is 0 for them; a longer call sends group by group.
+    pub fn sent(&self) -> usize {
+        match self {
+            PublishError::Key { sent, .. }
+            | PublishError::Encode { sent, .. }
+            | PublishError::NotAnObject { sent, .. } => *sent,
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn set_sent(&mut self, n: usize) {
+        if let PublishError::Key { sent, .. }
+        | PublishError::Encode { sent, .. }
+        | PublishError::NotAnObject { sent, .. } = self
+        {
+            *sent = n;
+        }
+    }
+
     /// For [`PublishError::Undelivered`], every message's result.
     pub fn report(&self) -> Option<&crate::PublishReport> {
         match self {

@@ -224,7 +224,10 @@ impl ProducerBuilder {
                 subject: subject.clone(),
                 source,
             })?;
-        let auto_fields = schema.has_field("message_id") || schema.has_field("timestamp");
+        let auto_fields: Vec<&'static str> = ["message_id", "timestamp"]
+            .into_iter()
+            .filter(|f| schema.has_field(f))
+            .collect();
         Ok(Producer {
             inner: Arc::new(Inner {
                 identity: ResolvedPlan::identity(&schema),
@@ -238,6 +241,7 @@ impl ProducerBuilder {
                 writer,
                 partition_key: self.partition_key,
                 auto_fields,
+                size_hint: std::sync::atomic::AtomicUsize::new(64),
                 setup: setup.clone(),
             }),
         })
@@ -262,7 +266,9 @@ struct Inner {
     keys: KeyEncoder,
     writer: SchemaWriter,
     partition_key: Option<PartitionKeyFn>,
-    auto_fields: bool,
+    /// The auto fields (`message_id`, `timestamp`) the schema has.
+    auto_fields: Vec<&'static str>,
+    size_hint: std::sync::atomic::AtomicUsize,
     setup: ProducerSetup,
 }
 
@@ -404,11 +410,12 @@ impl Producer {
             return Ok(PublishReport::disabled(self.topic(), payloads.len()));
         };
         let keep = self.keep_payloads();
-        let mut encoded = Vec::with_capacity(payloads.len());
-        for (index, payload) in payloads.into_iter().enumerate() {
-            encoded.push(self.encode_loose(index, payload, keep)?);
-        }
-        self.send(topic, encoded, options).await
+        let total = payloads.len();
+        let messages = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(index, payload)| self.encode_loose(index, payload, keep));
+        self.send(topic, total, messages, options).await
     }
 
     /// Publishes one typed payload. See [`publish_records`](Self::publish_records).
@@ -453,11 +460,11 @@ impl Producer {
             return Ok(PublishReport::disabled(self.topic(), records.len()));
         };
         let keep = self.keep_payloads();
-        let mut encoded = Vec::with_capacity(records.len());
-        for (index, record) in records.iter().enumerate() {
-            encoded.push(self.encode_record(index, record, keep)?);
-        }
-        self.send(topic, encoded, options).await
+        let messages = records
+            .iter()
+            .enumerate()
+            .map(|(index, record)| self.encode_record(index, record, keep));
+        self.send(topic, records.len(), messages, options).await
     }
 
     /// Returns the destination topic, or `None` when the producer is disabled.
@@ -486,10 +493,11 @@ impl Producer {
                 producer: self.inner.name.to_string(),
                 index,
                 got: json_kind(&payload),
+                sent: 0,
             });
         };
         let inner = &*self.inner;
-        if inner.auto_fields {
+        if !inner.auto_fields.is_empty() {
             inner.schema.add_auto_fields(&mut map);
         }
         let partition_key = inner.partition_key.as_ref().and_then(|f| f(&map));
@@ -499,7 +507,7 @@ impl Producer {
             None
         } else {
             let payload = Json::Object(map);
-            let mut out = Vec::with_capacity(64);
+            let mut out = Vec::with_capacity(self.size_hint());
             inner
                 .writer
                 .encode_value_into(&payload, &mut out)
@@ -520,7 +528,7 @@ impl Producer {
             let key = self.encode_key(index, record.key.as_ref())?;
             return Ok(self.outgoing(key, None, None, record.key.clone(), keep));
         };
-        if inner.partition_key.is_some() || (inner.auto_fields && self.needs_auto_fields(value)) {
+        if inner.partition_key.is_some() || self.needs_auto_fields(value) {
             let mut json = serde_json::to_value(value).map_err(|e| {
                 self.encode_error(
                     index,
@@ -540,7 +548,7 @@ impl Producer {
             .typed_key(value, record.key.clone())
             .map_err(|source| self.key_error(index, source))?;
         let key = self.encode_key(index, key_json.as_ref())?;
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(self.size_hint());
         inner
             .writer
             .encode_into(value, &mut out)
@@ -548,12 +556,16 @@ impl Producer {
         Ok(self.outgoing(key, Some(out), None, key_json, keep))
     }
 
+    /// A buffer size that fits this producer's recent values without growing.
+    fn size_hint(&self) -> usize {
+        self.inner.size_hint.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn needs_auto_fields<T: Serialize + ?Sized>(&self, value: &T) -> bool {
-        ["message_id", "timestamp"].iter().any(|f| {
-            self.inner.schema.has_field(f)
-                && deimos_keys::serialized_field(value, f)
-                    .map(|v| v.is_none_or(|v| v.is_null()))
-                    .unwrap_or(false)
+        self.inner.auto_fields.iter().any(|f| {
+            deimos_keys::serialized_field(value, f)
+                .map(|v| v.is_none_or(|v| v.is_null()))
+                .unwrap_or(false)
         })
     }
 
@@ -569,6 +581,7 @@ impl Producer {
             producer: self.inner.name.to_string(),
             index,
             source: Box::new(source),
+            sent: 0,
         }
     }
 
@@ -578,6 +591,7 @@ impl Producer {
             index,
             schema: self.inner.schema_name.clone(),
             source: Box::new(source),
+            sent: 0,
         }
     }
 
@@ -589,6 +603,13 @@ impl Producer {
         decoded_key: Option<Json>,
         keep: bool,
     ) -> Encoded {
+        if let Some(v) = &value {
+            if v.len() > self.size_hint() {
+                self.inner
+                    .size_hint
+                    .store((v.len() + 32).next_power_of_two(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let partition_key = partition_key.map(String::into_bytes);
         let mut message = OutgoingMessage::new(key, value).partition_key(partition_key);
         if keep {
@@ -605,24 +626,39 @@ impl Producer {
         Encoded { message }
     }
 
+    /// Encodes the call's messages group by group (at most `max_batch_size` each) and hands each group to the
+    /// backend as soon as it is encoded, so librdkafka sends one group while the next is encoded. A key or
+    /// schema error fails its group: nothing of that group or after it is sent; earlier groups were handed
+    /// over (the error says how many messages) and, in sync mode, have been waited for.
     async fn send(
         &self,
         topic: Arc<str>,
-        encoded: Vec<Encoded>,
+        total: usize,
+        mut messages: impl Iterator<Item = Result<Encoded, PublishError>>,
         options: &PublishOptions,
     ) -> Result<PublishReport, PublishError> {
         let inner = &*self.inner;
-        let total = encoded.len();
         let headers: Arc<[(String, Vec<u8>)]> = options.headers.clone().into();
         let mode = options.mode.unwrap_or(inner.setup.mode);
-        let mut pendings: Vec<Pending> = Vec::new();
-        let mut messages = encoded.into_iter().map(|e| e.message);
         let size = inner.setup.max_batch_size;
-        loop {
-            let group: Vec<OutgoingMessage> = messages.by_ref().take(size).collect();
-            if group.is_empty() {
+        let mut pendings: Vec<Pending> = Vec::with_capacity(total.div_ceil(size));
+        let mut handed_over = 0;
+        let mut failed = None;
+        while handed_over < total {
+            let mut group = Vec::with_capacity(size.min(total - handed_over));
+            for message in messages.by_ref().take(size) {
+                match message {
+                    Ok(e) => group.push(e.message),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if failed.is_some() || group.is_empty() {
                 break;
             }
+            handed_over += group.len();
             let batch = OutgoingBatch {
                 producer: Arc::clone(&inner.name),
                 configured_topic: Arc::clone(&inner.topic),
@@ -632,7 +668,7 @@ impl Producer {
             };
             pendings.push(inner.setup.backend.enqueue(batch).await);
         }
-        let mut outcomes = Vec::with_capacity(total);
+        let mut outcomes = Vec::with_capacity(handed_over);
         for pending in pendings {
             match mode {
                 DeliveryMode::Sync => outcomes.extend(pending.wait().await.into_iter().map(outcome)),
@@ -641,6 +677,10 @@ impl Producer {
                     None => MessageOutcome::Queued,
                 })),
             }
+        }
+        if let Some(mut e) = failed {
+            e.set_sent(handed_over);
+            return Err(e);
         }
         let report = PublishReport::new(&topic, outcomes);
         let first = report.failures().next().map(|(i, e)| (i, e.clone()));

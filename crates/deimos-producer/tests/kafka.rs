@@ -324,7 +324,10 @@ async fn preflight_fails_before_the_first_message() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("primitive"), "{err}");
+    let err = KafkaBackend::builder().build().unwrap_err();
+    assert!(err.to_string().contains("bootstrap_servers"), "{err}");
     let err = KafkaBackend::builder()
+        .bootstrap_servers(kafka.mock.bootstrap_servers())
         .setting("acks", "sometimes")
         .build()
         .unwrap_err();

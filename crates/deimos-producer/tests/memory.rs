@@ -321,6 +321,15 @@ async fn large_lists_go_in_groups_of_500() {
     // Order is kept across groups.
     let offsets: Vec<i64> = groups.inner.sent().iter().map(|m| m.offset).collect();
     assert_eq!(offsets, (0..1201).collect::<Vec<_>>());
+
+    // A bad message fails its group; the groups before it were already handed over, and the error says so.
+    groups.inner.clear();
+    let mut payloads: Vec<Json> = (0..1201).map(|i| widget(json!(i))).collect();
+    payloads[700]["status"] = json!("NOPE");
+    let err = p.publish_list(payloads).await.unwrap_err();
+    assert_eq!(err.sent(), 500, "{err}");
+    assert!(err.to_string().contains("message 700"), "{err}");
+    assert_eq!(groups.inner.sent().len(), 500);
 }
 
 #[tokio::test]

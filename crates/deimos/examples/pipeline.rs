@@ -64,7 +64,13 @@ impl Handler for PrintWidgets {
         let key = m.key.clone().map(|k| k.into_json());
         match &message.payload {
             Some(w) if w.id == 13 => {
-                println!("  p{} @{:<3} key {:<14} widget 13: failing (attempt {})", m.partition, m.offset, fmt(&key), m.retry_count + 1);
+                println!(
+                    "  p{} @{:<3} key {:<14} widget 13: failing (attempt {})",
+                    m.partition,
+                    m.offset,
+                    fmt(&key),
+                    m.retry_count + 1
+                );
                 if m.retry_count + 1 == 3 {
                     // The last attempt: the runner moves it to the dead-letter topic next.
                     self.count();
@@ -73,9 +79,20 @@ impl Handler for PrintWidgets {
             }
             Some(w) => println!(
                 "  p{} @{:<3} key {:<14} {} x{} at {:.2} ({:?})",
-                m.partition, m.offset, fmt(&key), w.name, w.quantity, w.price, w.status
+                m.partition,
+                m.offset,
+                fmt(&key),
+                w.name,
+                w.quantity,
+                w.price,
+                w.status
             ),
-            None => println!("  p{} @{:<3} key {:<14} tombstone: delete it", m.partition, m.offset, fmt(&key)),
+            None => println!(
+                "  p{} @{:<3} key {:<14} tombstone: delete it",
+                m.partition,
+                m.offset,
+                fmt(&key)
+            ),
         }
         self.count();
         Ok(())
@@ -96,7 +113,9 @@ fn fmt(key: &Option<serde_json::Value>) -> String {
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
@@ -142,7 +161,13 @@ async fn main() -> anyhow::Result<()> {
         .key_config(KeyConfig::field("id"))
         .build(&setup)
         .await?;
-    println!("\nproducer {} → {} (subjects {}, {})", producer.name(), producer.topic(), producer.value_subject(), producer.key_subject());
+    println!(
+        "\nproducer {} → {} (subjects {}, {})",
+        producer.name(),
+        producer.topic(),
+        producer.value_subject(),
+        producer.key_subject()
+    );
 
     // Loose payloads are coerced ("11" → 11, "9.99" → 9.99), get a message_id, and lose unknown fields.
     let loose: Vec<serde_json::Value> = (11..=14)
@@ -156,7 +181,10 @@ async fn main() -> anyhow::Result<()> {
         .publish_list_with(loose, &PublishOptions::new().header("origin", "pipeline-example"))
         .await?;
     for (i, d) in report.delivered() {
-        println!("  message {i} delivered to partition {} offset {:?}", d.partition, d.offset);
+        println!(
+            "  message {i} delivered to partition {} offset {:?}",
+            d.partition, d.offset
+        );
     }
     // Typed payloads go straight from the struct to Avro; a tombstone deletes widget 11.
     let typed = Widget {
@@ -206,9 +234,12 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     println!("\nconsuming dev.widgets as group widget-consumers (joining takes a few seconds):");
     let done = handler.clone();
-    tokio::time::timeout(Duration::from_secs(60), runner.run_until(async move { done.done.notified().await }))
-        .await
-        .context("the consumer did not see every message within 60 s")??;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        runner.run_until(async move { done.done.notified().await }),
+    )
+    .await
+    .context("the consumer did not see every message within 60 s")??;
     println!("\nall messages handled; widget 13 went to dev.widgets.dead; offsets committed, group left.");
     Ok(())
 }
