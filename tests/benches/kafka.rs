@@ -10,7 +10,7 @@
 //!
 //! One librdkafka mock cluster (one broker, in process, over TCP on loopback), topics of 6 partitions, values of
 //! about 100 bytes (`com.acme.Widget`, framed), keys from the `id` field, `acks=all`, idempotence on,
-//! `linger.ms=5` on both sides. Each side runs [`ROUNDS`] times, alternating, on fresh topics and groups; the
+//! `linger.ms=5` on both sides. Each side runs [`PRODUCE_ROUNDS`] / [`ROUNDS`] times, alternating, on fresh topics and groups; the
 //! reported rate is the median.
 //!
 //! - produce: deimos typed `publish_typed_list` (serde → Avro encoding, key encoding, partitioning, waiting for
@@ -40,7 +40,10 @@ use tokio::sync::Notify;
 
 const MESSAGES: usize = 100_000;
 const PARTITIONS: i32 = 6;
+/// Rounds of the consume comparison (each joins a fresh group: about 3 s on the mock cluster).
 const ROUNDS: usize = 3;
+/// Rounds of the produce comparison (short; more rounds steady the median).
+const PRODUCE_ROUNDS: usize = 5;
 
 const RAW_PRODUCE: &str = "kafka.produce.raw_msgs_per_s";
 const DEIMOS_PRODUCE: &str = "kafka.produce.typed_msgs_per_s";
@@ -293,7 +296,7 @@ async fn main() -> Result<()> {
     );
 
     let (mut raw_p, mut deimos_p) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..PRODUCE_ROUNDS {
         raw_p.push(bench.raw_produce(&format!("raw.produce.{round}"), &encoded)?);
         deimos_p.push(
             bench

@@ -118,12 +118,18 @@ impl ClientContext for ListenerContext {
 }
 
 impl ConsumerContext for ListenerContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             // The offsets handled so far are stored (the worker handles one message or batch at a time and
-            // this runs between two of them); with `enable.auto.commit` librdkafka commits the stored offsets
-            // of the revoked partitions and waits for that commit before the rebalance goes on. No
-            // synchronous commit here: it would block an async worker thread on the network.
+            // this runs between two of them). Commit them now, synchronously, so the next owner of these
+            // partitions starts after them: librdkafka's own commit on revoke is asynchronous and may lose the
+            // race with the rebalance (then the next owner handles the messages again). The commit blocks for
+            // one round trip; on a multi-threaded runtime tokio is told so and moves other tasks away.
+            let commit = || commit_stored(consumer, &self.topic, "partitions revoked");
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(commit),
+                _ => commit(),
+            }
             let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             if let Ok(mut a) = self.assigned.lock() {
                 for p in &revoked {

@@ -358,6 +358,7 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Headers {
 async fn run_messages<H: Handler>(handler: Arc<H>, env: Env) {
     let consumer = Arc::clone(&env.consumer);
     let common = Common::<H::Payload>::new(env);
+    let mut handled = Handled::default();
     let mut stream = consumer.stream();
     let mut stop = pin!(wait_shutdown(common.env.shutdown.clone()));
     loop {
@@ -367,10 +368,44 @@ async fn run_messages<H: Handler>(handler: Arc<H>, env: Env) {
             next = stream.next() => next,
         };
         match next {
-            Some(Ok(m)) => process_message(&common, &*handler, &consumer, &m).await,
+            Some(Ok(m)) => {
+                if handled.already(&common.env.topic, &consumer, &m) {
+                    continue;
+                }
+                process_message(&common, &*handler, &consumer, &m).await;
+                handled.mark(m.partition(), m.offset());
+            }
             Some(Err(error)) => kafka_error(&common.env.topic, &error),
             None => break,
         }
+    }
+}
+
+/// The last offset this listener handled (or took into a batch) per partition. librdkafka fetches a partition
+/// again from its committed offset after a rebalance; when a commit was lost (the mock cluster refuses commits
+/// while a group rebalances, real brokers do on coordinator changes), messages this listener already handled
+/// would come again. They are skipped here, their offsets stored again, so each message is handled once per
+/// process. (Messages another consumer handled and failed to commit still come again: at least once.)
+#[derive(Default)]
+struct Handled(std::collections::HashMap<i32, i64>);
+
+impl Handled {
+    fn already(&self, topic: &str, consumer: &KafkaConsumer, m: &BorrowedMessage<'_>) -> bool {
+        let seen = self.0.get(&m.partition()).is_some_and(|last| m.offset() <= *last);
+        if seen {
+            tracing::debug!(
+                topic,
+                partition = m.partition(),
+                offset = m.offset(),
+                "skipping a message this listener already handled (fetched again after a rebalance)"
+            );
+            let _ = consumer.store_offset_from_message(m);
+        }
+        seen
+    }
+
+    fn mark(&mut self, partition: i32, offset: i64) {
+        self.0.insert(partition, offset);
     }
 }
 
@@ -513,6 +548,7 @@ async fn run_batches<H: BatchHandler>(handler: Arc<H>, env: Env) {
     let common = Common::<H::Payload>::new(env);
     let (max_size, max_wait) = (common.env.max_batch_size, common.env.max_wait);
     let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
+    let mut handled = Handled::default();
     let mut stream = consumer.stream();
     let mut stop = pin!(wait_shutdown(common.env.shutdown.clone()));
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
@@ -534,13 +570,20 @@ async fn run_batches<H: BatchHandler>(handler: Arc<H>, env: Env) {
                 let due: Vec<i32> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(p, _)| *p).collect();
                 for partition in due {
                     if let Some(batch) = pending.remove(&partition) {
+                        let last = batch.messages.last().map(|r| r.offset);
                         process_batch(&common, &*handler, &consumer, partition, batch.messages).await;
+                        if let Some(last) = last {
+                            handled.mark(partition, last);
+                        }
                     }
                 }
             }
             next = stream.next() => match next {
                 Some(Ok(m)) => {
                     drop_revoked(&consumer, &mut pending);
+                    if handled.already(&common.env.topic, &consumer, &m) {
+                        continue;
+                    }
                     let partition = m.partition();
                     let entry = pending.entry(partition).or_insert_with(|| Pending {
                         messages: Vec::with_capacity(max_size.min(1024)),
@@ -556,7 +599,11 @@ async fn run_batches<H: BatchHandler>(handler: Arc<H>, env: Env) {
                     if entry.messages.len() >= max_size
                         && let Some(batch) = pending.remove(&partition)
                     {
+                        let last = batch.messages.last().map(|r| r.offset);
                         process_batch(&common, &*handler, &consumer, partition, batch.messages).await;
+                        if let Some(last) = last {
+                            handled.mark(partition, last);
+                        }
                     }
                 }
                 Some(Err(error)) => kafka_error(&common.env.topic, &error),

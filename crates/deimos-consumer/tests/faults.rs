@@ -124,12 +124,19 @@ async fn broker_down_then_up_resumes_consumption_and_shutdown_still_returns() {
             let v = kit.widget(&topic, id).await;
             kit.send(&topic, None, None, Some(&v)).await;
         }
-        let ids: Vec<i64> = take(&mut rx, 3, 30)
-            .await
-            .iter()
-            .map(|m| m.payload.as_ref().unwrap().id)
-            .collect();
-        assert_eq!(ids, [1, 2, 3]);
+        // At least once: if the broker went down before message 0's offset was committed, it comes again.
+        let mut ids = Vec::new();
+        while ids.iter().filter(|id| **id > 0).count() < 3 {
+            ids.extend(
+                take(&mut rx, 1, 30)
+                    .await
+                    .iter()
+                    .map(|m| m.payload.as_ref().unwrap().id),
+            );
+        }
+        let new: Vec<i64> = ids.iter().copied().filter(|id| *id > 0).collect();
+        assert_eq!(new, [1, 2, 3], "{ids:?}");
+        assert!(ids.iter().filter(|id| **id == 0).count() <= 1, "{ids:?}");
 
         // With the broker down, shutdown cannot commit or leave the group, but it still returns in time.
         kit.mock.broker_down(1).unwrap();

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde_json::Value as Json;
@@ -132,7 +132,7 @@ pub type DeliveryResult = Result<Delivered, DeliveryError>;
 /// Collects the per-message results of a batch as they arrive, from any thread.
 #[derive(Debug)]
 pub struct DeliveryTracker {
-    results: Mutex<Vec<Option<DeliveryResult>>>,
+    results: Box<[OnceLock<DeliveryResult>]>,
     remaining: AtomicUsize,
     done: Notify,
 }
@@ -141,7 +141,7 @@ impl DeliveryTracker {
     /// A tracker for `len` messages.
     pub fn new(len: usize) -> Arc<DeliveryTracker> {
         let tracker = Arc::new(DeliveryTracker {
-            results: Mutex::new(vec![None; len]),
+            results: (0..len).map(|_| OnceLock::new()).collect(),
             remaining: AtomicUsize::new(len),
             done: Notify::new(),
         });
@@ -153,16 +153,7 @@ impl DeliveryTracker {
 
     /// Records the result of message `index` (the first result for an index wins).
     pub fn complete(&self, index: usize, result: DeliveryResult) {
-        let fresh = {
-            let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
-            match results.get_mut(index) {
-                Some(slot @ None) => {
-                    *slot = Some(result);
-                    true
-                }
-                _ => false,
-            }
-        };
+        let fresh = self.results.get(index).is_some_and(|slot| slot.set(result).is_ok());
         if fresh && self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.done.notify_one();
         }
@@ -201,7 +192,7 @@ impl Pending {
 
     /// What is known now: `None` for messages still in flight.
     pub fn so_far(&self) -> Vec<Option<DeliveryResult>> {
-        self.tracker.results.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.tracker.results.iter().map(|r| r.get().cloned()).collect()
     }
 
     /// Waits until every message has its result.
@@ -209,11 +200,12 @@ impl Pending {
         while self.tracker.remaining.load(Ordering::Acquire) > 0 {
             self.tracker.done.notified().await;
         }
-        let mut results = self.tracker.results.lock().unwrap_or_else(|p| p.into_inner());
-        results
-            .iter_mut()
+        self.tracker
+            .results
+            .iter()
             .map(|r| {
-                r.take()
+                r.get()
+                    .cloned()
                     .unwrap_or_else(|| Err(DeliveryError::Backend("no delivery report".to_string())))
             })
             .collect()

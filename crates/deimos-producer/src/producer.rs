@@ -603,12 +603,12 @@ impl Producer {
         decoded_key: Option<Json>,
         keep: bool,
     ) -> Encoded {
-        if let Some(v) = &value {
-            if v.len() > self.size_hint() {
-                self.inner
-                    .size_hint
-                    .store((v.len() + 32).next_power_of_two(), std::sync::atomic::Ordering::Relaxed);
-            }
+        if let Some(v) = &value
+            && v.len() > self.size_hint()
+        {
+            self.inner
+                .size_hint
+                .store((v.len() + 32).next_power_of_two(), std::sync::atomic::Ordering::Relaxed);
         }
         let partition_key = partition_key.map(String::into_bytes);
         let mut message = OutgoingMessage::new(key, value).partition_key(partition_key);
