@@ -121,14 +121,14 @@ impl ConsumerContext for ListenerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             // The offsets handled so far are stored (the worker handles one message or batch at a time and
-            // this runs between two of them). Commit them now, synchronously, so the next owner of these
-            // partitions starts after them: librdkafka's own commit on revoke is asynchronous and may lose the
-            // race with the rebalance (then the next owner handles the messages again). The commit blocks for
-            // one round trip; on a multi-threaded runtime tokio is told so and moves other tasks away.
-            let commit = || commit_stored(consumer, &self.topic, "partitions revoked");
-            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(commit),
-                _ => commit(),
+            // this runs between two of them). Send their commit now, before the rebalance goes on: the request
+            // goes out ahead of the group's next requests. It is not waited for: with the coordinator down a
+            // synchronous commit would block this thread (and a closing consumer) without bound.
+            match consumer.commit_consumer_state(CommitMode::Async) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => {
+                    tracing::warn!(topic = &*self.topic, %error, "committing handled offsets on revoke failed; the next owner may handle them again")
+                }
             }
             let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             if let Ok(mut a) = self.assigned.lock() {
