@@ -35,7 +35,6 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 const MESSAGES: usize = 100_000;
@@ -50,28 +49,10 @@ const DEIMOS_PRODUCE: &str = "kafka.produce.typed_msgs_per_s";
 const RAW_CONSUME: &str = "kafka.consume.raw_msgs_per_s";
 const DEIMOS_CONSUME: &str = "kafka.consume.runner_msgs_per_s";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[allow(clippy::upper_case_acronyms)]
-enum Status {
-    ACTIVE,
-    RETIRED,
-    UNKNOWN,
-}
-
-/// `com.acme.Widget`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Widget {
-    id: i64,
-    message_id: String,
-    name: String,
-    description: String,
-    price: f64,
-    quantity: i32,
-    status: Status,
-    tags: Vec<String>,
-    updated_at: i64,
-    parent_id: Option<i64>,
-}
+// `com.acme.Widget` (schemas/com/acme/Widget.avsc) as a Rust type, shared with deimos-avro's tests and benchmark.
+#[path = "../../crates/deimos-avro/tests/support/widget.rs"]
+mod widget;
+use widget::{Status, Widget};
 
 fn widgets() -> Vec<Widget> {
     (0..MESSAGES as i64)

@@ -384,8 +384,10 @@ impl Producer {
     /// 5. the payload is coerced to the schema (fields not in the schema dropped) while it is encoded;
     /// 6. the key is encoded per the key config, then the value.
     ///
-    /// Any key or schema error fails the whole call before anything is sent, naming the message and the field
-    /// path. Messages go to the backend in groups of `max_batch_size`. With [`DeliveryMode::Sync`] the call
+    /// Messages go to the backend in groups of `max_batch_size` (500), each encoded and handed over in turn. A key
+    /// or schema error names the message and the field path and fails its group: nothing of that group or
+    /// after it is sent, so a call of up to 500 messages is all or nothing ([`PublishError::sent`] counts what
+    /// earlier groups sent in a longer call). With [`DeliveryMode::Sync`] the call
     /// returns once every message is acknowledged; a message the backend refuses (e.g. too large) is reported
     /// in [`PublishError::Undelivered`] with its size and the limit, and the other messages are still sent.
     ///

@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,29 +26,11 @@ use tokio::task::JoinHandle;
 pub const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
 pub const WIDGET: &str = "com.acme.Widget";
 
-/// `com.acme.Status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(clippy::upper_case_acronyms)]
-pub enum Status {
-    ACTIVE,
-    RETIRED,
-    UNKNOWN,
-}
-
-/// `com.acme.Widget` as a Rust type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Widget {
-    pub id: i64,
-    pub message_id: String,
-    pub name: String,
-    pub description: String,
-    pub price: f64,
-    pub quantity: i32,
-    pub status: Status,
-    pub tags: Vec<String>,
-    pub updated_at: i64,
-    pub parent_id: Option<i64>,
-}
+// `com.acme.Status` and `com.acme.Widget` as Rust types, shared with deimos-avro's tests and benchmark.
+#[path = "../../../deimos-avro/tests/support/widget.rs"]
+mod widget;
+#[allow(unused_imports)]
+pub use widget::{Status, Widget};
 
 pub fn widget_json(id: i64) -> Json {
     json!({
