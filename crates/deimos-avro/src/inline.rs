@@ -11,7 +11,9 @@ pub(crate) const PRIMITIVES: [&str; 8] = ["null", "boolean", "int", "long", "flo
 
 const NAMED: [&str; 4] = ["record", "error", "enum", "fixed"];
 
-pub(crate) fn full_name(name: &str, namespace: Option<&str>) -> String {
+/// The full name of schema `name` in `namespace`: a name that already has a dot is full; otherwise the
+/// namespace (when not empty) is put in front, as Avro resolves names and Deimos's `schema` + `namespace` do.
+pub fn full_name(name: &str, namespace: Option<&str>) -> String {
     match namespace {
         _ if name.contains('.') => name.to_string(),
         Some(ns) if !ns.is_empty() => format!("{ns}.{name}"),

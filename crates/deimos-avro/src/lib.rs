@@ -15,6 +15,7 @@ pub mod wire;
 
 pub use compat::CompatibilityLevel;
 pub use error::{DecodeError, EncodeError, ResolveError, SchemaError};
+pub use inline::full_name;
 pub use resolve::{PlanCache, ResolvedPlan};
 pub use schema::{AvroSchema, FieldInfo};
 pub use store::SchemaStore;

@@ -476,17 +476,10 @@ fn prepare(
     runner_settings: &BTreeMap<String, String>,
 ) -> Result<Prepared, ConsumerError> {
     let topic = listener.topic.clone();
-    let name = &listener.value_schema;
-    let reader = match &listener.namespace {
-        Some(ns) if !name.contains('.') => store.get_in(ns, name),
-        _ => store.get(name),
-    }
-    .map_err(|source| ConsumerError::Schema {
+    let schema = deimos_avro::full_name(&listener.value_schema, listener.namespace.as_deref());
+    let reader = store.get(&schema).map_err(|source| ConsumerError::Schema {
         topic: topic.clone(),
-        schema: match &listener.namespace {
-            Some(ns) if !name.contains('.') => format!("{ns}.{name}"),
-            _ => name.clone(),
-        },
+        schema,
         source: Box::new(source),
     })?;
     // Deimos consumers without a key config pass keys through undecoded.

@@ -50,10 +50,7 @@ impl KeySpec {
         let key_schema = match &config {
             KeyConfig::NotSet | KeyConfig::None | KeyConfig::Plain => None,
             KeyConfig::Schema(name) => {
-                let full = match value_schema.namespace() {
-                    Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
-                    _ => name.clone(),
-                };
+                let full = deimos_avro::full_name(name, value_schema.namespace());
                 let schema = store.get(&full).map_err(|source| KeyError::Schema {
                     name: full.clone(),
                     source,

@@ -191,11 +191,10 @@ impl ProducerBuilder {
         if self.topic.trim().is_empty() {
             return Err(BuildError::BlankTopic { producer: name });
         }
-        let schema_name = match (self.schema, self.namespace) {
-            (None, _) => return Err(BuildError::NoSchema { producer: name }),
-            (Some(s), Some(ns)) if !s.contains('.') && !ns.is_empty() => format!("{ns}.{s}"),
-            (Some(s), _) => s,
+        let Some(schema) = self.schema else {
+            return Err(BuildError::NoSchema { producer: name });
         };
+        let schema_name = deimos_avro::full_name(&schema, self.namespace.as_deref());
         let schema = setup.store.get(&schema_name).map_err(|source| BuildError::Schema {
             producer: name.clone(),
             schema: schema_name.clone(),
