@@ -908,8 +908,16 @@ impl<'de> de::VariantAccess<'de> for De<'_, '_, '_> {
 
 /// Decodes one value with `plan`, requiring that the whole input is consumed.
 pub(crate) fn decode<T: de::DeserializeOwned>(plan: &PlanInner, bytes: &[u8]) -> std::result::Result<T, DecodeError> {
+    decode_seed(plan, bytes, std::marker::PhantomData::<T>)
+}
+
+pub(crate) fn decode_seed<'de, S: de::DeserializeSeed<'de>>(
+    plan: &PlanInner,
+    bytes: &[u8],
+    seed: S,
+) -> std::result::Result<S::Value, DecodeError> {
     let mut r = Reader::new(bytes);
-    let v = T::deserialize(De {
+    let v = seed.deserialize(De {
         r: &mut r,
         plan,
         step: plan.root,

@@ -95,4 +95,16 @@ impl ResolvedPlan {
     pub fn decode_value(&self, avro: &[u8]) -> Result<Json, DecodeError> {
         de::decode(&self.0, avro)
     }
+
+    /// Decodes through a [`serde::de::DeserializeSeed`], for targets that need state to deserialize (such as
+    /// picking one field out of a record without building the others). Owned data only: the seed may not
+    /// borrow from `avro`
+    /// (strings and bytes are handed to it as short-lived `&str` / `&[u8]`, never `visit_borrowed_*`).
+    pub fn decode_seed<'de, S: serde::de::DeserializeSeed<'de>>(
+        &self,
+        avro: &[u8],
+        seed: S,
+    ) -> Result<S::Value, DecodeError> {
+        de::decode_seed(&self.0, avro, seed)
+    }
 }

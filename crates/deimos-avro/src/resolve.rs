@@ -4,6 +4,7 @@
 //! the reader's default, and union branches on either side.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, RwLock};
 
 use crate::error::ResolveError;
@@ -424,7 +425,33 @@ impl Builder<'_> {
 /// is then compared by identity (the usual case: one parsed reader schema per consumer) or by content.
 #[derive(Default)]
 pub struct PlanCache {
-    plans: RwLock<HashMap<(u32, u64), Vec<ResolvedPlan>>>,
+    plans: RwLock<HashMap<(u32, u64), Vec<ResolvedPlan>, BuildHasherDefault<KeyHasher>>>,
+}
+
+/// Hashes a plan key, a schema id and a fingerprint that is already a hash, by mixing the words it is given:
+/// SipHash costs more than the rest of a lookup on a consumer's per-message path, and the keys are not chosen
+/// by an attacker (ids come from the registry, fingerprints from the schemas).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
 
 impl std::fmt::Debug for PlanCache {

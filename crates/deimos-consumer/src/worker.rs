@@ -360,13 +360,19 @@ async fn run_messages<H: Handler>(handler: Arc<H>, env: Env) {
     let common = Common::<H::Payload>::new(env);
     let mut handled = Handled::default();
     let mut stream = consumer.stream();
-    let mut stop = pin!(wait_shutdown(common.env.shutdown.clone()));
+    let shutdown = common.env.shutdown.clone();
+    let mut stop = pin!(wait_shutdown(shutdown.clone()));
     loop {
+        // The stream first: while messages keep coming, the shutdown flag is read (cheaply) once per message
+        // instead of polling the shutdown future before each one.
         let next = tokio::select! {
             biased;
-            () = &mut stop => break,
             next = stream.next() => next,
+            () = &mut stop => break,
         };
+        if *shutdown.borrow() {
+            break;
+        }
         match next {
             Some(Ok(m)) => {
                 if handled.already(&common.env.topic, &consumer, &m) {
@@ -387,7 +393,7 @@ async fn run_messages<H: Handler>(handler: Arc<H>, env: Env) {
 /// would come again. They are skipped here, their offsets stored again, so each message is handled once per
 /// process. (Messages another consumer handled and failed to commit still come again: at least once.)
 #[derive(Default)]
-struct Handled(std::collections::HashMap<i32, i64>);
+struct Handled(BTreeMap<i32, i64>);
 
 impl Handled {
     fn already(&self, topic: &str, consumer: &KafkaConsumer, m: &BorrowedMessage<'_>) -> bool {

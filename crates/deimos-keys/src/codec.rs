@@ -249,11 +249,66 @@ impl KeyDecoder {
                     .map_err(|e| decode_err(e.into()))?
             }
         };
-        let value = plan.decode_value(avro).map_err(decode_err)?;
         let value = match self.spec.key_field() {
-            Some(f) => value.get(f).cloned().unwrap_or(Json::Null),
-            None => value,
-        };
+            Some(field) => plan.decode_seed(avro, FieldSeed(field)),
+            None => plan.decode_value(avro),
+        }
+        .map_err(decode_err)?;
         Ok(Some(DecodedKey::Value(value)))
+    }
+}
+
+/// Reads one field of a key record (the `field` key_config's key schema) as JSON, skipping the others, without
+/// building the record's map: `Null` when the record has no such field.
+struct FieldSeed<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = Json;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldSeed<'_> {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a key record with a field `{}`", self.0)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut found = Json::Null;
+        while let Some(wanted) = map.next_key_seed(IsField(self.0))? {
+            if wanted {
+                found = map.next_value()?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Whether a record's field name is the one wanted, without copying it.
+struct IsField<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for IsField<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for IsField<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<bool, E> {
+        Ok(name == self.0)
     }
 }
