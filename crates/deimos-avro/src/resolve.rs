@@ -425,8 +425,11 @@ impl Builder<'_> {
 /// is then compared by identity (the usual case: one parsed reader schema per consumer) or by content.
 #[derive(Default)]
 pub struct PlanCache {
-    plans: RwLock<HashMap<(u32, u64), Vec<ResolvedPlan>, BuildHasherDefault<KeyHasher>>>,
+    plans: RwLock<PlanMap>,
 }
+
+/// Plans by (writer id, reader fingerprint).
+type PlanMap = HashMap<(u32, u64), Vec<ResolvedPlan>, BuildHasherDefault<KeyHasher>>;
 
 /// Hashes a plan key, a schema id and a fingerprint that is already a hash, by mixing the words it is given:
 /// SipHash costs more than the rest of a lookup on a consumer's per-message path, and the keys are not chosen

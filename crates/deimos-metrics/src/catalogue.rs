@@ -103,6 +103,56 @@ pub const CONSUMER_LAG: MetricDef = MetricDef {
     help: "Messages between the consumer group's position and the end of the partition (when lag reporting is on)",
 };
 
+/// Messages written to the outbox table (`kafka_messages`), by topic.
+pub const DB_PRODUCER_INSERT: MetricDef = MetricDef {
+    name: "db_producer.insert",
+    kind: MetricKind::Counter,
+    labels: &["topic"],
+    unit: "messages",
+    deimos: "db_producer.insert (topic:T)",
+    help: "Messages written to the outbox table in the caller's transaction",
+};
+
+/// Outbox rows the relay finished with (sent and acknowledged, compacted away, or moved aside), by topic.
+pub const DB_PRODUCER_PROCESS: MetricDef = MetricDef {
+    name: "db_producer.process",
+    kind: MetricKind::Counter,
+    labels: &["topic"],
+    unit: "messages",
+    deimos: "db_producer.process (topic:T)",
+    help: "Outbox rows processed and deleted by the relay",
+};
+
+/// Outbox rows the broker refused as too large, moved to `kafka_messages_dead` instead of being sent.
+pub const DB_PRODUCER_TOO_LARGE: MetricDef = MetricDef {
+    name: "db_producer.too_large",
+    kind: MetricKind::Counter,
+    labels: &["topic"],
+    unit: "messages",
+    deimos: "",
+    help: "Outbox rows too large to send, moved aside to kafka_messages_dead (Deimos deleted the whole batch)",
+};
+
+/// Seconds the oldest unsent outbox row of a topic has waited (0 when there is none).
+pub const PENDING_DB_MESSAGES_MAX_WAIT: MetricDef = MetricDef {
+    name: "pending_db_messages_max_wait",
+    kind: MetricKind::Gauge,
+    labels: &["topic"],
+    unit: "seconds",
+    deimos: "pending_db_messages_max_wait (topic:T)",
+    help: "Age of the oldest outbox row not yet sent, per topic",
+};
+
+/// Unsent outbox rows of a topic.
+pub const PENDING_DB_MESSAGES_COUNT: MetricDef = MetricDef {
+    name: "pending_db_messages_count",
+    kind: MetricKind::Gauge,
+    labels: &["topic"],
+    unit: "messages",
+    deimos: "pending_db_messages_count (topic:T)",
+    help: "Outbox rows not yet sent, per topic",
+};
+
 /// Every metric above.
 pub const ALL: &[MetricDef] = &[
     PUBLISH,
@@ -112,6 +162,11 @@ pub const ALL: &[MetricDef] = &[
     HANDLER_RETRY,
     DEAD_LETTER,
     CONSUMER_LAG,
+    DB_PRODUCER_INSERT,
+    DB_PRODUCER_PROCESS,
+    DB_PRODUCER_TOO_LARGE,
+    PENDING_DB_MESSAGES_MAX_WAIT,
+    PENDING_DB_MESSAGES_COUNT,
 ];
 
 /// Registers the unit and help text of every metric in [`ALL`] with the installed `metrics` recorder. Call it

@@ -24,6 +24,13 @@ pub const PRODUCE: &str = "produce";
 /// payloads and the error.
 pub const PRODUCE_ERROR: &str = "produce_error";
 
+/// Around the outbox relay sending one batch of a topic partition (Deimos's `db_producer.produce`). Carries the
+/// topic and one object per message: `id`, `key` and `partition_key` (text when UTF-8), `size`.
+pub const DB_PRODUCER_PRODUCE: &str = "db_producer.produce";
+/// Outbox rows the broker refused as too large and the relay moved to `kafka_messages_dead`. Carries the topic,
+/// the rows (as for `db_producer.produce`) and the error.
+pub const DB_PRODUCER_TOO_LARGE: &str = "db_producer.too_large";
+
 /// What went wrong, for events about failures (Deimos's `exception`: class name and message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -24,6 +24,11 @@ pub struct OutgoingMessage {
     /// The coerced payload as it was encoded (`null` for a tombstone). Filled only when the backend
     /// [wants payloads](PublishBackend::wants_payloads) or someone subscribed to the `produce` events.
     pub payload: Option<Json>,
+    /// The partition to send to, when the sender already knows it (the outbox relay, which partitioned the
+    /// message when it was written). `None`: partitioned by the partition key, else the key.
+    pub partition: Option<i32>,
+    /// Headers of this message alone, sent after the batch's headers.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl OutgoingMessage {
@@ -35,7 +40,21 @@ impl OutgoingMessage {
             partition_key: None,
             decoded_key: None,
             payload: None,
+            partition: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Sends to this partition instead of partitioning by key.
+    pub fn partition(mut self, partition: Option<i32>) -> OutgoingMessage {
+        self.partition = partition;
+        self
+    }
+
+    /// Adds headers of this message alone.
+    pub fn headers(mut self, headers: Vec<(String, Vec<u8>)>) -> OutgoingMessage {
+        self.headers = headers;
+        self
     }
 
     /// With a partition key.
@@ -69,6 +88,26 @@ pub struct OutgoingBatch {
     pub headers: Arc<[(String, Vec<u8>)]>,
     /// The messages, in order.
     pub messages: Vec<OutgoingMessage>,
+}
+
+impl OutgoingBatch {
+    /// A batch of `messages` for `topic` from `producer` (configured for `configured_topic`, which labels its
+    /// metrics), with `headers` on every message.
+    pub fn new(
+        producer: impl Into<Arc<str>>,
+        configured_topic: impl Into<Arc<str>>,
+        topic: impl Into<Arc<str>>,
+        headers: Vec<(String, Vec<u8>)>,
+        messages: Vec<OutgoingMessage>,
+    ) -> OutgoingBatch {
+        OutgoingBatch {
+            producer: producer.into(),
+            configured_topic: configured_topic.into(),
+            topic: topic.into(),
+            headers: headers.into(),
+            messages,
+        }
+    }
 }
 
 /// Where a message was delivered.

@@ -354,6 +354,7 @@ impl PublishBackend for KafkaBackend {
             }
             // A partition key that differs from the key: partition here, exactly as librdkafka would.
             let partition = match m.partition_key.as_deref() {
+                _ if m.partition.is_some() => m.partition,
                 Some(pk) if Some(pk) != m.key.as_deref() => {
                     let n = match partition_count {
                         Some(n) => n,
@@ -383,8 +384,16 @@ impl PublishBackend for KafkaBackend {
             if let Some(p) = partition {
                 record = record.partition(p);
             }
-            if let Some(h) = &headers {
-                record = record.headers(h.clone());
+            if m.headers.is_empty() {
+                if let Some(h) = &headers {
+                    record = record.headers(h.clone());
+                }
+            } else {
+                let all = batch.headers.iter().chain(&m.headers).fold(
+                    OwnedHeaders::new_with_capacity(batch.headers.len() + m.headers.len()),
+                    |h, (k, v)| h.insert(Header { key: k, value: Some(v) }),
+                );
+                record = record.headers(all);
             }
             loop {
                 match inner.producer.send(record) {

@@ -116,9 +116,10 @@ impl PublishBackend for MemoryBackend {
                 results.push(Err(DeliveryError::TooLarge { size: m.size(), limit }));
                 continue;
             }
-            let partition = m
-                .partitioning_bytes()
-                .map_or(0, |k| self.partitioner.partition(k, self.partitions));
+            let partition = m.partition.unwrap_or_else(|| {
+                m.partitioning_bytes()
+                    .map_or(0, |k| self.partitioner.partition(k, self.partitions))
+            });
             let next = state
                 .next_offset
                 .entry((batch.topic.to_string(), partition))
@@ -137,7 +138,7 @@ impl PublishBackend for MemoryBackend {
                 key: m.decoded_key,
                 partition_key,
                 payload: m.payload.filter(|p| !p.is_null()),
-                headers: batch.headers.to_vec(),
+                headers: batch.headers.iter().cloned().chain(m.headers).collect(),
                 encoded_key: m.key,
                 encoded_value: m.value,
                 partition,

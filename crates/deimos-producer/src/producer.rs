@@ -468,6 +468,55 @@ impl Producer {
         self.send(topic, records.len(), messages, options).await
     }
 
+    /// Encodes loose payloads exactly as [`publish_list_with`](Self::publish_list_with) would (same steps,
+    /// same errors, same topic and headers) without sending them: for backends that need the caller's context,
+    /// such as a database transaction (the outbox). `None` when the producer is disabled.
+    pub fn encode_list_with(
+        &self,
+        payloads: Vec<Json>,
+        options: &PublishOptions,
+    ) -> Result<Option<OutgoingBatch>, PublishError> {
+        let Some(topic) = self.prepare_call(options)? else {
+            return Ok(None);
+        };
+        let keep = self.keep_payloads();
+        let messages = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(index, payload)| self.encode_loose(index, payload, keep).map(|e| e.message))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(self.batch(topic, options, messages)))
+    }
+
+    /// Encodes typed records exactly as [`publish_records`](Self::publish_records) would, without sending
+    /// them. See [`encode_list_with`](Self::encode_list_with).
+    pub fn encode_records<T: Serialize + ?Sized>(
+        &self,
+        records: &[Record<'_, T>],
+        options: &PublishOptions,
+    ) -> Result<Option<OutgoingBatch>, PublishError> {
+        let Some(topic) = self.prepare_call(options)? else {
+            return Ok(None);
+        };
+        let keep = self.keep_payloads();
+        let messages = records
+            .iter()
+            .enumerate()
+            .map(|(index, record)| self.encode_record(index, record, keep).map(|e| e.message))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(self.batch(topic, options, messages)))
+    }
+
+    fn batch(&self, topic: Arc<str>, options: &PublishOptions, messages: Vec<OutgoingMessage>) -> OutgoingBatch {
+        OutgoingBatch {
+            producer: Arc::clone(&self.inner.name),
+            configured_topic: Arc::clone(&self.inner.topic),
+            topic,
+            headers: options.headers.clone().into(),
+            messages,
+        }
+    }
+
     /// Returns the destination topic, or `None` when the producer is disabled.
     fn prepare_call(&self, options: &PublishOptions) -> Result<Option<Arc<str>>, PublishError> {
         if disable::is_disabled(&self.inner.name) {

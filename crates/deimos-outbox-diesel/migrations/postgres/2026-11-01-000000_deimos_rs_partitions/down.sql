@@ -1,0 +1,11 @@
+DROP TABLE IF EXISTS kafka_messages_dead;
+DROP INDEX IF EXISTS index_kafka_topic_info_on_topic_and_partition;
+DELETE FROM kafka_topic_info WHERE "partition" <> -1;
+CREATE UNIQUE INDEX index_kafka_topic_info_on_topic ON kafka_topic_info (topic);
+ALTER TABLE kafka_topic_info DROP COLUMN fence;
+ALTER TABLE kafka_topic_info DROP COLUMN lease_until;
+ALTER TABLE kafka_topic_info DROP COLUMN "partition";
+CREATE INDEX IF NOT EXISTS index_kafka_messages_on_topic_and_id ON kafka_messages (topic, id);
+DROP INDEX IF EXISTS index_kafka_messages_on_topic_partition_and_id;
+ALTER TABLE kafka_messages DROP COLUMN headers;
+ALTER TABLE kafka_messages DROP COLUMN "partition";

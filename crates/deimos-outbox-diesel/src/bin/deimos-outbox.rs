@@ -1,0 +1,185 @@
+//! `deimos-outbox`: run the outbox relay, show the backlog, run the migrations.
+//!
+//! ```text
+//! deimos-outbox --database-url postgres://postgres@127.0.0.1/app migrate
+//! deimos-outbox --database-url postgres://postgres@127.0.0.1/app status
+//! deimos-outbox --database-url postgres://postgres@127.0.0.1/app relay --brokers kafka:9092
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use deimos_outbox_diesel::{Conn, Relay, RelayConfig, Topics};
+use deimos_producer::{KafkaBackend, Partitioner};
+
+#[derive(Parser)]
+#[command(name = "deimos-outbox", version, about = "The deimos-rs transactional outbox: relay, status, migrations")]
+struct Cli {
+    /// The database holding kafka_messages: postgres://…, mysql://… (MySQL, MariaDB) or sqlite://PATH.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or upgrade the outbox tables (Deimos's tables if missing, then the deimos-rs upgrade).
+    Migrate,
+    /// Print the backlog per topic and partition, the leases and the dead-lettered rows.
+    Status,
+    /// Send outbox rows to Kafka until SIGTERM / ctrl-c.
+    Relay(RelayArgs),
+}
+
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    brokers: String,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Batches of one partition in flight at once.
+    #[arg(long, default_value_t = 4)]
+    max_in_flight: usize,
+    /// Partitions worked on at once (one database connection each).
+    #[arg(long, default_value_t = 32)]
+    max_workers: usize,
+    /// Lease time-to-live, in seconds.
+    #[arg(long, default_value_t = 30)]
+    lease_ttl_secs: u64,
+    /// Polling interval when nothing wakes the relay, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_interval_ms: u64,
+    /// Topics to compact within a batch (last message per key): `all` or a comma-separated list.
+    #[arg(long)]
+    compact_topics: Option<String>,
+    /// Topics whose messages are logged at debug level: `all` or a comma-separated list.
+    #[arg(long)]
+    log_topics: Option<String>,
+    /// The partitioner used when rows have no partition (must match the writers').
+    #[arg(long, value_enum, default_value_t = PartitionerArg::Consistent)]
+    partitioner: PartitionerArg,
+    /// A librdkafka producer setting, `key=value`; repeatable.
+    #[arg(long = "kafka-setting", value_parser = parse_setting)]
+    kafka_settings: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PartitionerArg {
+    /// librdkafka's default (CRC-32).
+    Consistent,
+    /// The Java client's (murmur2).
+    Murmur2,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+fn topics(arg: Option<&str>) -> Topics {
+    match arg.map(str::trim) {
+        None | Some("") => Topics::None,
+        Some("all") => Topics::All,
+        Some(list) => Topics::only(list.split(',').map(str::trim).filter(|t| !t.is_empty())),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("deimos-outbox: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("deimos-outbox: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let url = cli
+        .database_url
+        .context("no database: pass --database-url or set DATABASE_URL (postgres://…, mysql://…, sqlite://PATH)")?;
+    match cli.command {
+        Command::Migrate => {
+            let applied = deimos_outbox_diesel::migrate(&url).await?;
+            if applied.is_empty() {
+                println!("outbox tables are up to date");
+            } else {
+                for v in applied {
+                    println!("applied migration {v}");
+                }
+            }
+        }
+        Command::Status => status(&url).await?,
+        Command::Relay(args) => {
+            let mut kafka = KafkaBackend::builder().bootstrap_servers(&args.brokers).partitioner(match args.partitioner {
+                PartitionerArg::Consistent => Partitioner::Consistent,
+                PartitionerArg::Murmur2 => Partitioner::Murmur2,
+            });
+            for (k, v) in &args.kafka_settings {
+                kafka = kafka.setting(k, v);
+            }
+            let backend = kafka.build()?;
+            let mut config = RelayConfig::default();
+            config.batch_size = args.batch_size;
+            config.max_in_flight = args.max_in_flight;
+            config.max_workers = args.max_workers;
+            config.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
+            config.poll_interval = Duration::from_millis(args.poll_interval_ms);
+            config.compact_topics = topics(args.compact_topics.as_deref());
+            config.log_topics = topics(args.log_topics.as_deref());
+            let stats = Relay::new(url, backend.clone(), config)?.run().await?;
+            backend.flush(Duration::from_secs(10)).await.ok();
+            println!(
+                "relay stopped: {} sent, {} compacted away, {} too large (moved to kafka_messages_dead), {} batches",
+                stats.sent, stats.compacted, stats.too_large, stats.batches
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn status(url: &str) -> Result<()> {
+    let mut conn = Conn::connect(url).await?;
+    let backlog = conn.backlog().await.context("reading the outbox (did you run `deimos-outbox migrate`?)")?;
+    let leases = conn.leases().await?;
+    let dead = conn.dead_count().await?;
+    println!("{:<40} {:>9} {:>10} {:>14}  lease", "topic", "partition", "pending", "oldest (s)");
+    for b in &backlog {
+        let partition = b.partition.unwrap_or(-1);
+        let lease = leases
+            .iter()
+            .find(|l| l.topic == b.topic && l.partition == partition)
+            .and_then(|l| match (&l.locked_by, l.expires_in_ms) {
+                (Some(owner), Some(ms)) if ms > 0 => Some(format!("{owner} ({:.1} s left, fence {})", ms as f64 / 1000.0, l.fence)),
+                (Some(owner), _) => Some(format!("{owner} (expired)")),
+                _ => None,
+            })
+            .unwrap_or_else(|| "-".to_string());
+        let shown = if partition < 0 { "none".to_string() } else { partition.to_string() };
+        println!("{:<40} {:>9} {:>10} {:>14.1}  {lease}", b.topic, shown, b.count, b.max_wait_seconds);
+    }
+    let total: i64 = backlog.iter().map(|b| b.count).sum();
+    println!("{total} messages pending in {} partitions; {dead} in kafka_messages_dead", backlog.len());
+    Ok(())
+}

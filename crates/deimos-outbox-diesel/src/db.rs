@@ -1,0 +1,634 @@
+//! Connections and the relay's statements, for PostgreSQL, MySQL/MariaDB and SQLite.
+//!
+//! The relay's statements are plain SQL written once with `?` placeholders and `{…}` slots that [`Dialect`] fills
+//! in (placeholder style, quoting of `partition` and `key`, the database's clock). Times that decide leases are
+//! always the database's, never a relay's, so relays on machines with skewed clocks agree.
+
+use std::fmt::Write as _;
+
+use diesel::sql_types::{BigInt, Binary, Double, Integer, Nullable, Text};
+use diesel::{QueryableByName, SqliteConnection};
+use diesel_async::pg::AsyncPgConnection;
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::{OutboxError, redact};
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Which SQL the database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// SQLite.
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect of a database URL: `postgres://` / `postgresql://`, `mysql://` / `mariadb://`, `sqlite://PATH`,
+    /// `:memory:`, or a path ending in `.db`, `.sqlite` or `.sqlite3`.
+    pub fn of_url(url: &str) -> Result<Dialect, OutboxError> {
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+            Ok(Dialect::Mysql)
+        } else if lower.starts_with("sqlite:")
+            || lower == ":memory:"
+            || [".db", ".sqlite", ".sqlite3"].iter().any(|e| lower.ends_with(e))
+        {
+            Ok(Dialect::Sqlite)
+        } else {
+            Err(OutboxError::UnsupportedUrl(redact(url)))
+        }
+    }
+
+    /// `sql` with its placeholders and slots filled in for this dialect.
+    pub(crate) fn sql(self, sql: &str) -> String {
+        let (q, now_ms, now) = match self {
+            Dialect::Postgres => (
+                '"',
+                "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+                "LOCALTIMESTAMP",
+            ),
+            Dialect::Mysql => ('`', "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)", "NOW(6)"),
+            Dialect::Sqlite => (
+                '"',
+                "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+                "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+            ),
+        };
+        let filled = sql
+            .replace("{partition}", &format!("{q}partition{q}"))
+            .replace("{key}", &format!("{q}key{q}"))
+            .replace("{now_ms}", now_ms)
+            .replace("{now}", now);
+        if self != Dialect::Postgres {
+            return filled;
+        }
+        let mut out = String::with_capacity(filled.len() + 16);
+        let mut n = 0;
+        for c in filled.chars() {
+            if c == '?' {
+                n += 1;
+                let _ = write!(out, "${n}");
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Seconds since a timestamp column's value, as a double.
+    fn age_seconds(self, column: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("EXTRACT(EPOCH FROM (LOCALTIMESTAMP - {column}))::FLOAT8"),
+            Dialect::Mysql => format!("TIMESTAMPDIFF(MICROSECOND, {column}, NOW(6)) / 1000000.0"),
+            Dialect::Sqlite => format!("(julianday('now') - julianday({column})) * 86400.0"),
+        }
+    }
+}
+
+/// One open connection of the relay (or of `status` / `migrate`).
+#[allow(clippy::large_enum_variant, reason = "one per worker, never moved in a hot path")]
+pub enum Conn {
+    /// PostgreSQL (tokio-postgres underneath).
+    Pg(AsyncPgConnection),
+    /// MySQL / MariaDB (mysql_async underneath).
+    Mysql(AsyncMysqlConnection),
+    /// SQLite, run on a blocking thread.
+    Sqlite(SyncConnectionWrapper<SqliteConnection>),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Conn").field(&self.dialect()).finish()
+    }
+}
+
+/// Runs `$body` with `$c` bound to the connection inside `$conn`, whatever its database.
+macro_rules! with_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            Conn::Pg($c) => $body,
+            Conn::Mysql($c) => $body,
+            Conn::Sqlite($c) => $body,
+        }
+    };
+}
+
+/// Runs `$body` (which uses `$c`) in a transaction on `$c`: committed when it returns `Ok`, rolled back otherwise.
+macro_rules! in_transaction {
+    ($c:ident, $body:expr) => {{
+        begin($c).await?;
+        let result = $body;
+        finish($c, result).await
+    }};
+}
+
+async fn begin<C: AsyncConnection>(c: &mut C) -> Result<(), OutboxError> {
+    C::TransactionManager::begin_transaction(c)
+        .await
+        .map_err(OutboxError::db("beginning a transaction"))
+}
+
+async fn finish<C: AsyncConnection, T>(c: &mut C, result: Result<T, OutboxError>) -> Result<T, OutboxError> {
+    match result {
+        Ok(v) => {
+            C::TransactionManager::commit_transaction(c)
+                .await
+                .map_err(OutboxError::db("committing"))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = C::TransactionManager::rollback_transaction(c).await;
+            Err(e)
+        }
+    }
+}
+
+/// A row of `kafka_messages` as the relay reads it.
+#[derive(Debug, Clone, QueryableByName)]
+pub(crate) struct MessageRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub(crate) message: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub(crate) key: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) partition_key: Option<String>,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub(crate) headers: Option<Vec<u8>>,
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+#[derive(QueryableByName)]
+struct FenceRow {
+    #[diesel(sql_type = BigInt)]
+    fence: i64,
+}
+
+#[derive(QueryableByName)]
+struct TopicPartitionRow {
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Nullable<Integer>)]
+    part: Option<i32>,
+}
+
+/// The backlog of one topic partition, for `status` and the pending metrics.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+#[non_exhaustive]
+pub struct Backlog {
+    /// The topic.
+    #[diesel(sql_type = Text)]
+    pub topic: String,
+    /// The partition (`None`: rows written without one).
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub partition: Option<i32>,
+    /// Rows waiting.
+    #[diesel(sql_type = BigInt)]
+    pub count: i64,
+    /// Seconds the oldest row has waited.
+    #[diesel(sql_type = Double)]
+    pub max_wait_seconds: f64,
+}
+
+/// A lease, for `status`.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The topic.
+    #[diesel(sql_type = Text)]
+    pub topic: String,
+    /// The partition (-1: rows written without one).
+    #[diesel(sql_type = Integer)]
+    pub partition: i32,
+    /// The relay worker holding it, if any.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub locked_by: Option<String>,
+    /// Milliseconds until it expires (negative: expired).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub expires_in_ms: Option<i64>,
+    /// The fencing token of the current (or last) lease.
+    #[diesel(sql_type = BigInt)]
+    pub fence: i64,
+}
+
+/// `topic = ? AND partition = ?`, or `… partition IS NULL` for rows written without a partition.
+fn partition_filter(partition: i32) -> &'static str {
+    if partition < 0 {
+        "topic = ? AND {partition} IS NULL"
+    } else {
+        "topic = ? AND {partition} = ?"
+    }
+}
+
+/// `(a, b, c)` for an id list: integers, so safe to inline (one statement whatever the count).
+fn id_list(ids: &[i64]) -> String {
+    let mut out = String::with_capacity(ids.len() * 8 + 2);
+    out.push('(');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{id}");
+    }
+    out.push(')');
+    out
+}
+
+/// Boxes a query and binds the topic and, for a real partition, the partition of a [`partition_filter`].
+macro_rules! bind_partition {
+    ($query:expr, $topic:expr, $partition:expr) => {{
+        let q = $query.into_boxed().bind::<Text, _>($topic);
+        if $partition < 0 { q } else { q.bind::<Integer, _>($partition) }
+    }};
+}
+
+impl Conn {
+    /// Opens a connection. SQLite files get WAL and a busy timeout, so relay workers and writers can share them.
+    pub async fn connect(url: &str) -> Result<Conn, OutboxError> {
+        let connect_err = |e: diesel::ConnectionError| OutboxError::Connect {
+            url: redact(url),
+            message: e.to_string(),
+        };
+        match Dialect::of_url(url)? {
+            Dialect::Postgres => Ok(Conn::Pg(AsyncPgConnection::establish(url).await.map_err(connect_err)?)),
+            Dialect::Mysql => {
+                let url = url.replacen("mariadb://", "mysql://", 1);
+                Ok(Conn::Mysql(AsyncMysqlConnection::establish(&url).await.map_err(connect_err)?))
+            }
+            Dialect::Sqlite => {
+                let path = url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("sqlite:"))
+                    .unwrap_or(url);
+                let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path)
+                    .await
+                    .map_err(connect_err)?;
+                conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                    .await
+                    .map_err(OutboxError::db("setting up SQLite"))?;
+                Ok(Conn::Sqlite(conn))
+            }
+        }
+    }
+
+    /// The connection's dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Pg(_) => Dialect::Postgres,
+            Conn::Mysql(_) => Dialect::Mysql,
+            Conn::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Runs the embedded migrations that have not run yet (Deimos's tables if missing, then the deimos-rs
+    /// upgrade); returns the versions applied. Needs tokio's multi-thread runtime.
+    pub async fn migrate(self) -> Result<(Conn, Vec<String>), OutboxError> {
+        fn run<DB: diesel::backend::Backend>(
+            harness: &mut impl MigrationHarness<DB>,
+            migrations: EmbeddedMigrations,
+        ) -> Result<Vec<String>, OutboxError> {
+            harness
+                .run_pending_migrations(migrations)
+                .map(|v| v.iter().map(ToString::to_string).collect())
+                .map_err(|e| OutboxError::Migration(e.to_string()))
+        }
+        use diesel_async::AsyncMigrationHarness;
+        match self {
+            Conn::Pg(c) => {
+                let mut h = AsyncMigrationHarness::new(c);
+                let applied = run(&mut h, PG_MIGRATIONS)?;
+                Ok((Conn::Pg(h.into_inner()), applied))
+            }
+            Conn::Mysql(c) => {
+                let mut h = AsyncMigrationHarness::new(c);
+                let applied = run(&mut h, MYSQL_MIGRATIONS)?;
+                Ok((Conn::Mysql(h.into_inner()), applied))
+            }
+            Conn::Sqlite(c) => {
+                let mut h = AsyncMigrationHarness::new(c);
+                let applied = run(&mut h, SQLITE_MIGRATIONS)?;
+                Ok((Conn::Sqlite(h.into_inner()), applied))
+            }
+        }
+    }
+
+    /// The (topic, partition) pairs that have rows; partition -1 for rows without one.
+    pub(crate) async fn partitions_with_rows(&mut self) -> Result<Vec<(String, i32)>, OutboxError> {
+        let sql = self
+            .dialect()
+            .sql("SELECT DISTINCT topic, {partition} AS part FROM kafka_messages");
+        let rows: Vec<TopicPartitionRow> = with_conn!(self, c => diesel::sql_query(&sql).load(c).await)
+            .map_err(OutboxError::db("looking for topics and partitions with messages"))?;
+        Ok(rows.into_iter().map(|r| (r.topic, r.part.unwrap_or(-1))).collect())
+    }
+
+    /// Takes the lease of (topic, partition) for `owner` if it is free, expired, or `owner`'s own (from a worker
+    /// of this relay that failed); returns its new fencing token.
+    pub(crate) async fn acquire(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, OutboxError> {
+        let d = self.dialect();
+        let ensure = d.sql(match d {
+            Dialect::Postgres => {
+                "INSERT INTO kafka_topic_info (topic, {partition}, last_processed_at) VALUES (?, ?, {now}) ON CONFLICT DO NOTHING"
+            }
+            Dialect::Mysql => {
+                "INSERT IGNORE INTO kafka_topic_info (topic, {partition}, last_processed_at) VALUES (?, ?, {now})"
+            }
+            Dialect::Sqlite => {
+                "INSERT OR IGNORE INTO kafka_topic_info (topic, {partition}, last_processed_at) VALUES (?, ?, {now})"
+            }
+        });
+        let take = d.sql(
+            "UPDATE kafka_topic_info SET locked_by = ?, locked_at = {now}, lease_until = {now_ms} + ?, \
+             fence = fence + 1, error = FALSE \
+             WHERE topic = ? AND {partition} = ? \
+             AND (locked_by IS NULL OR locked_by = ? OR lease_until IS NULL OR lease_until < {now_ms})",
+        );
+        let read = d.sql("SELECT fence FROM kafka_topic_info WHERE topic = ? AND {partition} = ? AND locked_by = ?");
+        with_conn!(self, c => {
+            diesel::sql_query(&ensure)
+                .bind::<Text, _>(topic)
+                .bind::<Integer, _>(partition)
+                .execute(c)
+                .await
+                .map_err(OutboxError::db("creating a lease row"))?;
+            let taken = diesel::sql_query(&take)
+                .bind::<Text, _>(owner)
+                .bind::<BigInt, _>(ttl_ms)
+                .bind::<Text, _>(topic)
+                .bind::<Integer, _>(partition)
+                .bind::<Text, _>(owner)
+                .execute(c)
+                .await
+                .map_err(OutboxError::db("taking a lease"))?;
+            if taken == 0 {
+                return Ok(None);
+            }
+            let rows: Vec<FenceRow> = diesel::sql_query(&read)
+                .bind::<Text, _>(topic)
+                .bind::<Integer, _>(partition)
+                .bind::<Text, _>(owner)
+                .load(c)
+                .await
+                .map_err(OutboxError::db("reading a lease"))?;
+            Ok(rows.into_iter().next().map(|r| r.fence))
+        })
+    }
+
+    /// Extends a held lease; `false` if it is no longer ours (taken over after it expired).
+    pub(crate) async fn renew(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        owner: &str,
+        fence: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, OutboxError> {
+        let sql = self.dialect().sql(
+            "UPDATE kafka_topic_info SET locked_at = {now}, lease_until = {now_ms} + ? \
+             WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?",
+        );
+        let n = with_conn!(self, c => diesel::sql_query(&sql)
+            .bind::<BigInt, _>(ttl_ms)
+            .bind::<Text, _>(topic)
+            .bind::<Integer, _>(partition)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(fence)
+            .execute(c)
+            .await)
+        .map_err(OutboxError::db("renewing a lease"))?;
+        Ok(n == 1)
+    }
+
+    /// Gives a lease back (Deimos's `clear_lock`).
+    pub(crate) async fn release(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<(), OutboxError> {
+        let sql = self.dialect().sql(
+            "UPDATE kafka_topic_info SET locked_by = NULL, locked_at = NULL, lease_until = NULL, error = FALSE, \
+             retries = 0, last_processed_at = {now} \
+             WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?",
+        );
+        with_conn!(self, c => diesel::sql_query(&sql)
+            .bind::<Text, _>(topic)
+            .bind::<Integer, _>(partition)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(fence)
+            .execute(c)
+            .await)
+        .map_err(OutboxError::db("releasing a lease"))?;
+        Ok(())
+    }
+
+    /// The ids of the partition's first `limit` rows, in order.
+    pub(crate) async fn first_ids(&mut self, topic: &str, partition: i32, limit: i64) -> Result<Vec<i64>, OutboxError> {
+        let sql = self.dialect().sql(&format!(
+            "SELECT id FROM kafka_messages WHERE {} ORDER BY id LIMIT ?",
+            partition_filter(partition)
+        ));
+        let rows: Vec<IdRow> = with_conn!(self, c => bind_partition!(diesel::sql_query(&sql), topic, partition)
+            .bind::<BigInt, _>(limit)
+            .load(c)
+            .await)
+        .map_err(OutboxError::db("reading pending message ids"))?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// The partition's rows with ids from `first` to `last`, in order.
+    pub(crate) async fn rows_between(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<MessageRow>, OutboxError> {
+        let sql = self.dialect().sql(&format!(
+            "SELECT id, message, {{key}} AS {{key}}, partition_key, headers FROM kafka_messages \
+             WHERE {} AND id >= ? AND id <= ? ORDER BY id",
+            partition_filter(partition)
+        ));
+        with_conn!(self, c => bind_partition!(diesel::sql_query(&sql), topic, partition)
+            .bind::<BigInt, _>(first)
+            .bind::<BigInt, _>(last)
+            .load(c)
+            .await)
+        .map_err(OutboxError::db("reading pending messages"))
+    }
+
+    /// In one transaction, if the lease is still ours: moves `dead` rows (with their error) to
+    /// `kafka_messages_dead` and deletes `done` and `dead` rows. `false` (nothing changed) if the lease was lost.
+    pub(crate) async fn finish_batch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        owner: &str,
+        fence: i64,
+        done: &[i64],
+        dead: &[(i64, String)],
+    ) -> Result<bool, OutboxError> {
+        let d = self.dialect();
+        let check = d.sql(
+            "UPDATE kafka_topic_info SET last_processed_at = {now} \
+             WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?",
+        );
+        let lock = (d != Dialect::Sqlite).then(|| {
+            d.sql("SELECT fence FROM kafka_topic_info WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ? FOR UPDATE")
+        });
+        let mut all: Vec<i64> = done.iter().copied().chain(dead.iter().map(|(id, _)| *id)).collect();
+        all.sort_unstable();
+        let delete = format!("DELETE FROM kafka_messages WHERE id IN {}", id_list(&all));
+        let moves: Vec<(String, String)> = dead
+            .iter()
+            .map(|(id, error)| {
+                (
+                    d.sql(&format!(
+                        "INSERT INTO kafka_messages_dead (id, topic, message, {{key}}, partition_key, {{partition}}, headers, created_at, error) \
+                         SELECT id, topic, message, {{key}}, partition_key, {{partition}}, headers, created_at, ? FROM kafka_messages WHERE id = {id}"
+                    )),
+                    error.clone(),
+                )
+            })
+            .collect();
+        with_conn!(self, c => in_transaction!(c, async {
+            let owned = match &lock {
+                // Lock the lease row first so a relay taking the lease over waits for this transaction.
+                Some(lock) => {
+                    let rows: Vec<FenceRow> = diesel::sql_query(lock)
+                        .bind::<Text, _>(topic)
+                        .bind::<Integer, _>(partition)
+                        .bind::<Text, _>(owner)
+                        .bind::<BigInt, _>(fence)
+                        .load(c)
+                        .await
+                        .map_err(OutboxError::db("locking a lease"))?;
+                    !rows.is_empty()
+                }
+                None => {
+                    diesel::sql_query(&check)
+                        .bind::<Text, _>(topic)
+                        .bind::<Integer, _>(partition)
+                        .bind::<Text, _>(owner)
+                        .bind::<BigInt, _>(fence)
+                        .execute(c)
+                        .await
+                        .map_err(OutboxError::db("checking a lease"))?
+                        == 1
+                }
+            };
+            if !owned {
+                return Err(OutboxError::LeaseLost { topic: topic.to_string(), partition });
+            }
+            for (sql, error) in &moves {
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(error)
+                    .execute(c)
+                    .await
+                    .map_err(OutboxError::db("moving a too-large message to kafka_messages_dead"))?;
+            }
+            if !all.is_empty() {
+                diesel::sql_query(&delete)
+                    .execute(c)
+                    .await
+                    .map_err(OutboxError::db("deleting sent messages"))?;
+            }
+            Ok(())
+        }.await))
+        .map_or_else(
+            |e| match e {
+                OutboxError::LeaseLost { .. } => Ok(false),
+                other => Err(other),
+            },
+            |()| Ok(true),
+        )
+    }
+
+    /// Rows waiting per topic and partition, with the age of the oldest.
+    pub async fn backlog(&mut self) -> Result<Vec<Backlog>, OutboxError> {
+        let d = self.dialect();
+        let sql = d.sql(&format!(
+            "SELECT topic, {{partition}} AS {{partition}}, COUNT(*) AS count, {} AS max_wait_seconds \
+             FROM kafka_messages GROUP BY topic, {{partition}} ORDER BY topic, {{partition}}",
+            d.age_seconds("MIN(created_at)")
+        ));
+        with_conn!(self, c => diesel::sql_query(&sql).load(c).await).map_err(OutboxError::db("reading the backlog"))
+    }
+
+    /// Every lease row.
+    pub async fn leases(&mut self) -> Result<Vec<Lease>, OutboxError> {
+        let sql = self.dialect().sql(
+            "SELECT topic, {partition} AS {partition}, locked_by, lease_until - {now_ms} AS expires_in_ms, fence \
+             FROM kafka_topic_info ORDER BY topic, {partition}",
+        );
+        with_conn!(self, c => diesel::sql_query(&sql).load(c).await).map_err(OutboxError::db("reading the leases"))
+    }
+
+    /// Rows moved aside as too large.
+    pub async fn dead_count(&mut self) -> Result<i64, OutboxError> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let sql = "SELECT COUNT(*) AS n FROM kafka_messages_dead";
+        let rows: Vec<Count> = with_conn!(self, c => diesel::sql_query(sql).load(c).await)
+            .map_err(OutboxError::db("counting kafka_messages_dead"))?;
+        Ok(rows.into_iter().next().map_or(0, |r| r.n))
+    }
+
+    /// Starts listening for the writers' notifications (PostgreSQL only; a no-op elsewhere).
+    pub(crate) async fn listen(&mut self) -> Result<(), OutboxError> {
+        if let Conn::Pg(c) = self {
+            diesel::sql_query(format!("LISTEN {}", crate::writer::NOTIFY_CHANNEL))
+                .execute(c)
+                .await
+                .map_err(OutboxError::db("listening for outbox notifications"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_database() {
+        assert_eq!(Dialect::of_url("postgres://u@h/db").ok(), Some(Dialect::Postgres));
+        assert_eq!(Dialect::of_url("postgresql://h/db").ok(), Some(Dialect::Postgres));
+        assert_eq!(Dialect::of_url("mysql://root@h/test").ok(), Some(Dialect::Mysql));
+        assert_eq!(Dialect::of_url("mariadb://root@h/test").ok(), Some(Dialect::Mysql));
+        assert_eq!(Dialect::of_url("sqlite://outbox.db").ok(), Some(Dialect::Sqlite));
+        assert_eq!(Dialect::of_url("/tmp/x.sqlite3").ok(), Some(Dialect::Sqlite));
+        let err = Dialect::of_url("redis://u:pw@h").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("redis://u:***@h") && err.contains("postgres://"), "{err}");
+    }
+
+    #[test]
+    fn placeholders_and_slots_follow_the_dialect() {
+        let sql = "SELECT {key} FROM t WHERE {partition} = ? AND a = ?";
+        assert_eq!(Dialect::Postgres.sql(sql), r#"SELECT "key" FROM t WHERE "partition" = $1 AND a = $2"#);
+        assert_eq!(Dialect::Mysql.sql(sql), "SELECT `key` FROM t WHERE `partition` = ? AND a = ?");
+        assert_eq!(Dialect::Sqlite.sql(sql), r#"SELECT "key" FROM t WHERE "partition" = ? AND a = ?"#);
+        assert_eq!(id_list(&[3, 1, 2]), "(3,1,2)");
+    }
+}

@@ -1,0 +1,82 @@
+//! Outbox errors.
+
+use deimos_producer::PublishError;
+
+/// What went wrong writing to, relaying from or setting up the outbox.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The messages could not be encoded (bad payload, key or schema): nothing was written.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// A database statement failed.
+    #[error("outbox database error while {doing}: {source}")]
+    Database {
+        /// What the outbox was doing.
+        doing: &'static str,
+        /// Diesel's error.
+        #[source]
+        source: diesel::result::Error,
+    },
+    /// The database could not be reached.
+    #[error("could not connect to the outbox database {url}: {message}; check the URL, that the server runs and accepts this user")]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The database URL names no supported database.
+    #[error(
+        "unsupported outbox database URL `{0}`: use postgres://…, mysql://… (MySQL, MariaDB) or sqlite://PATH (or a path ending in .db / .sqlite, or :memory:)"
+    )]
+    UnsupportedUrl(String),
+    /// Migrations failed.
+    #[error("outbox migrations failed: {0}")]
+    Migration(String),
+    /// The relay's lease of a partition was taken over by another relay (it had expired): this worker stopped
+    /// without sending or deleting anything more.
+    #[error("the lease of {topic} partition {partition} was taken over by another relay after it expired")]
+    LeaseLost {
+        /// The topic.
+        topic: String,
+        /// The partition (-1: rows without one).
+        partition: i32,
+    },
+    /// The Kafka side could not be set up.
+    #[error("outbox relay: {0}")]
+    Kafka(String),
+    /// The configuration is not usable.
+    #[error("outbox configuration: {0}")]
+    Config(String),
+}
+
+impl OutboxError {
+    pub(crate) fn db(doing: &'static str) -> impl FnOnce(diesel::result::Error) -> OutboxError {
+        move |source| OutboxError::Database { doing, source }
+    }
+}
+
+/// A URL with its password replaced by `***`, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

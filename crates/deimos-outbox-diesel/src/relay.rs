@@ -1,0 +1,764 @@
+//! The relay: ships outbox rows to Kafka, one worker per leased (topic, partition), in id order.
+//!
+//! # How a worker runs
+//!
+//! 1. It holds the partition's lease (`kafka_topic_info`), renewed every third of its TTL, also while waiting
+//!    for the broker. Every new lease increments the row's fence; deletes run in a transaction that first locks
+//!    the lease row and checks owner and fence, so a worker whose lease was taken over deletes nothing. It also
+//!    stops sending once its lease's local deadline (TTL minus a safety margin, counted from when the renewal
+//!    was sent) has passed without a successful renewal.
+//! 2. It keeps up to `max_in_flight` batches in flight. Each fetch takes the partition's lowest ids that are not
+//!    already in flight, so a row whose transaction committed late (with a lower id than rows already sent)
+//!    is sent next rather than skipped.
+//! 3. When the oldest batch is acknowledged in full, its rows are deleted with one statement. A row the broker
+//!    refused as too large is moved to `kafka_messages_dead` in the same transaction and reported; the rest of
+//!    the batch goes on. Any other failure deletes only the acknowledged prefix of that batch, waits for the
+//!    batches behind it, backs off and starts again from the lowest id: order is kept, and only unacknowledged
+//!    rows are sent again.
+//! 4. Idle for `idle_release`, it gives the lease back and ends; writers' NOTIFY (PostgreSQL) or polling brings
+//!    a new worker when rows come.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use deimos_metrics::catalogue::{
+    DB_PRODUCER_PROCESS, DB_PRODUCER_TOO_LARGE, PENDING_DB_MESSAGES_COUNT, PENDING_DB_MESSAGES_MAX_WAIT,
+};
+use deimos_metrics::events;
+use deimos_producer::{DeliveryError, DeliveryResult, KafkaBackend, OutgoingBatch, OutgoingMessage, PublishBackend};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::db::{Conn, Dialect, MessageRow};
+use crate::error::{OutboxError, redact};
+
+/// Which topics a per-topic option applies to (Deimos's `compact_topics` / `log_topics`: `:all` or a list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Topics {
+    /// None.
+    #[default]
+    None,
+    /// Every topic.
+    All,
+    /// These topics (as written to the outbox, with the prefix).
+    Only(HashSet<String>),
+}
+
+impl Topics {
+    /// A list of topics.
+    pub fn only<I: IntoIterator<Item = S>, S: Into<String>>(topics: I) -> Topics {
+        Topics::Only(topics.into_iter().map(Into::into).collect())
+    }
+
+    fn contains(&self, topic: &str) -> bool {
+        match self {
+            Topics::None => false,
+            Topics::All => true,
+            Topics::Only(set) => set.contains(topic),
+        }
+    }
+}
+
+/// The relay's settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RelayConfig {
+    /// Rows per batch (Deimos: 1000).
+    pub batch_size: usize,
+    /// Batches of one partition in flight at once.
+    pub max_in_flight: usize,
+    /// Partitions worked on at once by this process (one database connection each).
+    pub max_workers: usize,
+    /// How long a lease lasts without renewal (Deimos: a lock older than 1 minute is stolen).
+    pub lease_ttl: Duration,
+    /// How often to look for rows when nothing wakes the relay (PostgreSQL writers notify; others poll).
+    pub poll_interval: Duration,
+    /// A worker idle this long gives its lease back.
+    pub idle_release: Duration,
+    /// Backoff after a failure of a partition: the first wait, doubled per failure up to the second.
+    pub backoff: (Duration, Duration),
+    /// Keep only the last row per key within a batch for these topics.
+    pub compact_topics: Topics,
+    /// Log each message sent (key, partition, size) at debug level for these topics.
+    pub log_topics: Topics,
+    /// How often `pending_db_messages_count` / `_max_wait` are reported.
+    pub metrics_interval: Duration,
+    /// On shutdown, how long to wait for batches in flight to be acknowledged (and deleted).
+    pub shutdown_timeout: Duration,
+    /// This relay's name in `kafka_topic_info.locked_by` (made unique per process).
+    pub owner: String,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 1000,
+            max_in_flight: 4,
+            max_workers: 32,
+            lease_ttl: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            idle_release: Duration::from_secs(5),
+            backoff: (Duration::from_millis(100), Duration::from_secs(30)),
+            compact_topics: Topics::None,
+            log_topics: Topics::None,
+            metrics_interval: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            owner: default_owner(),
+        }
+    }
+}
+
+fn default_owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_string());
+    format!("{host}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+}
+
+/// What a relay did, returned when it stops.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct RelayStats {
+    /// Rows sent, acknowledged and deleted.
+    pub sent: u64,
+    /// Rows dropped by compaction (a later row had the same key).
+    pub compacted: u64,
+    /// Rows moved to `kafka_messages_dead` as too large.
+    pub too_large: u64,
+    /// Batches finished.
+    pub batches: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    compacted: AtomicU64,
+    too_large: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// The outbox relay. See the [module docs](self) for how it works.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    url: String,
+    backend: KafkaBackend,
+    config: Arc<RelayConfig>,
+}
+
+impl Relay {
+    /// A relay reading the outbox at `database_url` and sending through `backend` (keep its `acks=all` and
+    /// idempotence: they are what keeps a partition in order with several batches in flight).
+    pub fn new(database_url: impl Into<String>, backend: KafkaBackend, config: RelayConfig) -> Result<Relay, OutboxError> {
+        let url = database_url.into();
+        Dialect::of_url(&url)?;
+        if config.batch_size == 0 || config.max_in_flight == 0 || config.max_workers == 0 {
+            return Err(OutboxError::Config(
+                "batch_size, max_in_flight and max_workers must be at least 1".to_string(),
+            ));
+        }
+        if config.lease_ttl < Duration::from_secs(3) {
+            return Err(OutboxError::Config(format!(
+                "lease_ttl {:?} is too short: a lease is renewed every third of it; use at least 3 s",
+                config.lease_ttl
+            )));
+        }
+        Ok(Relay {
+            url,
+            backend,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Runs until SIGTERM or ctrl-c, then shuts down gracefully.
+    pub async fn run(&self) -> Result<RelayStats, OutboxError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `stop` completes, then stops taking new batches, waits (up to `shutdown_timeout`) for those in
+    /// flight, deletes what was acknowledged and gives the leases back.
+    pub async fn run_until(&self, stop: impl Future<Output = ()>) -> Result<RelayStats, OutboxError> {
+        // Fail early on a database that cannot be reached or lacks the tables.
+        let mut coord = Conn::connect(&self.url).await?;
+        coord.leases().await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (wake_tx, wake_rx) = watch::channel(0u64);
+        let wake_tx = Arc::new(wake_tx);
+        let counters = Arc::new(Counters::default());
+        let listener = (coord.dialect() == Dialect::Postgres).then(|| {
+            tokio::spawn(listen(self.url.clone(), Arc::clone(&wake_tx), stop_rx.clone(), self.config.backoff))
+        });
+        tracing::info!(owner = %self.config.owner, database = %redact(&self.url), "outbox relay started");
+
+        let mut stop = std::pin::pin!(stop);
+        let mut workers: JoinSet<WorkerEnd> = JoinSet::new();
+        let mut active: HashSet<(String, i32)> = HashSet::new();
+        let mut idle: Vec<Conn> = Vec::new();
+        let mut retry_at: HashMap<(String, i32), (Instant, u32)> = HashMap::new();
+        let mut coord = Some(coord);
+        let mut coord_failures = 0u32;
+        let mut reported: HashSet<String> = HashSet::new();
+        let mut next_metrics = Instant::now();
+        let mut wake_seen = wake_rx.clone();
+        loop {
+            // Seen before looking, so a notification that comes while looking wakes the next wait.
+            wake_seen.borrow_and_update();
+            // Look for partitions with rows and lease those nobody works on.
+            let pass = async {
+                let conn = match coord.as_mut() {
+                    Some(c) => c,
+                    None => coord.insert(Conn::connect(&self.url).await?),
+                };
+                if Instant::now() >= next_metrics {
+                    report_pending(conn, &mut reported).await?;
+                    next_metrics = Instant::now() + self.config.metrics_interval;
+                }
+                let now = Instant::now();
+                for (topic, partition) in conn.partitions_with_rows().await? {
+                    let key = (topic, partition);
+                    if active.contains(&key) || active.len() >= self.config.max_workers {
+                        continue;
+                    }
+                    if retry_at.get(&key).is_some_and(|(at, _)| *at > now) {
+                        continue;
+                    }
+                    let ttl = ms(self.config.lease_ttl);
+                    let asked = Instant::now();
+                    let Some(fence) = conn.acquire(&key.0, key.1, &self.config.owner, ttl).await? else {
+                        continue;
+                    };
+                    let worker = Worker {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        fence,
+                        lease_deadline: asked + lease_margin(self.config.lease_ttl),
+                        relay: self.clone(),
+                        counters: Arc::clone(&counters),
+                        stop: stop_rx.clone(),
+                        wake: wake_rx.clone(),
+                    };
+                    active.insert(key);
+                    let pooled = idle.pop();
+                    workers.spawn(worker.run(pooled));
+                }
+                Ok::<(), OutboxError>(())
+            };
+            match pass.await {
+                Ok(()) => coord_failures = 0,
+                Err(e) => {
+                    coord = None;
+                    coord_failures = coord_failures.saturating_add(1);
+                    tracing::warn!(error = %e, "outbox relay: could not look for pending messages; retrying");
+                    let delay = backoff(self.config.backoff, coord_failures);
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                _ = wake_seen.changed() => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+                Some(ended) = workers.join_next() => {
+                    match ended {
+                        Ok(end) => {
+                            let key = (end.topic.clone(), end.partition);
+                            active.remove(&key);
+                            match &end.result {
+                                Ok(()) => { retry_at.remove(&key); }
+                                Err(OutboxError::LeaseLost { .. }) => {
+                                    tracing::warn!(topic = %end.topic, partition = end.partition, "outbox relay: lease taken over by another relay; stopped this partition");
+                                }
+                                Err(e) => {
+                                    let failures = retry_at.get(&key).map_or(1, |(_, n)| n.saturating_add(1));
+                                    let delay = backoff(self.config.backoff, failures);
+                                    tracing::warn!(topic = %end.topic, partition = end.partition, error = %e, ?delay,
+                                        "outbox relay: partition failed; retrying after backoff (order is kept)");
+                                    retry_at.insert(key, (Instant::now() + delay, failures));
+                                }
+                            }
+                            if let Some(conn) = end.conn && idle.len() < self.config.max_workers {
+                                idle.push(conn);
+                            }
+                        }
+                        Err(join) => tracing::error!(error = %join, "outbox relay: a worker task failed"),
+                    }
+                }
+            }
+        }
+        // Shut down: workers finish what is in flight, delete it and release their leases.
+        let _ = stop_tx.send(true);
+        let deadline = self.config.shutdown_timeout + self.config.backoff.1.min(Duration::from_secs(5));
+        if tokio::time::timeout(deadline, async { while workers.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("outbox relay: workers did not stop in time; their leases expire by themselves");
+            workers.abort_all();
+        }
+        if let Some(l) = listener {
+            l.abort();
+        }
+        let stats = RelayStats {
+            sent: counters.sent.load(Ordering::Relaxed),
+            compacted: counters.compacted.load(Ordering::Relaxed),
+            too_large: counters.too_large.load(Ordering::Relaxed),
+            batches: counters.batches.load(Ordering::Relaxed),
+        };
+        tracing::info!(sent = stats.sent, batches = stats.batches, too_large = stats.too_large, "outbox relay stopped");
+        Ok(stats)
+    }
+}
+
+/// Waits for SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// How long after asking for a lease (or its renewal) a worker may still send: the TTL minus a fifth of it.
+fn lease_margin(ttl: Duration) -> Duration {
+    ttl - ttl / 5
+}
+
+fn backoff((min, max): (Duration, Duration), failures: u32) -> Duration {
+    min.saturating_mul(1u32 << failures.saturating_sub(1).min(20)).min(max)
+}
+
+/// LISTENs on PostgreSQL and bumps `wake` on every notification, reconnecting when the connection drops.
+async fn listen(url: String, wake: Arc<watch::Sender<u64>>, mut stop: watch::Receiver<bool>, delays: (Duration, Duration)) {
+    let mut failures = 0u32;
+    loop {
+        let run = async {
+            let mut conn = Conn::connect(&url).await?;
+            conn.listen().await?;
+            failures = 0;
+            // Rows may have come while the connection was down.
+            wake.send_modify(|n| *n = n.wrapping_add(1));
+            if let Conn::Pg(pg) = &mut conn {
+                let mut stream = std::pin::pin!(pg.notifications_stream());
+                while let Some(n) = stream.next().await {
+                    n.map_err(OutboxError::db("receiving outbox notifications"))?;
+                    wake.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
+            Ok::<(), OutboxError>(())
+        };
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            result = run => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "outbox relay: notification listener reconnecting (polling meanwhile)");
+                }
+            }
+        }
+        failures = failures.saturating_add(1);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(backoff(delays, failures)) => {}
+        }
+    }
+}
+
+/// Reports `pending_db_messages_count` and `_max_wait` per topic (0 for topics that emptied).
+async fn report_pending(conn: &mut Conn, reported: &mut HashSet<String>) -> Result<(), OutboxError> {
+    let mut per_topic: HashMap<String, (i64, f64)> = HashMap::new();
+    for b in conn.backlog().await? {
+        let e = per_topic.entry(b.topic).or_default();
+        e.0 += b.count;
+        e.1 = e.1.max(b.max_wait_seconds);
+    }
+    for topic in reported.iter() {
+        per_topic.entry(topic.clone()).or_default();
+    }
+    for (topic, (count, wait)) in &per_topic {
+        metrics::gauge!(PENDING_DB_MESSAGES_COUNT.name, "topic" => topic.clone()).set(*count as f64);
+        metrics::gauge!(PENDING_DB_MESSAGES_MAX_WAIT.name, "topic" => topic.clone()).set(wait.max(0.0));
+    }
+    *reported = per_topic.into_keys().collect();
+    Ok(())
+}
+
+struct WorkerEnd {
+    topic: String,
+    partition: i32,
+    conn: Option<Conn>,
+    result: Result<(), OutboxError>,
+}
+
+struct Worker {
+    topic: String,
+    partition: i32,
+    fence: i64,
+    lease_deadline: Instant,
+    relay: Relay,
+    counters: Arc<Counters>,
+    stop: watch::Receiver<bool>,
+    wake: watch::Receiver<u64>,
+}
+
+type Wait = Pin<Box<dyn Future<Output = Vec<DeliveryResult>> + Send>>;
+
+/// A batch handed to the producer, waiting for its acknowledgements.
+struct Flight {
+    /// Ids sent, in order (one per message).
+    sent: Vec<i64>,
+    /// Ids compacted away (deleted with the batch).
+    compacted: Vec<i64>,
+    wait: Wait,
+}
+
+impl Worker {
+    async fn run(mut self, pooled: Option<Conn>) -> WorkerEnd {
+        let mut conn = match pooled {
+            Some(c) => Some(c),
+            None => match Conn::connect(&self.relay.url).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    return WorkerEnd {
+                        topic: self.topic,
+                        partition: self.partition,
+                        conn: None,
+                        result: Err(e),
+                    };
+                }
+            },
+        };
+        let result = match conn.as_mut() {
+            Some(c) => self.work(c).await,
+            None => Ok(()),
+        };
+        if let Some(c) = conn.as_mut()
+            && !matches!(result, Err(OutboxError::LeaseLost { .. }))
+            && let Err(e) = c.release(&self.topic, self.partition, &self.relay.config.owner, self.fence).await
+        {
+            tracing::debug!(error = %e, "outbox relay: could not release a lease; it expires by itself");
+        }
+        // A connection that failed is not reused.
+        let healthy = !matches!(result, Err(OutboxError::Database { .. } | OutboxError::Connect { .. }));
+        WorkerEnd {
+            topic: self.topic,
+            partition: self.partition,
+            conn: conn.filter(|_| healthy),
+            result,
+        }
+    }
+
+    async fn work(&mut self, conn: &mut Conn) -> Result<(), OutboxError> {
+        let config = Arc::clone(&self.relay.config);
+        let renew_every = config.lease_ttl / 3;
+        let mut renewed = Instant::now();
+        let mut in_flight: VecDeque<Flight> = VecDeque::new();
+        let mut in_flight_ids: HashSet<i64> = HashSet::new();
+        let mut idle_since: Option<Instant> = None;
+        let mut failures = 0u32;
+        loop {
+            let stopping = *self.stop.borrow();
+            if renewed.elapsed() >= renew_every {
+                self.renew(conn).await?;
+                renewed = Instant::now();
+            }
+            // Fill the pipeline.
+            if !stopping && in_flight.len() < config.max_in_flight {
+                self.wake.borrow_and_update();
+                if let Some(flight) = self.next_batch(conn, &in_flight_ids).await? {
+                    in_flight_ids.extend(flight.sent.iter().chain(&flight.compacted).copied());
+                    in_flight.push_back(flight);
+                    idle_since = None;
+                    continue;
+                }
+            }
+            let Some(front) = in_flight.front_mut() else {
+                if stopping {
+                    return Ok(());
+                }
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= config.idle_release {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = self.wake.changed() => {}
+                    _ = self.stop.changed() => {}
+                    () = tokio::time::sleep(config.poll_interval.min(renew_every)) => {}
+                }
+                continue;
+            };
+            // Wait for the oldest batch, renewing the lease meanwhile.
+            let results = tokio::select! {
+                results = &mut front.wait => results,
+                () = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed())) => continue,
+            };
+            let Some(flight) = in_flight.pop_front() else { continue };
+            match self.settle(conn, &flight.sent, &flight.compacted, &results).await? {
+                Settled::Done => failures = 0,
+                Settled::Failed(error) => {
+                    // Keep order: nothing behind the failure is deleted; wait for the rest, back off, start over
+                    // from the lowest id.
+                    for mut later in in_flight.drain(..) {
+                        let _ = (&mut later.wait).await;
+                    }
+                    in_flight_ids.clear();
+                    failures = failures.saturating_add(1);
+                    let delay = backoff(config.backoff, failures);
+                    tracing::warn!(topic = %self.topic, partition = self.partition, %error, ?delay,
+                        "outbox relay: messages not delivered; sending them again after backoff");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = self.stop.wait_for(|s| *s) => return Ok(()),
+                    }
+                    continue;
+                }
+            }
+            for id in flight.sent.iter().chain(&flight.compacted) {
+                in_flight_ids.remove(id);
+            }
+        }
+    }
+
+    async fn renew(&mut self, conn: &mut Conn) -> Result<(), OutboxError> {
+        let asked = Instant::now();
+        let config = &self.relay.config;
+        if conn
+            .renew(&self.topic, self.partition, &config.owner, self.fence, ms(config.lease_ttl))
+            .await?
+        {
+            self.lease_deadline = asked + lease_margin(config.lease_ttl);
+            Ok(())
+        } else {
+            Err(self.lost())
+        }
+    }
+
+    fn lost(&self) -> OutboxError {
+        OutboxError::LeaseLost {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
+
+    /// Fetches the lowest rows not in flight and hands them to the producer; `None` when there are none.
+    async fn next_batch(&mut self, conn: &mut Conn, in_flight: &HashSet<i64>) -> Result<Option<Flight>, OutboxError> {
+        let config = Arc::clone(&self.relay.config);
+        let limit = i64::try_from(config.batch_size + in_flight.len()).unwrap_or(i64::MAX);
+        let ids = conn.first_ids(&self.topic, self.partition, limit).await?;
+        let fresh: Vec<i64> = ids
+            .into_iter()
+            .filter(|id| !in_flight.contains(id))
+            .take(config.batch_size)
+            .collect();
+        let (Some(first), Some(last)) = (fresh.first().copied(), fresh.last().copied()) else {
+            return Ok(None);
+        };
+        let rows: Vec<MessageRow> = conn
+            .rows_between(&self.topic, self.partition, first, last)
+            .await?
+            .into_iter()
+            .filter(|r| !in_flight.contains(&r.id))
+            .collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        if Instant::now() >= self.lease_deadline {
+            self.renew(conn).await?;
+        }
+        let (rows, compacted) = if config.compact_topics.contains(&self.topic) {
+            compact(rows)
+        } else {
+            (rows, Vec::new())
+        };
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(rows.len());
+        for row in rows {
+            let headers = crate::headers::decode(row.headers.as_deref()).unwrap_or_else(|e| {
+                tracing::warn!(topic = %self.topic, id = row.id, error = %e, "outbox row with unreadable headers; sent without them");
+                Vec::new()
+            });
+            if config.log_topics.contains(&self.topic) {
+                tracing::debug!(topic = %self.topic, partition = self.partition, id = row.id,
+                    key = ?row.key.as_deref().map(String::from_utf8_lossy), size = row.message.as_ref().map_or(0, Vec::len),
+                    "outbox relay: sending");
+            }
+            sent.push(row.id);
+            messages.push(
+                OutgoingMessage::new(row.key, row.message)
+                    .partition_key(row.partition_key.map(String::into_bytes))
+                    .partition((self.partition >= 0).then_some(self.partition))
+                    .headers(headers),
+            );
+        }
+        events::emit_with(events::DB_PRODUCER_PRODUCE, || {
+            events::Event::new(events::DB_PRODUCER_PRODUCE, &self.topic)
+                .payloads(describe(&sent, &messages))
+        });
+        let batch = OutgoingBatch::new("outbox-relay", self.topic.as_str(), self.topic.as_str(), Vec::new(), messages);
+        let pending = self.relay.backend.enqueue(batch).await;
+        Ok(Some(Flight {
+            sent,
+            compacted,
+            wait: Box::pin(pending.wait()),
+        }))
+    }
+
+    /// Deletes an acknowledged batch (moving too-large rows aside), or the acknowledged prefix of a failed one.
+    async fn settle(
+        &mut self,
+        conn: &mut Conn,
+        sent: &[i64],
+        compacted: &[i64],
+        results: &[DeliveryResult],
+    ) -> Result<Settled, OutboxError> {
+        let mut done: Vec<i64> = Vec::with_capacity(sent.len() + compacted.len());
+        let mut dead: Vec<(i64, String)> = Vec::new();
+        let mut failure = None;
+        for (id, result) in sent.iter().zip(results) {
+            match result {
+                Ok(_) => done.push(*id),
+                Err(e @ DeliveryError::TooLarge { .. }) => dead.push((*id, e.to_string())),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            done.extend(compacted);
+        }
+        if done.is_empty() && dead.is_empty() {
+            return Ok(failure.map_or(Settled::Done, Settled::Failed));
+        }
+        let config = &self.relay.config;
+        if !conn
+            .finish_batch(&self.topic, self.partition, &config.owner, self.fence, &done, &dead)
+            .await?
+        {
+            return Err(self.lost());
+        }
+        let processed = (done.len() + dead.len()) as u64;
+        let compacted = if failure.is_none() { compacted.len() as u64 } else { 0 };
+        self.counters.sent.fetch_add(processed - compacted - dead.len() as u64, Ordering::Relaxed);
+        self.counters.compacted.fetch_add(compacted, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(DB_PRODUCER_PROCESS.name, "topic" => self.topic.clone()).increment(processed);
+        if !dead.is_empty() {
+            self.counters.too_large.fetch_add(dead.len() as u64, Ordering::Relaxed);
+            metrics::counter!(DB_PRODUCER_TOO_LARGE.name, "topic" => self.topic.clone()).increment(dead.len() as u64);
+            for (id, error) in &dead {
+                tracing::error!(topic = %self.topic, partition = self.partition, id, %error,
+                    "outbox relay: message too large for the broker; moved to kafka_messages_dead, the rest of its batch goes on");
+            }
+            events::emit_with(events::DB_PRODUCER_TOO_LARGE, || {
+                events::Event::new(events::DB_PRODUCER_TOO_LARGE, &self.topic)
+                    .payloads(dead.iter().map(|(id, _)| json!({ "id": id })).collect())
+                    .error(events::EventError::new(
+                        "MessageSizeTooLarge",
+                        dead.first().map(|(_, e)| e.clone()).unwrap_or_default(),
+                    ))
+            });
+        }
+        Ok(failure.map_or(Settled::Done, Settled::Failed))
+    }
+}
+
+enum Settled {
+    Done,
+    Failed(String),
+}
+
+/// Keeps the last row per key (rows without a key are all kept), in the order of those last rows; returns the
+/// kept rows and the ids dropped. As Deimos, only when the batch's first row has a key.
+fn compact(rows: Vec<MessageRow>) -> (Vec<MessageRow>, Vec<i64>) {
+    if rows.first().is_none_or(|r| r.key.is_none()) {
+        return (rows, Vec::new());
+    }
+    let mut last: HashMap<Vec<u8>, i64> = HashMap::new();
+    for r in &rows {
+        if let Some(k) = &r.key {
+            last.insert(k.clone(), r.id);
+        }
+    }
+    let mut dropped = Vec::new();
+    let kept = rows
+        .into_iter()
+        .filter(|r| match &r.key {
+            Some(k) if last.get(k) != Some(&r.id) => {
+                dropped.push(r.id);
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    (kept, dropped)
+}
+
+fn describe(ids: &[i64], messages: &[OutgoingMessage]) -> Vec<serde_json::Value> {
+    ids.iter()
+        .zip(messages)
+        .map(|(id, m)| {
+            json!({
+                "id": id,
+                "key": m.key.as_deref().map(String::from_utf8_lossy),
+                "partition_key": m.partition_key.as_deref().map(String::from_utf8_lossy),
+                "size": m.size(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, key: Option<&str>) -> MessageRow {
+        MessageRow {
+            id,
+            message: Some(vec![1]),
+            key: key.map(|k| k.as_bytes().to_vec()),
+            partition_key: None,
+            headers: None,
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_the_last_row_per_key_in_order() {
+        let rows = vec![row(1, Some("a")), row(2, Some("b")), row(3, Some("a")), row(4, None), row(5, Some("c"))];
+        let (kept, dropped) = compact(rows);
+        assert_eq!(kept.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3, 4, 5]);
+        assert_eq!(dropped, [1]);
+        // Unique keys (Deimos #75) and a keyless first row: nothing dropped.
+        assert_eq!(compact(vec![row(1, Some("a")), row(2, Some("b"))]).1, Vec::<i64>::new());
+        assert_eq!(compact(vec![row(1, None), row(2, Some("b")), row(3, Some("b"))]).1, Vec::<i64>::new());
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let d = (Duration::from_millis(100), Duration::from_secs(1));
+        let waits: Vec<u128> = (1..7).map(|n| backoff(d, n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+    }
+}

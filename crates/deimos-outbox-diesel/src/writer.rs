@@ -1,0 +1,370 @@
+//! Writing messages to the outbox in the caller's transaction.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use async_trait::async_trait;
+use deimos_metrics::catalogue::DB_PRODUCER_INSERT;
+use deimos_producer::{
+    DeliveryError, KafkaBackend, OutgoingBatch, Partitioner, Pending, Producer, PublishBackend, PublishOptions, Record,
+};
+use diesel::SqliteConnection;
+use diesel::sql_types::{Binary, Integer, Nullable, Text};
+use diesel_async::AsyncMysqlConnection;
+use diesel_async::pg::AsyncPgConnection;
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::db::Dialect;
+use crate::error::OutboxError;
+
+/// The PostgreSQL channel writers notify (in their transaction, so at commit) and relays listen on.
+pub const NOTIFY_CHANNEL: &str = "deimos_outbox";
+
+/// Rows per INSERT statement: 6 parameters each stays under every database's parameter limit (SQLite: 32766).
+const ROWS_PER_STATEMENT: usize = 5000;
+
+/// One `kafka_messages` row to write.
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    topic: &'a str,
+    message: Option<&'a [u8]>,
+    key: Option<&'a [u8]>,
+    partition_key: Option<String>,
+    partition: Option<i32>,
+    headers: Option<Vec<u8>>,
+}
+
+/// A connection the outbox can write to from async code: diesel-async's PostgreSQL and MySQL connections and
+/// its wrapped SQLite connection (pooled ones deref to these).
+pub trait AsyncOutboxConnection: Send {
+    /// Inserts the rows (one multi-row INSERT per 5000) and, on PostgreSQL when `notify` is set, notifies the
+    /// relays at commit.
+    fn insert_messages(
+        &mut self,
+        rows: &[NewMessage<'_>],
+        notify: bool,
+    ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
+}
+
+/// A connection the outbox can write to from blocking code: diesel's PostgreSQL and SQLite connections.
+pub trait SyncOutboxConnection {
+    /// As [`AsyncOutboxConnection::insert_messages`].
+    fn insert_messages(&mut self, rows: &[NewMessage<'_>], notify: bool) -> diesel::QueryResult<usize>;
+}
+
+/// `INSERT INTO kafka_messages (…) VALUES (…), (…)` for `n` rows.
+fn insert_sql(dialect: Dialect, n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO kafka_messages (topic, message, {key}, partition_key, {partition}, headers) VALUES ",
+    );
+    for i in 0..n {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?)" });
+    }
+    dialect.sql(&sql)
+}
+
+/// The multi-row INSERT of `rows`, bound, for backend `$db`.
+macro_rules! insert_query {
+    ($dialect:expr, $db:ty, $rows:expr) => {{
+        let rows = $rows;
+        let mut q = diesel::sql_query(insert_sql($dialect, rows.len())).into_boxed::<$db>();
+        for r in rows {
+            q = q
+                .bind::<Text, _>(r.topic)
+                .bind::<Nullable<Binary>, _>(r.message)
+                .bind::<Nullable<Binary>, _>(r.key)
+                .bind::<Nullable<Text>, _>(r.partition_key.as_deref())
+                .bind::<Nullable<Integer>, _>(r.partition)
+                .bind::<Nullable<Binary>, _>(r.headers.as_deref());
+        }
+        q
+    }};
+}
+
+macro_rules! impl_async {
+    ($conn:ty, $db:ty, $dialect:expr) => {
+        impl AsyncOutboxConnection for $conn {
+            async fn insert_messages(&mut self, rows: &[NewMessage<'_>], notify: bool) -> diesel::QueryResult<usize> {
+                use diesel_async::RunQueryDsl;
+                let mut written = 0;
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    written += insert_query!($dialect, $db, chunk).execute(self).await?;
+                }
+                if notify && $dialect == Dialect::Postgres && written > 0 {
+                    diesel::sql_query(format!("NOTIFY {NOTIFY_CHANNEL}")).execute(self).await?;
+                }
+                Ok(written)
+            }
+        }
+    };
+}
+
+impl_async!(AsyncPgConnection, diesel::pg::Pg, Dialect::Postgres);
+impl_async!(AsyncMysqlConnection, diesel::mysql::Mysql, Dialect::Mysql);
+impl_async!(SyncConnectionWrapper<SqliteConnection>, diesel::sqlite::Sqlite, Dialect::Sqlite);
+
+macro_rules! impl_sync {
+    ($conn:ty, $db:ty, $dialect:expr) => {
+        impl SyncOutboxConnection for $conn {
+            fn insert_messages(&mut self, rows: &[NewMessage<'_>], notify: bool) -> diesel::QueryResult<usize> {
+                use diesel::RunQueryDsl;
+                let mut written = 0;
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    written += insert_query!($dialect, $db, chunk).execute(self)?;
+                }
+                if notify && $dialect == Dialect::Postgres && written > 0 {
+                    diesel::sql_query(format!("NOTIFY {NOTIFY_CHANNEL}")).execute(self)?;
+                }
+                Ok(written)
+            }
+        }
+    };
+}
+
+impl_sync!(diesel::PgConnection, diesel::pg::Pg, Dialect::Postgres);
+impl_sync!(SqliteConnection, diesel::sqlite::Sqlite, Dialect::Sqlite);
+
+/// What an outbox publish wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutboxReport {
+    /// The topic written to (with the prefix).
+    pub topic: String,
+    /// Rows written.
+    pub written: usize,
+    /// The producer was disabled: nothing was written.
+    pub disabled: bool,
+}
+
+/// The outbox: publishes through a [`Producer`] (same encoding, keys, errors) into `kafka_messages` on the
+/// caller's connection, so the messages commit or roll back with the caller's transaction. The relay
+/// ([`crate::Relay`]) ships them to Kafka.
+///
+/// Each row gets its partition when it is written, with the same [`Partitioner`] as the Kafka backend, from the
+/// topic's partition count ([`partitions`](OutboxBuilder::partitions), or asked of Kafka once per topic when a
+/// [`KafkaBackend`] is given). Without a count, or without a key, the partition stays NULL and the producer
+/// partitions the message when the relay sends it.
+///
+/// An `Outbox` is also a [`PublishBackend`], so producers can be built against it; their plain `publish` calls
+/// fail with a message pointing here, since writing needs the caller's connection.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    partitioner: Partitioner,
+    partitions: HashMap<String, i32>,
+    default_partitions: Option<i32>,
+    kafka: Option<KafkaBackend>,
+    notify: bool,
+}
+
+/// Builds an [`Outbox`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct OutboxBuilder {
+    outbox: Outbox,
+}
+
+impl Outbox {
+    /// An outbox with librdkafka's default partitioner, no known partition counts, and notifications on.
+    pub fn builder() -> OutboxBuilder {
+        OutboxBuilder {
+            outbox: Outbox {
+                partitioner: Partitioner::default(),
+                partitions: HashMap::new(),
+                default_partitions: None,
+                kafka: None,
+                notify: true,
+            },
+        }
+    }
+
+    /// Encodes `payloads` through `producer` (see [`Producer::publish_list_with`]) and writes them with one
+    /// multi-row INSERT on `conn`, inside whatever transaction `conn` is in.
+    pub async fn publish<C: AsyncOutboxConnection>(
+        &self,
+        producer: &Producer,
+        conn: &mut C,
+        payloads: Vec<Json>,
+        options: &PublishOptions,
+    ) -> Result<OutboxReport, OutboxError> {
+        let batch = producer.encode_list_with(payloads, options)?;
+        self.write(producer, conn, batch).await
+    }
+
+    /// Encodes typed records through `producer` (see [`Producer::publish_records`]) and writes them on `conn`.
+    pub async fn publish_records<C: AsyncOutboxConnection, T: Serialize + ?Sized>(
+        &self,
+        producer: &Producer,
+        conn: &mut C,
+        records: &[Record<'_, T>],
+        options: &PublishOptions,
+    ) -> Result<OutboxReport, OutboxError> {
+        let batch = producer.encode_records(records, options)?;
+        self.write(producer, conn, batch).await
+    }
+
+    /// [`publish`](Self::publish) on a blocking diesel connection.
+    pub fn publish_sync<C: SyncOutboxConnection>(
+        &self,
+        producer: &Producer,
+        conn: &mut C,
+        payloads: Vec<Json>,
+        options: &PublishOptions,
+    ) -> Result<OutboxReport, OutboxError> {
+        let batch = producer.encode_list_with(payloads, options)?;
+        self.write_sync(producer, conn, batch)
+    }
+
+    /// [`publish_records`](Self::publish_records) on a blocking diesel connection.
+    pub fn publish_records_sync<C: SyncOutboxConnection, T: Serialize + ?Sized>(
+        &self,
+        producer: &Producer,
+        conn: &mut C,
+        records: &[Record<'_, T>],
+        options: &PublishOptions,
+    ) -> Result<OutboxReport, OutboxError> {
+        let batch = producer.encode_records(records, options)?;
+        self.write_sync(producer, conn, batch)
+    }
+
+    async fn write<C: AsyncOutboxConnection>(
+        &self,
+        producer: &Producer,
+        conn: &mut C,
+        batch: Option<OutgoingBatch>,
+    ) -> Result<OutboxReport, OutboxError> {
+        let Some(batch) = batch else {
+            return Ok(disabled(producer));
+        };
+        let count = match self.partition_count(&batch.topic) {
+            Some(n) => Some(n),
+            None => match &self.kafka {
+                Some(kafka) => Some(kafka.partition_count(&batch.topic).await.map_err(|e| {
+                    OutboxError::Kafka(format!("the partition count of `{}` is needed to partition outbox rows: {e}", batch.topic))
+                })?),
+                None => None,
+            },
+        };
+        let rows = self.rows(&batch, count);
+        let written = conn
+            .insert_messages(&rows, self.notify)
+            .await
+            .map_err(OutboxError::db("writing messages to kafka_messages"))?;
+        Ok(self.report(&batch, written))
+    }
+
+    fn write_sync<C: SyncOutboxConnection>(
+        &self,
+        producer: &Producer,
+        conn: &mut C,
+        batch: Option<OutgoingBatch>,
+    ) -> Result<OutboxReport, OutboxError> {
+        let Some(batch) = batch else {
+            return Ok(disabled(producer));
+        };
+        let rows = self.rows(&batch, self.partition_count(&batch.topic));
+        let written = conn
+            .insert_messages(&rows, self.notify)
+            .map_err(OutboxError::db("writing messages to kafka_messages"))?;
+        Ok(self.report(&batch, written))
+    }
+
+    fn partition_count(&self, topic: &str) -> Option<i32> {
+        self.partitions.get(topic).copied().or(self.default_partitions)
+    }
+
+    /// The rows for a batch: the partition from the partition key (else the key) when the count is known.
+    fn rows<'a>(&self, batch: &'a OutgoingBatch, partitions: Option<i32>) -> Vec<NewMessage<'a>> {
+        batch
+            .messages
+            .iter()
+            .map(|m| {
+                let partition = match (m.partition, m.partitioning_bytes(), partitions) {
+                    (Some(p), _, _) => Some(p),
+                    (None, Some(bytes), Some(n)) if n > 0 => Some(self.partitioner.partition(bytes, n)),
+                    _ => None,
+                };
+                let headers: Vec<(String, Vec<u8>)> = batch.headers.iter().chain(&m.headers).cloned().collect();
+                NewMessage {
+                    topic: &batch.topic,
+                    message: m.value.as_deref(),
+                    key: m.key.as_deref(),
+                    partition_key: m
+                        .partition_key
+                        .as_deref()
+                        .map(|pk| String::from_utf8_lossy(pk).into_owned()),
+                    partition,
+                    headers: crate::headers::encode(&headers),
+                }
+            })
+            .collect()
+    }
+
+    fn report(&self, batch: &OutgoingBatch, written: usize) -> OutboxReport {
+        metrics::counter!(DB_PRODUCER_INSERT.name, "topic" => batch.topic.to_string()).increment(written as u64);
+        OutboxReport {
+            topic: batch.topic.to_string(),
+            written,
+            disabled: false,
+        }
+    }
+}
+
+fn disabled(producer: &Producer) -> OutboxReport {
+    OutboxReport {
+        topic: producer.topic().to_string(),
+        written: 0,
+        disabled: true,
+    }
+}
+
+impl OutboxBuilder {
+    /// The partitioner (as the Kafka backend's: `Consistent`, librdkafka's default, or `Murmur2`, Java's).
+    pub fn partitioner(mut self, partitioner: Partitioner) -> Self {
+        self.outbox.partitioner = partitioner;
+        self
+    }
+
+    /// The partition count of `topic` (with the prefix, as it is sent).
+    pub fn partitions(mut self, topic: impl Into<String>, count: i32) -> Self {
+        self.outbox.partitions.insert(topic.into(), count);
+        self
+    }
+
+    /// The partition count of topics not given with [`partitions`](Self::partitions).
+    pub fn default_partitions(mut self, count: i32) -> Self {
+        self.outbox.default_partitions = Some(count);
+        self
+    }
+
+    /// Ask Kafka (through this backend's metadata, cached for five minutes) for partition counts not configured.
+    /// Async writes only; blocking writes leave such rows without a partition.
+    pub fn kafka(mut self, backend: KafkaBackend) -> Self {
+        self.outbox.kafka = Some(backend);
+        self
+    }
+
+    /// Whether PostgreSQL writes send a NOTIFY so listening relays wake at once (on by default).
+    pub fn notify(mut self, notify: bool) -> Self {
+        self.outbox.notify = notify;
+        self
+    }
+
+    /// The outbox.
+    pub fn build(self) -> Outbox {
+        self.outbox
+    }
+}
+
+#[async_trait]
+impl PublishBackend for Outbox {
+    async fn enqueue(&self, batch: OutgoingBatch) -> Pending {
+        let error = DeliveryError::Backend(format!(
+            "producer `{}` writes to the outbox, which needs the caller's database connection: call \
+             Outbox::publish / publish_records (or their _sync forms) with the connection instead of publish",
+            batch.producer
+        ));
+        Pending::ready(batch.messages.iter().map(|_| Err(error.clone())).collect())
+    }
+}
