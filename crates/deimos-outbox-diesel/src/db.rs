@@ -139,6 +139,12 @@ async fn begin<C: AsyncConnection>(c: &mut C) -> Result<(), OutboxError> {
         .map_err(OutboxError::db("beginning a transaction"))
 }
 
+async fn rollback<C: AsyncConnection>(c: &mut C) -> Result<(), OutboxError> {
+    C::TransactionManager::rollback_transaction(c)
+        .await
+        .map_err(OutboxError::db("rolling back"))
+}
+
 async fn finish<C: AsyncConnection, T>(c: &mut C, result: Result<T, OutboxError>) -> Result<T, OutboxError> {
     match result {
         Ok(v) => {
@@ -288,6 +294,26 @@ impl Conn {
         }
     }
 
+    /// Begins a transaction (for code that writes through [`crate::Outbox`] on a `Conn`).
+    pub async fn begin(&mut self) -> Result<(), OutboxError> {
+        with_conn!(self, c => begin(c).await)
+    }
+
+    /// Commits the transaction begun with [`begin`](Self::begin).
+    pub async fn commit(&mut self) -> Result<(), OutboxError> {
+        with_conn!(self, c => finish(c, Ok(())).await)
+    }
+
+    /// Rolls back the transaction begun with [`begin`](Self::begin).
+    pub async fn rollback(&mut self) -> Result<(), OutboxError> {
+        with_conn!(self, c => rollback(c).await)
+    }
+
+    /// Runs SQL statements (no parameters, no results).
+    pub async fn execute(&mut self, sql: &str) -> Result<(), OutboxError> {
+        with_conn!(self, c => c.batch_execute(sql).await).map_err(OutboxError::db("running SQL"))
+    }
+
     /// The connection's dialect.
     pub fn dialect(&self) -> Dialect {
         match self {
@@ -341,7 +367,7 @@ impl Conn {
 
     /// Takes the lease of (topic, partition) for `owner` if it is free, expired, or `owner`'s own (from a worker
     /// of this relay that failed); returns its new fencing token.
-    pub(crate) async fn acquire(
+    pub async fn acquire(
         &mut self,
         topic: &str,
         partition: i32,
@@ -398,7 +424,7 @@ impl Conn {
     }
 
     /// Extends a held lease; `false` if it is no longer ours (taken over after it expired).
-    pub(crate) async fn renew(
+    pub async fn renew(
         &mut self,
         topic: &str,
         partition: i32,
@@ -423,7 +449,7 @@ impl Conn {
     }
 
     /// Gives a lease back (Deimos's `clear_lock`).
-    pub(crate) async fn release(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<(), OutboxError> {
+    pub async fn release(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<(), OutboxError> {
         let sql = self.dialect().sql(
             "UPDATE kafka_topic_info SET locked_by = NULL, locked_at = NULL, lease_until = NULL, error = FALSE, \
              retries = 0, last_processed_at = {now} \
@@ -477,7 +503,7 @@ impl Conn {
 
     /// In one transaction, if the lease is still ours: moves `dead` rows (with their error) to
     /// `kafka_messages_dead` and deletes `done` and `dead` rows. `false` (nothing changed) if the lease was lost.
-    pub(crate) async fn finish_batch(
+    pub async fn finish_batch(
         &mut self,
         topic: &str,
         partition: i32,

@@ -51,6 +51,16 @@ pub enum OutboxError {
     Config(String),
 }
 
+/// So `diesel::Connection::transaction` can return an `OutboxError` from a closure that also runs queries.
+impl From<diesel::result::Error> for OutboxError {
+    fn from(source: diesel::result::Error) -> OutboxError {
+        OutboxError::Database {
+            doing: "running the caller's statement",
+            source,
+        }
+    }
+}
+
 impl OutboxError {
     pub(crate) fn db(doing: &'static str) -> impl FnOnce(diesel::result::Error) -> OutboxError {
         move |source| OutboxError::Database { doing, source }

@@ -92,8 +92,9 @@ pub struct RelayConfig {
     pub metrics_interval: Duration,
     /// On shutdown, how long to wait for batches in flight to be acknowledged (and deleted).
     pub shutdown_timeout: Duration,
-    /// This relay's name in `kafka_topic_info.locked_by` (made unique per process).
-    pub owner: String,
+    /// The start of this relay's name in `kafka_topic_info.locked_by`; each [`Relay`] adds a unique suffix, so
+    /// relays built from the same config never share leases.
+    pub name: String,
 }
 
 impl Default for RelayConfig {
@@ -110,14 +111,14 @@ impl Default for RelayConfig {
             log_topics: Topics::None,
             metrics_interval: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
-            owner: default_owner(),
+            name: default_name(),
         }
     }
 }
 
-fn default_owner() -> String {
+fn default_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_string());
-    format!("{host}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+    format!("{host}-{}", std::process::id())
 }
 
 /// What a relay did, returned when it stops.
@@ -146,6 +147,7 @@ struct Counters {
 #[derive(Debug, Clone)]
 pub struct Relay {
     url: String,
+    owner: Arc<str>,
     backend: KafkaBackend,
     config: Arc<RelayConfig>,
 }
@@ -167,8 +169,10 @@ impl Relay {
                 config.lease_ttl
             )));
         }
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
         Ok(Relay {
             url,
+            owner: Arc::from(format!("{}-{}", config.name, &suffix[..12])),
             backend,
             config: Arc::new(config),
         })
@@ -192,7 +196,7 @@ impl Relay {
         let listener = (coord.dialect() == Dialect::Postgres).then(|| {
             tokio::spawn(listen(self.url.clone(), Arc::clone(&wake_tx), stop_rx.clone(), self.config.backoff))
         });
-        tracing::info!(owner = %self.config.owner, database = %redact(&self.url), "outbox relay started");
+        tracing::info!(owner = %self.owner, database = %redact(&self.url), "outbox relay started");
 
         let mut stop = std::pin::pin!(stop);
         let mut workers: JoinSet<WorkerEnd> = JoinSet::new();
@@ -228,7 +232,7 @@ impl Relay {
                     }
                     let ttl = ms(self.config.lease_ttl);
                     let asked = Instant::now();
-                    let Some(fence) = conn.acquire(&key.0, key.1, &self.config.owner, ttl).await? else {
+                    let Some(fence) = conn.acquire(&key.0, key.1, &self.owner, ttl).await? else {
                         continue;
                     };
                     let worker = Worker {
@@ -456,7 +460,7 @@ impl Worker {
         };
         if let Some(c) = conn.as_mut()
             && !matches!(result, Err(OutboxError::LeaseLost { .. }))
-            && let Err(e) = c.release(&self.topic, self.partition, &self.relay.config.owner, self.fence).await
+            && let Err(e) = c.release(&self.topic, self.partition, &self.relay.owner, self.fence).await
         {
             tracing::debug!(error = %e, "outbox relay: could not release a lease; it expires by itself");
         }
@@ -545,7 +549,7 @@ impl Worker {
         let asked = Instant::now();
         let config = &self.relay.config;
         if conn
-            .renew(&self.topic, self.partition, &config.owner, self.fence, ms(config.lease_ttl))
+            .renew(&self.topic, self.partition, &self.relay.owner, self.fence, ms(config.lease_ttl))
             .await?
         {
             self.lease_deadline = asked + lease_margin(config.lease_ttl);
@@ -654,7 +658,7 @@ impl Worker {
         }
         let config = &self.relay.config;
         if !conn
-            .finish_batch(&self.topic, self.partition, &config.owner, self.fence, &done, &dead)
+            .finish_batch(&self.topic, self.partition, &self.relay.owner, self.fence, &done, &dead)
             .await?
         {
             return Err(self.lost());

@@ -105,6 +105,16 @@ impl_async!(AsyncPgConnection, diesel::pg::Pg, Dialect::Postgres);
 impl_async!(AsyncMysqlConnection, diesel::mysql::Mysql, Dialect::Mysql);
 impl_async!(SyncConnectionWrapper<SqliteConnection>, diesel::sqlite::Sqlite, Dialect::Sqlite);
 
+impl AsyncOutboxConnection for crate::Conn {
+    async fn insert_messages(&mut self, rows: &[NewMessage<'_>], notify: bool) -> diesel::QueryResult<usize> {
+        match self {
+            crate::Conn::Pg(c) => c.insert_messages(rows, notify).await,
+            crate::Conn::Mysql(c) => c.insert_messages(rows, notify).await,
+            crate::Conn::Sqlite(c) => c.insert_messages(rows, notify).await,
+        }
+    }
+}
+
 macro_rules! impl_sync {
     ($conn:ty, $db:ty, $dialect:expr) => {
         impl SyncOutboxConnection for $conn {

@@ -1,0 +1,344 @@
+//! The outbox on PostgreSQL, MariaDB and SQLite against the mock Kafka cluster: transactional writes, the relay,
+//! leases and fencing, concurrency, too-large messages, broker and database failures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Kind, Kit, TestDb, fast_config, per_key, within};
+use deimos_metrics::events;
+use deimos_outbox_diesel::{Conn, Relay};
+use deimos_producer::PublishOptions;
+use tokio::sync::{Mutex, oneshot};
+
+/// Runs a relay until `done` says so; returns its stats.
+fn spawn_relay(relay: Relay) -> (oneshot::Sender<()>, tokio::task::JoinHandle<deimos_outbox_diesel::RelayStats>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        relay
+            .run_until(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+    });
+    (tx, task)
+}
+
+async fn wait_empty(db: &TestDb, secs: u64) {
+    within(secs, async {
+        while db.count("kafka_messages").await > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Commit, roll back, relay.
+
+async fn committed_messages_arrive_and_rolled_back_ones_do_not(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let kit = Kit::new("outbox.roundtrip").await;
+    let mut conn = db.conn().await;
+    // Three transactions: two committed (2 keys, in order), one rolled back.
+    kit.write(&mut conn, &[(1, 1), (2, 1), (1, 2)], true).await;
+    kit.write(&mut conn, &[(1, 99), (3, 99)], false).await;
+    kit.write(&mut conn, &[(2, 2), (1, 3)], true).await;
+    assert_eq!(db.count("kafka_messages").await, 5, "the rolled-back transaction left nothing");
+
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    wait_empty(&db, 30).await;
+    let received = kit.read_all(5, Duration::from_secs(20)).await;
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap();
+    assert_eq!(stats.sent, 5);
+
+    let all: Vec<_> = received.values().flatten().collect();
+    assert_eq!(all.len(), 5);
+    assert!(all.iter().all(|m| m.committed), "nothing from the rolled-back transaction");
+    assert!(all.iter().all(|m| m.headers == [("trace".to_string(), b"kept".to_vec())]), "{all:?}");
+    let keys = per_key(&received);
+    assert_eq!(keys[&1], [1, 2, 3]);
+    assert_eq!(keys[&2], [1, 2]);
+    // Leases were given back.
+    let mut c = db.conn().await;
+    assert!(c.leases().await.unwrap().iter().all(|l| l.locked_by.is_none()));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_committed_messages_arrive_and_rolled_back_ones_do_not() {
+    committed_messages_arrive_and_rolled_back_ones_do_not(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_committed_messages_arrive_and_rolled_back_ones_do_not() {
+    committed_messages_arrive_and_rolled_back_ones_do_not(Kind::Mariadb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_committed_messages_arrive_and_rolled_back_ones_do_not() {
+    committed_messages_arrive_and_rolled_back_ones_do_not(Kind::Sqlite).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Leases and fencing.
+
+async fn a_lease_is_exclusive_and_a_taken_over_lease_is_fenced(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let (mut a, mut b) = (db.conn().await, db.conn().await);
+    let fence_a = a.acquire("t", 0, "relay-a", 1_000).await.unwrap().expect("a free lease is taken");
+    assert_eq!(b.acquire("t", 0, "relay-b", 1_000).await.unwrap(), None, "held by a");
+    assert!(b.acquire("t", 1, "relay-b", 1_000).await.unwrap().is_some(), "another partition is free");
+    assert!(a.renew("t", 0, "relay-a", fence_a, 1_000).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    // Expired: b takes it over with a higher fence; a can neither renew nor delete.
+    let fence_b = b.acquire("t", 0, "relay-b", 10_000).await.unwrap().expect("an expired lease is taken over");
+    assert!(fence_b > fence_a);
+    assert!(!a.renew("t", 0, "relay-a", fence_a, 1_000).await.unwrap());
+    assert!(!a.finish_batch("t", 0, "relay-a", fence_a, &[1, 2], &[]).await.unwrap());
+    assert!(b.finish_batch("t", 0, "relay-b", fence_b, &[], &[]).await.unwrap());
+    b.release("t", 0, "relay-b", fence_b).await.unwrap();
+    assert!(a.acquire("t", 0, "relay-a", 1_000).await.unwrap().is_some(), "a released lease is free");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lease_is_exclusive_and_a_taken_over_lease_is_fenced() {
+    a_lease_is_exclusive_and_a_taken_over_lease_is_fenced(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_lease_is_exclusive_and_a_taken_over_lease_is_fenced() {
+    a_lease_is_exclusive_and_a_taken_over_lease_is_fenced(Kind::Mariadb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_lease_is_exclusive_and_a_taken_over_lease_is_fenced() {
+    a_lease_is_exclusive_and_a_taken_over_lease_is_fenced(Kind::Sqlite).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Concurrent writers and two relays.
+
+/// Four writers commit transactions of several keys concurrently (a key's transactions one after another, as
+/// a row lock on the key would make them), some rolled back, while two relays run. Every committed message
+/// arrives once, nothing rolled back arrives, and each key's messages arrive in commit order.
+async fn concurrent_writers_and_two_relays_keep_per_key_commit_order(kind: Kind) {
+    const KEYS: i64 = 12;
+    const TXNS_PER_WRITER: usize = 40;
+    let db = TestDb::new(kind).await;
+    let kit = Kit::new("outbox.concurrent").await;
+    let mut config = fast_config();
+    config.batch_size = 50;
+    let (stop_a, relay_a) = spawn_relay(kit.relay(&db, config.clone()));
+    let (stop_b, relay_b) = spawn_relay(kit.relay(&db, config));
+
+    let seqs: Arc<Vec<Mutex<i64>>> = Arc::new((0..KEYS).map(|_| Mutex::new(0)).collect());
+    let mut writers = Vec::new();
+    for w in 0..4i64 {
+        let (writer, seqs, url) = (kit.writer(), seqs.clone(), db.url.clone());
+        writers.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(&url).await.unwrap();
+            let mut committed = 0usize;
+            for t in 0..TXNS_PER_WRITER as i64 {
+                let key = (w * 7 + t * 5) % KEYS;
+                let commit = t % 5 != 3;
+                // Hold the key for the whole transaction: its next transaction starts after this one committed.
+                let mut seq = seqs[key as usize].lock().await;
+                let next = if commit { *seq + 1 } else { -1 };
+                writer.write(&mut conn, &[(key, next), ((key + 1) % KEYS, -1)][..1 + usize::from(!commit)], commit)
+                    .await;
+                if commit {
+                    *seq = next;
+                    committed += 1;
+                }
+            }
+            committed
+        }));
+    }
+    let mut committed = 0;
+    for w in writers {
+        committed += w.await.unwrap();
+    }
+    wait_empty(&db, 60).await;
+    let received = kit.read_all(committed, Duration::from_secs(30)).await;
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    let (a, b) = (relay_a.await.unwrap(), relay_b.await.unwrap());
+    assert_eq!(a.sent + b.sent, committed as u64, "each committed message sent once ({a:?}, {b:?})");
+
+    let all: Vec<_> = received.values().flatten().collect();
+    assert_eq!(all.len(), committed);
+    assert!(all.iter().all(|m| m.committed && m.seq > 0), "nothing from rolled-back transactions");
+    for (key, seqs_received) in per_key(&received) {
+        let expected: Vec<i64> = (1..=seqs_received.len() as i64).collect();
+        assert_eq!(seqs_received, expected, "key {key}: commit order");
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_writers_and_two_relays_keep_per_key_commit_order() {
+    concurrent_writers_and_two_relays_keep_per_key_commit_order(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_concurrent_writers_and_two_relays_keep_per_key_commit_order() {
+    concurrent_writers_and_two_relays_keep_per_key_commit_order(Kind::Mariadb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_writers_and_two_relays_keep_per_key_commit_order() {
+    concurrent_writers_and_two_relays_keep_per_key_commit_order(Kind::Sqlite).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Failures.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_large_message_is_moved_aside_and_the_rest_of_its_batch_is_sent() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let kit = Kit::new("outbox.large").await;
+    let mut conn = db.conn().await;
+    let mut big = common::widget(7, 1, true);
+    big["description"] = "x".repeat(5_000).into();
+    conn.begin().await.unwrap();
+    let payloads = vec![common::widget(1, 1, true), big, common::widget(2, 1, true)];
+    kit.outbox
+        .publish(&kit.producer, &mut conn, payloads, &PublishOptions::new())
+        .await
+        .unwrap();
+    conn.commit().await.unwrap();
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let _sub = events::subscribe(events::DB_PRODUCER_TOO_LARGE, move |e| sink.lock().unwrap().push(e.clone()));
+    let backend = deimos_producer::KafkaBackend::builder()
+        .bootstrap_servers(kit.brokers())
+        .setting("message.max.bytes", "2000")
+        .build()
+        .unwrap();
+    let (stop, relay) = spawn_relay(Relay::new(&db.url, backend, fast_config()).unwrap());
+    wait_empty(&db, 30).await;
+    let received = kit.read_all(2, Duration::from_secs(20)).await;
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap();
+    assert_eq!((stats.sent, stats.too_large), (2, 1));
+    assert_eq!(per_key(&received).keys().copied().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(db.count("kafka_messages_dead").await, 1);
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].error.as_ref().is_some_and(|e| e.message.contains("over the limit of 2000 bytes")), "{events:?}");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_waits_out_a_broker_outage() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let kit = Kit::new("outbox.outage").await;
+    let mut conn = db.conn().await;
+    kit.write(&mut conn, &[(1, 1), (2, 1)], true).await;
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    wait_empty(&db, 30).await;
+    kit.mock.broker_down(1).unwrap();
+    kit.write(&mut conn, &[(1, 2), (2, 2), (3, 1)], true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(db.count("kafka_messages").await, 3, "nothing deleted while the broker is down");
+    kit.mock.broker_up(1).unwrap();
+    wait_empty(&db, 60).await;
+    let received = kit.read_all(5, Duration::from_secs(30)).await;
+    stop.send(()).unwrap();
+    relay.await.unwrap();
+    let keys = per_key(&received);
+    assert_eq!(keys[&1], [1, 2]);
+    assert_eq!(keys[&2], [1, 2]);
+    assert_eq!(keys[&3], [1]);
+    db.drop_db().await;
+}
+
+async fn the_relay_recovers_when_its_database_connections_drop(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let kit = Kit::new("outbox.dbrestart").await;
+    let mut config = fast_config();
+    config.idle_release = Duration::from_secs(30);
+    let (stop, relay) = spawn_relay(kit.relay(&db, config));
+    let mut conn = db.conn().await;
+    kit.write(&mut conn, &[(1, 1), (2, 1)], true).await;
+    wait_empty(&db, 30).await;
+    // What a database restart looks like to the relay: every connection is closed under it.
+    db.drop_connections().await;
+    let mut conn = db.conn().await;
+    kit.write(&mut conn, &[(1, 2), (2, 2)], true).await;
+    wait_empty(&db, 60).await;
+    let received = kit.read_all(4, Duration::from_secs(30)).await;
+    stop.send(()).unwrap();
+    relay.await.unwrap();
+    let keys = per_key(&received);
+    assert_eq!((keys[&1].clone(), keys[&2].clone()), (vec![1, 2], vec![1, 2]));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_relay_recovers_when_its_database_connections_drop() {
+    the_relay_recovers_when_its_database_connections_drop(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_the_relay_recovers_when_its_database_connections_drop() {
+    the_relay_recovers_when_its_database_connections_drop(Kind::Mariadb).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writing.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_payload_writes_nothing_and_says_which_field() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let kit = Kit::new("outbox.bad").await;
+    let mut conn = db.conn().await;
+    let mut bad = common::widget(2, 1, true);
+    bad["quantity"] = "many".into();
+    let err = kit
+        .outbox
+        .publish(&kit.producer, &mut conn, vec![common::widget(1, 1, true), bad], &PublishOptions::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("quantity"), "{err}");
+    assert_eq!(db.count("kafka_messages").await, 0);
+    // A plain publish on a producer built against the outbox explains what to call instead.
+    let err = kit.producer.publish(common::widget(1, 1, true)).await.unwrap_err().to_string();
+    assert!(err.contains("Outbox::publish"), "{err}");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_diesel_connections_write_too() {
+    use diesel::Connection as _;
+    let db = TestDb::new(Kind::Postgres).await;
+    let kit = Kit::new("outbox.sync").await;
+    let url = db.url.clone();
+    let (outbox, producer) = (kit.outbox.clone(), kit.producer.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut pg = diesel::PgConnection::establish(&url).unwrap();
+        pg.transaction::<_, deimos_outbox_diesel::OutboxError, _>(|c| {
+            outbox.publish_sync(&producer, c, vec![common::widget(5, 1, true)], &PublishOptions::new())?;
+            Ok(())
+        })
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let mut c = db.conn().await;
+    let backlog = c.backlog().await.unwrap();
+    assert_eq!(backlog.len(), 1);
+    assert_eq!(backlog[0].count, 1);
+    assert!(backlog[0].partition.is_some(), "partitioned when written");
+    let _unused: BTreeMap<i32, Vec<common::Received>> = BTreeMap::new();
+    db.drop_db().await;
+}
