@@ -26,7 +26,11 @@ use serde::{Deserialize, Serialize};
 use crate::metadata::{self, Metadata};
 
 /// Bench suites and the package holding each suite's bench target of the same name.
-const SUITES: &[(&str, &str)] = &[("avro", "deimos-avro"), ("kafka", "deimos-integration-tests")];
+const SUITES: &[(&str, &str)] = &[
+    ("avro", "deimos-avro"),
+    ("kafka", "deimos-integration-tests"),
+    ("outbox", "deimos-outbox-diesel"),
+];
 
 /// A `BENCH` line.
 #[derive(Debug, Clone, Deserialize)]

@@ -191,8 +191,8 @@ struct FenceRow {
 struct TopicPartitionRow {
     #[diesel(sql_type = Text)]
     topic: String,
-    #[diesel(sql_type = Nullable<Integer>)]
-    part: Option<i32>,
+    #[diesel(sql_type = Integer)]
+    part: i32,
 }
 
 /// The backlog of one topic partition, for `status` and the pending metrics.
@@ -202,9 +202,9 @@ pub struct Backlog {
     /// The topic.
     #[diesel(sql_type = Text)]
     pub topic: String,
-    /// The partition (`None`: rows written without one).
-    #[diesel(sql_type = Nullable<Integer>)]
-    pub partition: Option<i32>,
+    /// The partition (-1: rows written without one).
+    #[diesel(sql_type = Integer)]
+    pub partition: i32,
     /// Rows waiting.
     #[diesel(sql_type = BigInt)]
     pub count: i64,
@@ -234,14 +234,8 @@ pub struct Lease {
     pub fence: i64,
 }
 
-/// `topic = ? AND partition = ?`, or `… partition IS NULL` for rows written without a partition.
-fn partition_filter(partition: i32) -> &'static str {
-    if partition < 0 {
-        "topic = ? AND {partition} IS NULL"
-    } else {
-        "topic = ? AND {partition} = ?"
-    }
-}
+/// A partition's rows (partition -1: the topic's rows without one).
+const PARTITION_FILTER: &str = "topic = ? AND {partition} = ?";
 
 /// `(a, b, c)` for an id list: integers, so safe to inline (one statement whatever the count).
 fn id_list(ids: &[i64]) -> String {
@@ -257,12 +251,9 @@ fn id_list(ids: &[i64]) -> String {
     out
 }
 
-/// Boxes a query and binds the topic and, for a real partition, the partition of a [`partition_filter`].
+/// Binds the topic and the partition of a [`PARTITION_FILTER`].
 macro_rules! bind_partition {
-    ($query:expr, $topic:expr, $partition:expr) => {{
-        let q = $query.into_boxed().bind::<Text, _>($topic);
-        if $partition < 0 { q } else { q.bind::<Integer, _>($partition) }
-    }};
+    ($query:expr, $topic:expr, $partition:expr) => {{ $query.bind::<Text, _>($topic).bind::<Integer, _>($partition) }};
 }
 
 impl Conn {
@@ -357,12 +348,25 @@ impl Conn {
 
     /// The (topic, partition) pairs that have rows; partition -1 for rows without one.
     pub(crate) async fn partitions_with_rows(&mut self) -> Result<Vec<(String, i32)>, OutboxError> {
-        let sql = self
-            .dialect()
-            .sql("SELECT DISTINCT topic, {partition} AS part FROM kafka_messages");
+        let sql = match self.dialect() {
+            // A loose index scan over (topic, partition, id): one index probe per partition, whatever the
+            // backlog (a plain DISTINCT reads every row).
+            Dialect::Postgres => Dialect::Postgres.sql(
+                "WITH RECURSIVE tp AS ( \
+                   (SELECT topic, {partition} FROM kafka_messages ORDER BY topic, {partition} LIMIT 1) \
+                   UNION ALL \
+                   SELECT n.topic, n.{partition} FROM tp CROSS JOIN LATERAL ( \
+                     SELECT m.topic, m.{partition} FROM kafka_messages m \
+                     WHERE (m.topic, m.{partition}) > (tp.topic, tp.{partition}) \
+                     ORDER BY m.topic, m.{partition} LIMIT 1) n \
+                 ) SELECT topic, {partition} AS part FROM tp",
+            ),
+            // MySQL/MariaDB read DISTINCT over the index's prefix with a loose index scan themselves.
+            d => d.sql("SELECT DISTINCT topic, {partition} AS part FROM kafka_messages"),
+        };
         let rows: Vec<TopicPartitionRow> = with_conn!(self, c => diesel::sql_query(&sql).load(c).await)
             .map_err(OutboxError::db("looking for topics and partitions with messages"))?;
-        Ok(rows.into_iter().map(|r| (r.topic, r.part.unwrap_or(-1))).collect())
+        Ok(rows.into_iter().map(|r| (r.topic, r.part)).collect())
     }
 
     /// Takes the lease of (topic, partition) for `owner` if it is free, expired, or `owner`'s own (from a worker
@@ -469,8 +473,7 @@ impl Conn {
     /// The ids of the partition's first `limit` rows, in order.
     pub(crate) async fn first_ids(&mut self, topic: &str, partition: i32, limit: i64) -> Result<Vec<i64>, OutboxError> {
         let sql = self.dialect().sql(&format!(
-            "SELECT id FROM kafka_messages WHERE {} ORDER BY id LIMIT ?",
-            partition_filter(partition)
+            "SELECT id FROM kafka_messages WHERE {PARTITION_FILTER} ORDER BY id LIMIT ?"
         ));
         let rows: Vec<IdRow> = with_conn!(self, c => bind_partition!(diesel::sql_query(&sql), topic, partition)
             .bind::<BigInt, _>(limit)
@@ -490,8 +493,7 @@ impl Conn {
     ) -> Result<Vec<MessageRow>, OutboxError> {
         let sql = self.dialect().sql(&format!(
             "SELECT id, message, {{key}} AS {{key}}, partition_key, headers FROM kafka_messages \
-             WHERE {} AND id >= ? AND id <= ? ORDER BY id",
-            partition_filter(partition)
+             WHERE {PARTITION_FILTER} AND id >= ? AND id <= ? ORDER BY id"
         ));
         with_conn!(self, c => bind_partition!(diesel::sql_query(&sql), topic, partition)
             .bind::<BigInt, _>(first)
@@ -522,7 +524,6 @@ impl Conn {
         });
         let mut all: Vec<i64> = done.iter().copied().chain(dead.iter().map(|(id, _)| *id)).collect();
         all.sort_unstable();
-        let delete = format!("DELETE FROM kafka_messages WHERE id IN {}", id_list(&all));
         let moves: Vec<(String, String)> = dead
             .iter()
             .map(|(id, error)| {
@@ -572,10 +573,7 @@ impl Conn {
                     .map_err(OutboxError::db("moving a too-large message to kafka_messages_dead"))?;
             }
             if !all.is_empty() {
-                diesel::sql_query(&delete)
-                    .execute(c)
-                    .await
-                    .map_err(OutboxError::db("deleting sent messages"))?;
+                c.delete_ids(&all).await.map_err(OutboxError::db("deleting sent messages"))?;
             }
             Ok(())
         }.await))
@@ -630,6 +628,37 @@ impl Conn {
                 .map_err(OutboxError::db("listening for outbox notifications"))?;
         }
         Ok(())
+    }
+}
+
+/// Deletes outbox rows by id with one statement.
+trait DeleteIds {
+    fn delete_ids(&mut self, ids: &[i64]) -> impl std::future::Future<Output = diesel::QueryResult<usize>> + Send;
+}
+
+impl DeleteIds for AsyncPgConnection {
+    async fn delete_ids(&mut self, ids: &[i64]) -> diesel::QueryResult<usize> {
+        // One array parameter instead of a thousand literals to parse.
+        diesel::sql_query("DELETE FROM kafka_messages WHERE id = ANY($1)")
+            .bind::<diesel::sql_types::Array<BigInt>, _>(ids)
+            .execute(self)
+            .await
+    }
+}
+
+impl DeleteIds for AsyncMysqlConnection {
+    async fn delete_ids(&mut self, ids: &[i64]) -> diesel::QueryResult<usize> {
+        diesel::sql_query(format!("DELETE FROM kafka_messages WHERE id IN {}", id_list(ids)))
+            .execute(self)
+            .await
+    }
+}
+
+impl DeleteIds for SyncConnectionWrapper<SqliteConnection> {
+    async fn delete_ids(&mut self, ids: &[i64]) -> diesel::QueryResult<usize> {
+        diesel::sql_query(format!("DELETE FROM kafka_messages WHERE id IN {}", id_list(ids)))
+            .execute(self)
+            .await
     }
 }
 

@@ -656,7 +656,6 @@ impl Worker {
         if done.is_empty() && dead.is_empty() {
             return Ok(failure.map_or(Settled::Done, Settled::Failed));
         }
-        let config = &self.relay.config;
         if !conn
             .finish_batch(&self.topic, self.partition, &self.relay.owner, self.fence, &done, &dead)
             .await?

@@ -13,8 +13,9 @@ diesel::table! {
         key -> Nullable<Binary>,
         /// The partition key as text (Deimos's column), for people reading the table.
         partition_key -> Nullable<Varchar>,
-        /// The partition computed when the row was written; NULL when the partition count was not known.
-        partition -> Nullable<Integer>,
+        /// The partition computed when the row was written; -1 when it was not (no key, or no known partition
+        /// count, or written by Deimos): the producer partitions it when the relay sends it.
+        partition -> Integer,
         /// The message's headers (see [`crate::headers`]).
         headers -> Nullable<Binary>,
         /// When the row was written.
@@ -63,8 +64,8 @@ diesel::table! {
         key -> Nullable<Binary>,
         /// The partition key as text.
         partition_key -> Nullable<Varchar>,
-        /// The partition.
-        partition -> Nullable<Integer>,
+        /// The partition (-1: none).
+        partition -> Integer,
         /// The headers.
         headers -> Nullable<Binary>,
         /// When the row was first written.

@@ -32,7 +32,7 @@ pub struct NewMessage<'a> {
     message: Option<&'a [u8]>,
     key: Option<&'a [u8]>,
     partition_key: Option<String>,
-    partition: Option<i32>,
+    partition: i32,
     headers: Option<Vec<u8>>,
 }
 
@@ -76,7 +76,7 @@ macro_rules! insert_query {
                 .bind::<Nullable<Binary>, _>(r.message)
                 .bind::<Nullable<Binary>, _>(r.key)
                 .bind::<Nullable<Text>, _>(r.partition_key.as_deref())
-                .bind::<Nullable<Integer>, _>(r.partition)
+                .bind::<Integer, _>(r.partition)
                 .bind::<Nullable<Binary>, _>(r.headers.as_deref());
         }
         q
@@ -154,7 +154,7 @@ pub struct OutboxReport {
 ///
 /// Each row gets its partition when it is written, with the same [`Partitioner`] as the Kafka backend, from the
 /// topic's partition count ([`partitions`](OutboxBuilder::partitions), or asked of Kafka once per topic when a
-/// [`KafkaBackend`] is given). Without a count, or without a key, the partition stays NULL and the producer
+/// [`KafkaBackend`] is given). Without a count, or without a key, the partition is -1 and the producer
 /// partitions the message when the relay sends it.
 ///
 /// An `Outbox` is also a [`PublishBackend`], so producers can be built against it; their plain `publish` calls
@@ -291,9 +291,9 @@ impl Outbox {
             .iter()
             .map(|m| {
                 let partition = match (m.partition, m.partitioning_bytes(), partitions) {
-                    (Some(p), _, _) => Some(p),
-                    (None, Some(bytes), Some(n)) if n > 0 => Some(self.partitioner.partition(bytes, n)),
-                    _ => None,
+                    (Some(p), _, _) => p,
+                    (None, Some(bytes), Some(n)) if n > 0 => self.partitioner.partition(bytes, n),
+                    _ => -1,
                 };
                 let headers: Vec<(String, Vec<u8>)> = batch.headers.iter().chain(&m.headers).cloned().collect();
                 NewMessage {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -338,7 +337,6 @@ async fn blocking_diesel_connections_write_too() {
     let backlog = c.backlog().await.unwrap();
     assert_eq!(backlog.len(), 1);
     assert_eq!(backlog[0].count, 1);
-    assert!(backlog[0].partition.is_some(), "partitioned when written");
-    let _unused: BTreeMap<i32, Vec<common::Received>> = BTreeMap::new();
+    assert!(backlog[0].partition >= 0, "partitioned when written");
     db.drop_db().await;
 }

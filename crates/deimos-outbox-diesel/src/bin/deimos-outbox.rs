@@ -166,7 +166,7 @@ async fn status(url: &str) -> Result<()> {
     let dead = conn.dead_count().await?;
     println!("{:<40} {:>9} {:>10} {:>14}  lease", "topic", "partition", "pending", "oldest (s)");
     for b in &backlog {
-        let partition = b.partition.unwrap_or(-1);
+        let partition = b.partition;
         let lease = leases
             .iter()
             .find(|l| l.topic == b.topic && l.partition == partition)

@@ -1,13 +1,13 @@
 -- deimos-rs: the upgrade of Deimos's tables (the one migration an existing Deimos database needs).
--- kafka_messages: the target partition, computed when the row is written (NULL: the relay lets the producer
+-- kafka_messages: the target partition, computed when the row is written (-1: the relay lets the producer
 -- partition it, as for rows Deimos wrote), and the message's headers.
-ALTER TABLE kafka_messages ADD COLUMN "partition" INTEGER;
+ALTER TABLE kafka_messages ADD COLUMN "partition" INTEGER NOT NULL DEFAULT -1;
 ALTER TABLE kafka_messages ADD COLUMN headers BYTEA;
 CREATE INDEX index_kafka_messages_on_topic_partition_and_id ON kafka_messages (topic, "partition", id);
 DROP INDEX IF EXISTS index_kafka_messages_on_topic_and_id;
 
--- kafka_topic_info: one lease per (topic, partition) instead of one lock per topic. partition -1 is the lease
--- of a topic's rows without a partition. lease_until is in milliseconds since the epoch, by the database's
+-- kafka_topic_info: one lease per (topic, partition) instead of one lock per topic (partition -1: the rows
+-- without one). lease_until is in milliseconds since the epoch, by the database's
 -- clock; fence grows by one with every new lease, so a relay that lost its lease is refused.
 ALTER TABLE kafka_topic_info ADD COLUMN "partition" INTEGER NOT NULL DEFAULT -1;
 ALTER TABLE kafka_topic_info ADD COLUMN lease_until BIGINT;
@@ -22,7 +22,7 @@ CREATE TABLE kafka_messages_dead (
     message BYTEA,
     key BYTEA,
     partition_key VARCHAR(255),
-    "partition" INTEGER,
+    "partition" INTEGER NOT NULL,
     headers BYTEA,
     created_at TIMESTAMP NOT NULL,
     failed_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,

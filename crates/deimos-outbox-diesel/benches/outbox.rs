@@ -1,0 +1,342 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, unreachable_pub)]
+//! The outbox bench suite, run by `cargo xtask bench outbox` (or `cargo bench -p deimos-outbox-diesel --bench
+//! outbox`). PostgreSQL (127.0.0.1, a database of its own) and the librdkafka mock cluster, `com.acme.Widget`
+//! values of about 100 bytes keyed by `id`, 6 partitions.
+//!
+//! - drain: a backlog of [`BACKLOG`] rows written through the outbox, then one relay process (this one) drains
+//!   it, in order, with `acks=all`; rows per second from start to empty table. The baseline is a bare drain of
+//!   the same backlog: `DELETE … WHERE id IN (SELECT id … ORDER BY id LIMIT 1000) RETURNING …` repeated on one
+//!   connection until the table is empty, measured in the same run (nothing is sent). Each phase starts after
+//!   `VACUUM ANALYZE`, as Deimos's README asks of `kafka_messages` in production.
+//! - backlog: the process's peak resident memory while the relay drains that backlog, sampled every 20 ms,
+//!   next to the resident memory before the drain (the relay holds at most `max_in_flight` batches per
+//!   partition, whatever the backlog).
+//! - latency: with the relay idle, one message per transaction; commit to the broker's acknowledgement (seen
+//!   through the `publish` counter the Kafka backend increments in its delivery callback).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use deimos_avro::SchemaStore;
+use deimos_keys::KeyConfig;
+use deimos_outbox_diesel::{Conn, Outbox, Relay, RelayConfig};
+use deimos_producer::{KafkaBackend, Producer, ProducerSetup, PublishOptions};
+use deimos_registry::{MemoryRegistry, SchemaRegistry};
+use diesel::QueryableByName;
+use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use rdkafka::mocking::MockCluster;
+use serde_json::{Value as Json, json};
+
+const BACKLOG: usize = 1_000_000;
+fn backlog() -> usize { std::env::var("DEIMOS_BENCH_BACKLOG").ok().and_then(|v| v.parse().ok()).unwrap_or(BACKLOG) }
+const PARTITIONS: i32 = 6;
+const TOPIC: &str = "bench.outbox";
+const LATENCY_SAMPLES: usize = 300;
+const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+
+/// Counts acknowledged messages (`publish{status=success}`), remembering when the count last moved.
+#[derive(Default)]
+struct Acks {
+    count: AtomicU64,
+    at: Mutex<Option<Instant>>,
+}
+
+impl CounterFn for Acks {
+    fn increment(&self, value: u64) {
+        if let Ok(mut at) = self.at.lock() {
+            *at = Some(Instant::now());
+        }
+        self.count.fetch_add(value, Ordering::Release);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.count.store(value, Ordering::Release);
+    }
+}
+
+struct AckRecorder(Arc<Acks>, Arc<Acks>);
+
+impl Recorder for AckRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        if key.name() == deimos_metrics::catalogue::PUBLISH.name {
+            Counter::from_arc(self.0.clone())
+        } else if key.name() == deimos_metrics::catalogue::DB_PRODUCER_PROCESS.name {
+            Counter::from_arc(self.1.clone())
+        } else {
+            Counter::noop()
+        }
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+static ACKS: OnceLock<Arc<Acks>> = OnceLock::new();
+/// Rows the relay finished with (`db_producer.process`), to see the end of a drain without querying the table.
+static PROCESSED: OnceLock<Arc<Acks>> = OnceLock::new();
+static ENQ: Mutex<Option<Instant>> = Mutex::new(None);
+
+fn widget(i: i64) -> Json {
+    json!({
+        "id": i % 10_000, "message_id": format!("6f1c0d3e-8a52-4b7e-9f0a-{i:012x}"), "name": format!("w-{:06}", i % 1_000_000),
+        "description": "zinc plated sprocket", "price": 19.99, "quantity": 7, "status": "ACTIVE",
+        "tags": ["tools"], "updated_at": 1_764_000_000_000i64, "parent_id": null
+    })
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Bench {
+    url: String,
+    outbox: Outbox,
+    producer: Producer,
+    brokers: String,
+}
+
+impl Bench {
+    async fn fill(&self, rows: usize) {
+        let mut conn = Conn::connect(&self.url).await.unwrap();
+        let mut i = 0;
+        while i < rows {
+            let n = 5_000.min(rows - i);
+            let payloads = (i..i + n).map(|j| widget(j as i64)).collect();
+            conn.begin().await.unwrap();
+            self.outbox
+                .publish(&self.producer, &mut conn, payloads, &PublishOptions::new())
+                .await
+                .unwrap();
+            conn.commit().await.unwrap();
+            i += n;
+        }
+    }
+
+    /// VACUUM ANALYZE, so each phase starts from the same table state (a drain leaves a million dead tuples).
+    async fn vacuum(&self) {
+        let mut conn = Conn::connect(&self.url).await.unwrap();
+        conn.execute("VACUUM ANALYZE kafka_messages").await.unwrap();
+    }
+
+    fn backend(&self) -> KafkaBackend {
+        KafkaBackend::builder()
+            .bootstrap_servers(&self.brokers)
+            .setting("linger.ms", "1")
+            .build()
+            .unwrap()
+    }
+
+    fn config() -> RelayConfig {
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+        let mut c = RelayConfig::default();
+        c.idle_release = Duration::from_secs(60);
+        c.batch_size = env("DEIMOS_BENCH_BATCH").unwrap_or(c.batch_size);
+        c.max_in_flight = env("DEIMOS_BENCH_IN_FLIGHT").unwrap_or(c.max_in_flight);
+        c
+    }
+
+    /// Drains the table with the relay; returns (rows/s, peak RSS MB during the drain).
+    async fn relay_drain(&self, rows: usize) -> (f64, f64) {
+        let relay = Relay::new(&self.url, self.backend(), Self::config()).unwrap();
+        let peak = Arc::new(Mutex::new(rss_mb()));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let started = Instant::now();
+        let task = tokio::spawn(async move { relay.run_until(async move { let _ = rx.await; }).await.unwrap() });
+        let processed = PROCESSED.get().unwrap().clone();
+        let target = processed.count.load(Ordering::Acquire) + rows as u64;
+        while processed.count.load(Ordering::Acquire) < target {
+            if let Ok(mut p) = peak.lock() {
+                *p = p.max(rss_mb());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        tx.send(()).unwrap();
+        let stats = task.await.unwrap();
+        assert_eq!(stats.sent as usize, rows, "the relay sent every row");
+        let peak = *peak.lock().unwrap();
+        (rows as f64 / secs, peak)
+    }
+
+    /// The baseline: DELETE … RETURNING in id order, 1000 rows at a time, on one connection.
+    async fn bare_drain(&self, rows: usize) -> f64 {
+        #[derive(QueryableByName)]
+        #[allow(dead_code)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            id: i64,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            topic: String,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+            message: Option<Vec<u8>>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+            key: Option<Vec<u8>>,
+        }
+        use diesel_async::RunQueryDsl;
+        let Conn::Pg(mut pg) = Conn::connect(&self.url).await.unwrap() else { unreachable!() };
+        let started = Instant::now();
+        let mut drained = 0;
+        loop {
+            let got: Vec<Row> = diesel::sql_query(
+                "DELETE FROM kafka_messages WHERE id IN (SELECT id FROM kafka_messages ORDER BY id LIMIT 1000) \
+                 RETURNING id, topic, message, key",
+            )
+            .load(&mut pg)
+            .await
+            .unwrap();
+            if got.is_empty() {
+                break;
+            }
+            drained += got.len();
+        }
+        assert_eq!(drained, rows);
+        rows as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// One message per transaction with the relay idle; commit → acknowledgement, in ms.
+    async fn latency(&self) -> Vec<f64> {
+        let relay = Relay::new(&self.url, self.backend(), Self::config()).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move { relay.run_until(async move { let _ = rx.await; }).await.unwrap() });
+        let acks = ACKS.get().unwrap().clone();
+        let _sub = deimos_metrics::events::subscribe(deimos_metrics::events::DB_PRODUCER_PRODUCE, |_| { *ENQ.lock().unwrap() = Some(Instant::now()); });
+        let mut conn = Conn::connect(&self.url).await.unwrap();
+        let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+        for i in 0..LATENCY_SAMPLES + 20 {
+            let before = acks.count.load(Ordering::Acquire);
+            conn.begin().await.unwrap();
+            self.outbox
+                .publish(&self.producer, &mut conn, vec![widget(i as i64)], &PublishOptions::new())
+                .await
+                .unwrap();
+            conn.commit().await.unwrap();
+            let committed = Instant::now();
+            let deadline = committed + Duration::from_secs(10);
+            while acks.count.load(Ordering::Acquire) == before {
+                assert!(Instant::now() < deadline, "no acknowledgement within 10 s");
+                tokio::task::yield_now().await;
+            }
+            let acked = acks.at.lock().unwrap().unwrap_or(committed);
+            if std::env::var("DEBUG_LAT").is_ok() {
+                let enq = *ENQ.lock().unwrap();
+                eprintln!("enqueue after {:?}, ack after {:?}", enq.map(|e| e.saturating_duration_since(committed)), acked.saturating_duration_since(committed));
+            }
+            if i >= 20 {
+                // The first ones warm the connections and the relay's workers.
+                samples.push(acked.saturating_duration_since(committed).as_secs_f64() * 1000.0);
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        tx.send(()).unwrap();
+        task.await.unwrap();
+        samples.sort_by(f64::total_cmp);
+        samples
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn line(metric: &str, value: f64, unit: &str, baseline: Option<&str>) {
+    let baseline = baseline.map_or(String::new(), |b| format!(r#","baseline":"{b}""#));
+    println!(r#"BENCH {{"metric":"{metric}","value":{value:.2},"unit":"{unit}"{baseline}}}"#);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (acks, processed) = (Arc::new(Acks::default()), Arc::new(Acks::default()));
+    ACKS.set(acks.clone()).ok();
+    PROCESSED.set(processed.clone()).ok();
+    metrics::set_global_recorder(AckRecorder(acks, processed)).unwrap();
+
+    let admin = std::env::var("DEIMOS_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("deimos_outbox_bench_{}", std::process::id());
+    let mut c = Conn::connect(&format!("{admin}/test")).await.expect("PostgreSQL is needed for the outbox bench");
+    c.execute(&format!("DROP DATABASE IF EXISTS {name}")).await.unwrap();
+    c.execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let url = format!("{admin}/{name}");
+    deimos_outbox_diesel::migrate(&url).await.unwrap();
+
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
+    let outbox = Outbox::builder().partitions(TOPIC, PARTITIONS).build();
+    let setup = ProducerSetup::builder(SchemaStore::new(SCHEMAS), registry, outbox.clone()).build();
+    let producer = Producer::builder("BenchProducer")
+        .topic(TOPIC)
+        .schema("com.acme.Widget")
+        .key_config(KeyConfig::field("id"))
+        .build(&setup)
+        .await
+        .unwrap();
+    let bench = Bench {
+        url: url.clone(),
+        outbox,
+        producer,
+        brokers: mock.bootstrap_servers(),
+    };
+
+    println!("outbox bench: PostgreSQL + mock cluster, {BACKLOG} rows backlog, {PARTITIONS} partitions, ~100-byte values");
+    let started = Instant::now();
+    bench.fill(backlog()).await;
+    println!("  wrote {} rows in {:.1} s", backlog(), started.elapsed().as_secs_f64());
+    bench.vacuum().await;
+    let rss_before = rss_mb();
+    let (relay_rate, peak) = bench.relay_drain(backlog()).await;
+    println!("  relay drained at {relay_rate:.0} rows/s, peak RSS {peak:.0} MB (before: {rss_before:.0} MB)");
+
+    bench.fill(backlog()).await;
+    bench.vacuum().await;
+    let bare_rate = bench.bare_drain(backlog()).await;
+    println!("  bare DELETE … RETURNING drained at {bare_rate:.0} rows/s");
+
+    bench.vacuum().await;
+    let samples = bench.latency().await;
+    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    println!("  latency over {} messages: p50 {p50:.2} ms, p99 {p99:.2} ms", samples.len());
+
+    println!();
+    println!("| metric                              | value      | unit   |");
+    println!("|-------------------------------------|------------|--------|");
+    println!("| outbox.drain.rows_per_s             | {relay_rate:>10.0} | rows/s |");
+    println!("| outbox.drain.baseline_rows_per_s    | {bare_rate:>10.0} | rows/s |");
+    println!("| outbox.backlog.peak_rss_mb          | {peak:>10.1} | MB     |");
+    println!("| outbox.backlog.rss_before_drain_mb  | {rss_before:>10.1} | MB     |");
+    println!("| outbox.latency.p50_ms               | {p50:>10.2} | ms     |");
+    println!("| outbox.latency.p99_ms               | {p99:>10.2} | ms     |");
+    line("outbox.drain.rows_per_s", relay_rate, "rows/s", Some("outbox.drain.baseline_rows_per_s"));
+    line("outbox.drain.baseline_rows_per_s", bare_rate, "rows/s", None);
+    line("outbox.backlog.peak_rss_mb", peak, "MB", None);
+    line("outbox.backlog.rss_before_drain_mb", rss_before, "MB", None);
+    line("outbox.latency.p50_ms", p50, "ms", None);
+    line("outbox.latency.p99_ms", p99, "ms", None);
+    println!(r#"TARGET {{"metric":"outbox.drain.rows_per_s","op":">=","value":150000}}"#);
+    println!(r#"TARGET {{"metric":"outbox.latency.p50_ms","op":"<=","value":10}}"#);
+
+    drop(mock);
+    let _ = c
+        .execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await;
+    let _ = c.execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
+}
