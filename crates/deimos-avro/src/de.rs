@@ -917,13 +917,14 @@ pub(crate) fn decode_seed<'de, S: de::DeserializeSeed<'de>>(
     seed: S,
 ) -> std::result::Result<S::Value, DecodeError> {
     let mut r = Reader::new(bytes);
-    let v = seed.deserialize(De {
-        r: &mut r,
-        plan,
-        step: plan.root,
-        depth: 0,
-    })
-    .map_err(|e| *e.0)?;
+    let v = seed
+        .deserialize(De {
+            r: &mut r,
+            plan,
+            step: plan.root,
+            depth: 0,
+        })
+        .map_err(|e| *e.0)?;
     if r.remaining() > 0 {
         return Err(DecodeError::TrailingBytes(r.remaining()));
     }

@@ -1,4 +1,10 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    unreachable_pub
+)]
 //! The outbox bench suite, run by `cargo xtask bench outbox` (or `cargo bench -p deimos-outbox-diesel --bench
 //! outbox`). PostgreSQL (127.0.0.1, a database of its own) and the librdkafka mock cluster, `com.acme.Widget`
 //! values of about 100 bytes keyed by `id`, 6 partitions.
@@ -9,8 +15,8 @@
 //!   connection until the table is empty, measured in the same run (nothing is sent). Each phase starts after
 //!   `VACUUM ANALYZE`, as Deimos's README asks of `kafka_messages` in production.
 //! - backlog: the process's peak resident memory while the relay drains that backlog, sampled every 20 ms,
-//!   next to the resident memory before the drain (the relay holds at most `max_in_flight` batches per
-//!   partition, whatever the backlog).
+//!   next to the resident memory before the drain and the peak while draining a backlog ten times smaller
+//!   first (the relay holds at most `max_in_flight` batches per partition, whatever the backlog).
 //! - latency: with the relay idle, one message per transaction; commit to the broker's acknowledgement (seen
 //!   through the `publish` counter the Kafka backend increments in its delivery callback).
 
@@ -29,7 +35,12 @@ use rdkafka::mocking::MockCluster;
 use serde_json::{Value as Json, json};
 
 const BACKLOG: usize = 1_000_000;
-fn backlog() -> usize { std::env::var("DEIMOS_BENCH_BACKLOG").ok().and_then(|v| v.parse().ok()).unwrap_or(BACKLOG) }
+fn backlog() -> usize {
+    std::env::var("DEIMOS_BENCH_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BACKLOG)
+}
 const PARTITIONS: i32 = 6;
 const TOPIC: &str = "bench.outbox";
 const LATENCY_SAMPLES: usize = 300;
@@ -158,7 +169,14 @@ impl Bench {
         let peak = Arc::new(Mutex::new(rss_mb()));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let started = Instant::now();
-        let task = tokio::spawn(async move { relay.run_until(async move { let _ = rx.await; }).await.unwrap() });
+        let task = tokio::spawn(async move {
+            relay
+                .run_until(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap()
+        });
         let processed = PROCESSED.get().unwrap().clone();
         let target = processed.count.load(Ordering::Acquire) + rows as u64;
         while processed.count.load(Ordering::Acquire) < target {
@@ -190,7 +208,9 @@ impl Bench {
             key: Option<Vec<u8>>,
         }
         use diesel_async::RunQueryDsl;
-        let Conn::Pg(mut pg) = Conn::connect(&self.url).await.unwrap() else { unreachable!() };
+        let Conn::Pg(mut pg) = Conn::connect(&self.url).await.unwrap() else {
+            unreachable!()
+        };
         let started = Instant::now();
         let mut drained = 0;
         loop {
@@ -214,16 +234,30 @@ impl Bench {
     async fn latency(&self) -> Vec<f64> {
         let relay = Relay::new(&self.url, self.backend(), Self::config()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move { relay.run_until(async move { let _ = rx.await; }).await.unwrap() });
+        let task = tokio::spawn(async move {
+            relay
+                .run_until(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap()
+        });
         let acks = ACKS.get().unwrap().clone();
-        let _sub = deimos_metrics::events::subscribe(deimos_metrics::events::DB_PRODUCER_PRODUCE, |_| { *ENQ.lock().unwrap() = Some(Instant::now()); });
+        let _sub = deimos_metrics::events::subscribe(deimos_metrics::events::DB_PRODUCER_PRODUCE, |_| {
+            *ENQ.lock().unwrap() = Some(Instant::now());
+        });
         let mut conn = Conn::connect(&self.url).await.unwrap();
         let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
         for i in 0..LATENCY_SAMPLES + 20 {
             let before = acks.count.load(Ordering::Acquire);
             conn.begin().await.unwrap();
             self.outbox
-                .publish(&self.producer, &mut conn, vec![widget(i as i64)], &PublishOptions::new())
+                .publish(
+                    &self.producer,
+                    &mut conn,
+                    vec![widget(i as i64)],
+                    &PublishOptions::new(),
+                )
                 .await
                 .unwrap();
             conn.commit().await.unwrap();
@@ -236,7 +270,11 @@ impl Bench {
             let acked = acks.at.lock().unwrap().unwrap_or(committed);
             if std::env::var("DEBUG_LAT").is_ok() {
                 let enq = *ENQ.lock().unwrap();
-                eprintln!("enqueue after {:?}, ack after {:?}", enq.map(|e| e.saturating_duration_since(committed)), acked.saturating_duration_since(committed));
+                eprintln!(
+                    "enqueue after {:?}, ack after {:?}",
+                    enq.map(|e| e.saturating_duration_since(committed)),
+                    acked.saturating_duration_since(committed)
+                );
             }
             if i >= 20 {
                 // The first ones warm the connections and the relay's workers.
@@ -270,7 +308,9 @@ async fn main() {
 
     let admin = std::env::var("DEIMOS_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("deimos_outbox_bench_{}", std::process::id());
-    let mut c = Conn::connect(&format!("{admin}/test")).await.expect("PostgreSQL is needed for the outbox bench");
+    let mut c = Conn::connect(&format!("{admin}/test"))
+        .await
+        .expect("PostgreSQL is needed for the outbox bench");
     c.execute(&format!("DROP DATABASE IF EXISTS {name}")).await.unwrap();
     c.execute(&format!("CREATE DATABASE {name}")).await.unwrap();
     let url = format!("{admin}/{name}");
@@ -295,7 +335,15 @@ async fn main() {
         brokers: mock.bootstrap_servers(),
     };
 
-    println!("outbox bench: PostgreSQL + mock cluster, {BACKLOG} rows backlog, {PARTITIONS} partitions, ~100-byte values");
+    println!(
+        "outbox bench: PostgreSQL + mock cluster, {BACKLOG} rows backlog, {PARTITIONS} partitions, ~100-byte values"
+    );
+    // A small backlog first: the peak memory of a drain must not grow with the backlog.
+    let small = backlog() / 10;
+    bench.fill(small).await;
+    bench.vacuum().await;
+    let (_, small_peak) = bench.relay_drain(small).await;
+    println!("  relay drained {small} rows, peak RSS {small_peak:.0} MB");
     let started = Instant::now();
     bench.fill(backlog()).await;
     println!("  wrote {} rows in {:.1} s", backlog(), started.elapsed().as_secs_f64());
@@ -312,7 +360,10 @@ async fn main() {
     bench.vacuum().await;
     let samples = bench.latency().await;
     let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    println!("  latency over {} messages: p50 {p50:.2} ms, p99 {p99:.2} ms", samples.len());
+    println!(
+        "  latency over {} messages: p50 {p50:.2} ms, p99 {p99:.2} ms",
+        samples.len()
+    );
 
     println!();
     println!("| metric                              | value      | unit   |");
@@ -321,12 +372,19 @@ async fn main() {
     println!("| outbox.drain.baseline_rows_per_s    | {bare_rate:>10.0} | rows/s |");
     println!("| outbox.backlog.peak_rss_mb          | {peak:>10.1} | MB     |");
     println!("| outbox.backlog.rss_before_drain_mb  | {rss_before:>10.1} | MB     |");
+    println!("| outbox.backlog.peak_rss_mb_small    | {small_peak:>10.1} | MB     |");
     println!("| outbox.latency.p50_ms               | {p50:>10.2} | ms     |");
     println!("| outbox.latency.p99_ms               | {p99:>10.2} | ms     |");
-    line("outbox.drain.rows_per_s", relay_rate, "rows/s", Some("outbox.drain.baseline_rows_per_s"));
+    line(
+        "outbox.drain.rows_per_s",
+        relay_rate,
+        "rows/s",
+        Some("outbox.drain.baseline_rows_per_s"),
+    );
     line("outbox.drain.baseline_rows_per_s", bare_rate, "rows/s", None);
     line("outbox.backlog.peak_rss_mb", peak, "MB", None);
     line("outbox.backlog.rss_before_drain_mb", rss_before, "MB", None);
+    line("outbox.backlog.peak_rss_mb_small", small_peak, "MB", None);
     line("outbox.latency.p50_ms", p50, "ms", None);
     line("outbox.latency.p99_ms", p99, "ms", None);
     println!(r#"TARGET {{"metric":"outbox.drain.rows_per_s","op":">=","value":150000}}"#);

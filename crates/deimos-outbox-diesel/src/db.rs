@@ -267,7 +267,9 @@ impl Conn {
             Dialect::Postgres => Ok(Conn::Pg(AsyncPgConnection::establish(url).await.map_err(connect_err)?)),
             Dialect::Mysql => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
-                Ok(Conn::Mysql(AsyncMysqlConnection::establish(&url).await.map_err(connect_err)?))
+                Ok(Conn::Mysql(
+                    AsyncMysqlConnection::establish(&url).await.map_err(connect_err)?,
+                ))
             }
             Dialect::Sqlite => {
                 let path = url
@@ -277,9 +279,11 @@ impl Conn {
                 let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path)
                     .await
                     .map_err(connect_err)?;
-                conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-                    .await
-                    .map_err(OutboxError::db("setting up SQLite"))?;
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+                )
+                .await
+                .map_err(OutboxError::db("setting up SQLite"))?;
                 Ok(Conn::Sqlite(conn))
             }
         }
@@ -452,6 +456,22 @@ impl Conn {
         Ok(n == 1)
     }
 
+    /// Whether the lease is still held, without extending it.
+    async fn renew_check(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<bool, OutboxError> {
+        let sql = self.dialect().sql(
+            "SELECT fence FROM kafka_topic_info WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?",
+        );
+        let rows: Vec<FenceRow> = with_conn!(self, c => diesel::sql_query(&sql)
+            .bind::<Text, _>(topic)
+            .bind::<Integer, _>(partition)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(fence)
+            .load(c)
+            .await)
+        .map_err(OutboxError::db("reading a lease"))?;
+        Ok(!rows.is_empty())
+    }
+
     /// Gives a lease back (Deimos's `clear_lock`).
     pub async fn release(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<(), OutboxError> {
         let sql = self.dialect().sql(
@@ -514,6 +534,28 @@ impl Conn {
         done: &[i64],
         dead: &[(i64, String)],
     ) -> Result<bool, OutboxError> {
+        if let (Conn::Pg(pg), true, false) = (&mut *self, dead.is_empty(), done.is_empty()) {
+            // The common case in one statement (no transaction round trips): lock the lease row, delete only
+            // if it is still ours.
+            let deleted = diesel::sql_query(
+                "WITH lease AS (SELECT 1 FROM kafka_topic_info \
+                   WHERE topic = $2 AND \"partition\" = $3 AND locked_by = $4 AND fence = $5 FOR UPDATE) \
+                 DELETE FROM kafka_messages WHERE id = ANY($1) AND EXISTS (SELECT 1 FROM lease)",
+            )
+            .bind::<diesel::sql_types::Array<BigInt>, _>(done)
+            .bind::<Text, _>(topic)
+            .bind::<Integer, _>(partition)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(fence)
+            .execute(pg)
+            .await
+            .map_err(OutboxError::db("deleting sent messages"))?;
+            if deleted > 0 {
+                return Ok(true);
+            }
+            // Nothing deleted: the lease is gone (the rows are ours until then), or they were already deleted.
+            return self.renew_check(topic, partition, owner, fence).await;
+        }
         let d = self.dialect();
         let check = d.sql(
             "UPDATE kafka_topic_info SET last_processed_at = {now} \
@@ -674,16 +716,28 @@ mod tests {
         assert_eq!(Dialect::of_url("mariadb://root@h/test").ok(), Some(Dialect::Mysql));
         assert_eq!(Dialect::of_url("sqlite://outbox.db").ok(), Some(Dialect::Sqlite));
         assert_eq!(Dialect::of_url("/tmp/x.sqlite3").ok(), Some(Dialect::Sqlite));
-        let err = Dialect::of_url("redis://u:pw@h").err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Dialect::of_url("redis://u:pw@h")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("redis://u:***@h") && err.contains("postgres://"), "{err}");
     }
 
     #[test]
     fn placeholders_and_slots_follow_the_dialect() {
         let sql = "SELECT {key} FROM t WHERE {partition} = ? AND a = ?";
-        assert_eq!(Dialect::Postgres.sql(sql), r#"SELECT "key" FROM t WHERE "partition" = $1 AND a = $2"#);
-        assert_eq!(Dialect::Mysql.sql(sql), "SELECT `key` FROM t WHERE `partition` = ? AND a = ?");
-        assert_eq!(Dialect::Sqlite.sql(sql), r#"SELECT "key" FROM t WHERE "partition" = ? AND a = ?"#);
+        assert_eq!(
+            Dialect::Postgres.sql(sql),
+            r#"SELECT "key" FROM t WHERE "partition" = $1 AND a = $2"#
+        );
+        assert_eq!(
+            Dialect::Mysql.sql(sql),
+            "SELECT `key` FROM t WHERE `partition` = ? AND a = ?"
+        );
+        assert_eq!(
+            Dialect::Sqlite.sql(sql),
+            r#"SELECT "key" FROM t WHERE "partition" = ? AND a = ?"#
+        );
         assert_eq!(id_list(&[3, 1, 2]), "(3,1,2)");
     }
 }

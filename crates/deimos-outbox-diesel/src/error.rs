@@ -19,7 +19,9 @@ pub enum OutboxError {
         source: diesel::result::Error,
     },
     /// The database could not be reached.
-    #[error("could not connect to the outbox database {url}: {message}; check the URL, that the server runs and accepts this user")]
+    #[error(
+        "could not connect to the outbox database {url}: {message}; check the URL, that the server runs and accepts this user"
+    )]
     Connect {
         /// The URL, without its password.
         url: String,

@@ -38,7 +38,9 @@ pub fn decode(column: Option<&[u8]>) -> Result<Vec<(String, Vec<u8>)>, String> {
                     .map_err(|e| format!("header `{k}`: bad base64: {e}")),
                 None => Err(format!("header `{k}`: an object value must be {{\"base64\": \"…\"}}")),
             },
-            other => Err(format!("header `{k}`: expected a string or {{\"base64\": …}}, got {other}")),
+            other => Err(format!(
+                "header `{k}`: expected a string or {{\"base64\": …}}, got {other}"
+            )),
         })
         .collect()
 }

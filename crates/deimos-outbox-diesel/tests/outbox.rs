@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,12 @@ use deimos_producer::PublishOptions;
 use tokio::sync::{Mutex, oneshot};
 
 /// Runs a relay until `done` says so; returns its stats.
-fn spawn_relay(relay: Relay) -> (oneshot::Sender<()>, tokio::task::JoinHandle<deimos_outbox_diesel::RelayStats>) {
+fn spawn_relay(
+    relay: Relay,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<deimos_outbox_diesel::RelayStats>,
+) {
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         relay
@@ -47,7 +53,11 @@ async fn committed_messages_arrive_and_rolled_back_ones_do_not(kind: Kind) {
     kit.write(&mut conn, &[(1, 1), (2, 1), (1, 2)], true).await;
     kit.write(&mut conn, &[(1, 99), (3, 99)], false).await;
     kit.write(&mut conn, &[(2, 2), (1, 3)], true).await;
-    assert_eq!(db.count("kafka_messages").await, 5, "the rolled-back transaction left nothing");
+    assert_eq!(
+        db.count("kafka_messages").await,
+        5,
+        "the rolled-back transaction left nothing"
+    );
 
     let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
     wait_empty(&db, 30).await;
@@ -58,8 +68,15 @@ async fn committed_messages_arrive_and_rolled_back_ones_do_not(kind: Kind) {
 
     let all: Vec<_> = received.values().flatten().collect();
     assert_eq!(all.len(), 5);
-    assert!(all.iter().all(|m| m.committed), "nothing from the rolled-back transaction");
-    assert!(all.iter().all(|m| m.headers == [("trace".to_string(), b"kept".to_vec())]), "{all:?}");
+    assert!(
+        all.iter().all(|m| m.committed),
+        "nothing from the rolled-back transaction"
+    );
+    assert!(
+        all.iter()
+            .all(|m| m.headers == [("trace".to_string(), b"kept".to_vec())]),
+        "{all:?}"
+    );
     let keys = per_key(&received);
     assert_eq!(keys[&1], [1, 2, 3]);
     assert_eq!(keys[&2], [1, 2]);
@@ -90,19 +107,33 @@ async fn sqlite_committed_messages_arrive_and_rolled_back_ones_do_not() {
 async fn a_lease_is_exclusive_and_a_taken_over_lease_is_fenced(kind: Kind) {
     let db = TestDb::new(kind).await;
     let (mut a, mut b) = (db.conn().await, db.conn().await);
-    let fence_a = a.acquire("t", 0, "relay-a", 1_000).await.unwrap().expect("a free lease is taken");
+    let fence_a = a
+        .acquire("t", 0, "relay-a", 1_000)
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
     assert_eq!(b.acquire("t", 0, "relay-b", 1_000).await.unwrap(), None, "held by a");
-    assert!(b.acquire("t", 1, "relay-b", 1_000).await.unwrap().is_some(), "another partition is free");
+    assert!(
+        b.acquire("t", 1, "relay-b", 1_000).await.unwrap().is_some(),
+        "another partition is free"
+    );
     assert!(a.renew("t", 0, "relay-a", fence_a, 1_000).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     // Expired: b takes it over with a higher fence; a can neither renew nor delete.
-    let fence_b = b.acquire("t", 0, "relay-b", 10_000).await.unwrap().expect("an expired lease is taken over");
+    let fence_b = b
+        .acquire("t", 0, "relay-b", 10_000)
+        .await
+        .unwrap()
+        .expect("an expired lease is taken over");
     assert!(fence_b > fence_a);
     assert!(!a.renew("t", 0, "relay-a", fence_a, 1_000).await.unwrap());
     assert!(!a.finish_batch("t", 0, "relay-a", fence_a, &[1, 2], &[]).await.unwrap());
     assert!(b.finish_batch("t", 0, "relay-b", fence_b, &[], &[]).await.unwrap());
     b.release("t", 0, "relay-b", fence_b).await.unwrap();
-    assert!(a.acquire("t", 0, "relay-a", 1_000).await.unwrap().is_some(), "a released lease is free");
+    assert!(
+        a.acquire("t", 0, "relay-a", 1_000).await.unwrap().is_some(),
+        "a released lease is free"
+    );
     db.drop_db().await;
 }
 
@@ -150,7 +181,12 @@ async fn concurrent_writers_and_two_relays_keep_per_key_commit_order(kind: Kind)
                 // Hold the key for the whole transaction: its next transaction starts after this one committed.
                 let mut seq = seqs[key as usize].lock().await;
                 let next = if commit { *seq + 1 } else { -1 };
-                writer.write(&mut conn, &[(key, next), ((key + 1) % KEYS, -1)][..1 + usize::from(!commit)], commit)
+                writer
+                    .write(
+                        &mut conn,
+                        &[(key, next), ((key + 1) % KEYS, -1)][..1 + usize::from(!commit)],
+                        commit,
+                    )
                     .await;
                 if commit {
                     *seq = next;
@@ -169,11 +205,18 @@ async fn concurrent_writers_and_two_relays_keep_per_key_commit_order(kind: Kind)
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
     let (a, b) = (relay_a.await.unwrap(), relay_b.await.unwrap());
-    assert_eq!(a.sent + b.sent, committed as u64, "each committed message sent once ({a:?}, {b:?})");
+    assert_eq!(
+        a.sent + b.sent,
+        committed as u64,
+        "each committed message sent once ({a:?}, {b:?})"
+    );
 
     let all: Vec<_> = received.values().flatten().collect();
     assert_eq!(all.len(), committed);
-    assert!(all.iter().all(|m| m.committed && m.seq > 0), "nothing from rolled-back transactions");
+    assert!(
+        all.iter().all(|m| m.committed && m.seq > 0),
+        "nothing from rolled-back transactions"
+    );
     for (key, seqs_received) in per_key(&received) {
         let expected: Vec<i64> = (1..=seqs_received.len() as i64).collect();
         assert_eq!(seqs_received, expected, "key {key}: commit order");
@@ -201,6 +244,10 @@ async fn sqlite_concurrent_writers_and_two_relays_keep_per_key_commit_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_too_large_message_is_moved_aside_and_the_rest_of_its_batch_is_sent() {
+    // Each test runs in its own process (nextest), so this recorder sees only this test's metrics.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
     let db = TestDb::new(Kind::Postgres).await;
     let kit = Kit::new("outbox.large").await;
     let mut conn = db.conn().await;
@@ -216,7 +263,9 @@ async fn a_too_large_message_is_moved_aside_and_the_rest_of_its_batch_is_sent() 
 
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = seen.clone();
-    let _sub = events::subscribe(events::DB_PRODUCER_TOO_LARGE, move |e| sink.lock().unwrap().push(e.clone()));
+    let _sub = events::subscribe(events::DB_PRODUCER_TOO_LARGE, move |e| {
+        sink.lock().unwrap().push(e.clone())
+    });
     let backend = deimos_producer::KafkaBackend::builder()
         .bootstrap_servers(kit.brokers())
         .setting("message.max.bytes", "2000")
@@ -232,7 +281,40 @@ async fn a_too_large_message_is_moved_aside_and_the_rest_of_its_batch_is_sent() 
     assert_eq!(db.count("kafka_messages_dead").await, 1);
     let events = seen.lock().unwrap().clone();
     assert_eq!(events.len(), 1);
-    assert!(events[0].error.as_ref().is_some_and(|e| e.message.contains("over the limit of 2000 bytes")), "{events:?}");
+    assert!(
+        events[0]
+            .error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("over the limit of 2000 bytes")),
+        "{events:?}"
+    );
+
+    // Metrics, by topic: rows written, rows finished (sent or moved aside), moved aside, acknowledged, and the
+    // backlog gauge back to 0.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut seen: BTreeMap<String, f64> = BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let v = match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n as f64,
+            metrics_util::debugging::DebugValue::Gauge(g) => g.into_inner(),
+            metrics_util::debugging::DebugValue::Histogram(_) => continue,
+        };
+        seen.insert(format!("{}{{{}}}", key.key().name(), labels.join(",")), v);
+    }
+    let get = |k: &str| seen.get(k).copied();
+    assert_eq!(get("db_producer.insert{topic=outbox.large}"), Some(3.0), "{seen:?}");
+    assert_eq!(get("db_producer.process{topic=outbox.large}"), Some(3.0), "{seen:?}");
+    assert_eq!(get("db_producer.too_large{topic=outbox.large}"), Some(1.0), "{seen:?}");
+    assert_eq!(get("publish{status=success,topic=outbox.large}"), Some(2.0), "{seen:?}");
+    assert!(
+        seen.contains_key("pending_db_messages_count{topic=outbox.large}"),
+        "{seen:?}"
+    );
     db.drop_db().await;
 }
 
@@ -247,7 +329,11 @@ async fn the_relay_waits_out_a_broker_outage() {
     kit.mock.broker_down(1).unwrap();
     kit.write(&mut conn, &[(1, 2), (2, 2), (3, 1)], true).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(db.count("kafka_messages").await, 3, "nothing deleted while the broker is down");
+    assert_eq!(
+        db.count("kafka_messages").await,
+        3,
+        "nothing deleted while the broker is down"
+    );
     kit.mock.broker_up(1).unwrap();
     wait_empty(&db, 60).await;
     let received = kit.read_all(5, Duration::from_secs(30)).await;
@@ -304,14 +390,24 @@ async fn a_bad_payload_writes_nothing_and_says_which_field() {
     bad["quantity"] = "many".into();
     let err = kit
         .outbox
-        .publish(&kit.producer, &mut conn, vec![common::widget(1, 1, true), bad], &PublishOptions::new())
+        .publish(
+            &kit.producer,
+            &mut conn,
+            vec![common::widget(1, 1, true), bad],
+            &PublishOptions::new(),
+        )
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("quantity"), "{err}");
     assert_eq!(db.count("kafka_messages").await, 0);
     // A plain publish on a producer built against the outbox explains what to call instead.
-    let err = kit.producer.publish(common::widget(1, 1, true)).await.unwrap_err().to_string();
+    let err = kit
+        .producer
+        .publish(common::widget(1, 1, true))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Outbox::publish"), "{err}");
     db.drop_db().await;
 }
@@ -338,5 +434,135 @@ async fn blocking_diesel_connections_write_too() {
     assert_eq!(backlog.len(), 1);
     assert_eq!(backlog[0].count, 1);
     assert!(backlog[0].partition >= 0, "partitioned when written");
+    db.drop_db().await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Upgrading a Deimos database.
+
+/// Deimos's tables with rows Deimos wrote (no partition, no headers): the migrations keep the rows, and the relay
+/// sends them, partitioned by the producer from their key.
+async fn a_deimos_database_is_upgraded_and_its_rows_are_sent(kind: Kind) {
+    use deimos_producer::{OutgoingBatch, OutgoingMessage, PublishBackend};
+    let db = TestDb::new_empty(kind).await;
+    let kit = Kit::new("outbox.upgrade").await;
+    let mut conn = db.conn().await;
+    // The tables as `rails g deimos:db_backend` made them (the first embedded migration is exactly that).
+    let first = std::fs::read_to_string(format!(
+        "{}/migrations/{}/2019-01-01-000000_deimos_tables/up.sql",
+        env!("CARGO_MANIFEST_DIR"),
+        match kind {
+            Kind::Postgres => "postgres",
+            Kind::Mariadb => "mysql",
+            Kind::Sqlite => "sqlite",
+        }
+    ))
+    .unwrap();
+    conn.execute(&first).await.unwrap();
+    // Rows as Deimos wrote them: encoded key and message, the partition key as text.
+    let batch = kit
+        .producer
+        .encode_list_with(
+            vec![common::widget(1, 1, true), common::widget(2, 1, true)],
+            &PublishOptions::new(),
+        )
+        .unwrap()
+        .unwrap();
+    for m in &batch.messages {
+        let key = m.key.clone().unwrap();
+        let value = m.value.clone().unwrap();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let (k, v) = match kind {
+            Kind::Postgres => (
+                format!("'\\x{}'::bytea", hex(&key)),
+                format!("'\\x{}'::bytea", hex(&value)),
+            ),
+            _ => (format!("X'{}'", hex(&key)), format!("X'{}'", hex(&value))),
+        };
+        let key_col = if kind == Kind::Mariadb { "`key`" } else { "key" };
+        conn.execute(&format!(
+            "INSERT INTO kafka_messages (topic, message, {key_col}, partition_key) VALUES ('outbox.upgrade', {v}, {k}, 'legacy')"
+        ))
+        .await
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO kafka_topic_info (topic, locked_by, error, retries) VALUES ('outbox.upgrade', NULL, FALSE, 0)",
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let applied = deimos_outbox_diesel::migrate(&db.url).await.unwrap();
+    assert_eq!(
+        applied,
+        ["20190101000000", "20261101000000"],
+        "the first is a no-op on Deimos's tables"
+    );
+    let mut conn = db.conn().await;
+    let backlog = conn.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.len(), backlog[0].partition, backlog[0].count),
+        (1, -1, 2),
+        "{backlog:?}"
+    );
+
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    wait_empty(&db, 30).await;
+    stop.send(()).unwrap();
+    assert_eq!(relay.await.unwrap().sent, 2);
+    // Sent with their partition key, partitioned the way the Kafka backend partitions it.
+    let memory = deimos_producer::MemoryBackend::new()
+        .with_partitions(common::PARTITIONS, deimos_producer::Partitioner::Consistent);
+    let expected = memory
+        .enqueue(OutgoingBatch::new(
+            "p",
+            "t",
+            "t",
+            vec![],
+            vec![OutgoingMessage::new(None, None).partition_key(Some(b"legacy".to_vec()))],
+        ))
+        .await
+        .wait()
+        .await;
+    let partition = expected[0].as_ref().unwrap().partition;
+    let received = kit.read_all_unchecked(2, Duration::from_secs(20)).await;
+    assert_eq!(received.keys().copied().collect::<Vec<_>>(), [partition]);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_deimos_database_is_upgraded_and_its_rows_are_sent() {
+    a_deimos_database_is_upgraded_and_its_rows_are_sent(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_deimos_database_is_upgraded_and_its_rows_are_sent() {
+    a_deimos_database_is_upgraded_and_its_rows_are_sent(Kind::Mariadb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_deimos_database_is_upgraded_and_its_rows_are_sent() {
+    a_deimos_database_is_upgraded_and_its_rows_are_sent(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topics_send_the_last_message_per_key_of_a_batch() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let kit = Kit::new("outbox.compact").await;
+    let mut conn = db.conn().await;
+    kit.write(&mut conn, &[(1, 1), (2, 1), (1, 2), (1, 3), (3, 1)], true)
+        .await;
+    let mut config = fast_config();
+    config.compact_topics = deimos_outbox_diesel::Topics::only(["outbox.compact"]);
+    let (stop, relay) = spawn_relay(kit.relay(&db, config));
+    wait_empty(&db, 30).await;
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap();
+    assert_eq!((stats.sent, stats.compacted), (3, 2));
+    let keys = per_key(&kit.read_all(3, Duration::from_secs(20)).await);
+    assert_eq!(
+        (keys[&1].clone(), keys[&2].clone(), keys[&3].clone()),
+        (vec![3], vec![1], vec![1])
+    );
     db.drop_db().await;
 }

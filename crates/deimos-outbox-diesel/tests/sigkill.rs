@@ -38,7 +38,12 @@ async fn relay_survives_sigkill(kind: Kind) {
     let seed = std::env::var("DEIMOS_SIGKILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
     eprintln!("sigkill seed {seed} (set DEIMOS_SIGKILL_SEED to rerun)");
     let mut rng = Rng(seed);
 
@@ -73,7 +78,12 @@ async fn relay_survives_sigkill(kind: Kind) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_deimos-outbox"))
             .args(["--database-url", &db.url, "relay", "--brokers", &kit.brokers()])
             .args(["--lease-ttl-secs", "3", "--poll-interval-ms", "50"])
-            .args(["--batch-size", &BATCH.to_string(), "--max-in-flight", &IN_FLIGHT.to_string()])
+            .args([
+                "--batch-size",
+                &BATCH.to_string(),
+                "--max-in-flight",
+                &IN_FLIGHT.to_string(),
+            ])
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
@@ -82,7 +92,10 @@ async fn relay_survives_sigkill(kind: Kind) {
         tokio::time::sleep(after).await;
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
-        assert!(status.code().is_none(), "run {run}: the relay should have been killed, it exited with {status}");
+        assert!(
+            status.code().is_none(),
+            "run {run}: the relay should have been killed, it exited with {status}"
+        );
     }
     stop_writing.store(true, Ordering::Relaxed);
     let mut committed = 0;
@@ -94,7 +107,14 @@ async fn relay_survives_sigkill(kind: Kind) {
     let relay = Relay::new(&db.url, kit.backend(), fast_config()).unwrap();
     let pending = db.count("kafka_messages").await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move { relay.run_until(async move { let _ = rx.await; }).await.unwrap() });
+    let task = tokio::spawn(async move {
+        relay
+            .run_until(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+    });
     common::within(90, async {
         while db.count("kafka_messages").await > 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -107,7 +127,10 @@ async fn relay_survives_sigkill(kind: Kind) {
     // Read until every committed message is there (duplicates make the total larger).
     let received = kit.read_all(usize::MAX, Duration::from_secs(10)).await;
     let all: Vec<_> = received.values().flatten().collect();
-    assert!(all.iter().all(|m| m.committed), "a message from a rolled-back transaction reached Kafka");
+    assert!(
+        all.iter().all(|m| m.committed),
+        "a message from a rolled-back transaction reached Kafka"
+    );
     let mut duplicates = 0usize;
     let mut delivered = 0usize;
     for (key, seqs) in per_key(&received) {
@@ -118,7 +141,11 @@ async fn relay_survives_sigkill(kind: Kind) {
                 max = *s;
                 delivered += 1;
             } else {
-                assert!(*s <= max, "key {key}: {s} came before {} (received {seqs:?}, seed {seed})", max + 1);
+                assert!(
+                    *s <= max,
+                    "key {key}: {s} came before {} (received {seqs:?}, seed {seed})",
+                    max + 1
+                );
                 duplicates += 1;
             }
         }

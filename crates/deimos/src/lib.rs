@@ -24,3 +24,8 @@ pub use deimos_producer as producer;
 /// Consumers: handlers, batch handlers, the consumer runner and its error policy (crate `deimos-consumer`).
 #[cfg(feature = "consumer")]
 pub use deimos_consumer as consumer;
+
+/// The transactional outbox on Diesel: messages written in the business transaction, relayed to Kafka per
+/// partition with leases (crate `deimos-outbox-diesel`, feature `outbox`).
+#[cfg(feature = "outbox")]
+pub use deimos_outbox_diesel as outbox;

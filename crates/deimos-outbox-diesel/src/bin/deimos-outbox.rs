@@ -15,7 +15,11 @@ use deimos_outbox_diesel::{Conn, Relay, RelayConfig, Topics};
 use deimos_producer::{KafkaBackend, Partitioner};
 
 #[derive(Parser)]
-#[command(name = "deimos-outbox", version, about = "The deimos-rs transactional outbox: relay, status, migrations")]
+#[command(
+    name = "deimos-outbox",
+    version,
+    about = "The deimos-rs transactional outbox: relay, status, migrations"
+)]
 struct Cli {
     /// The database holding kafka_messages: postgres://…, mysql://… (MySQL, MariaDB) or sqlite://PATH.
     #[arg(long, env = "DATABASE_URL", global = true)]
@@ -40,10 +44,10 @@ struct RelayArgs {
     #[arg(long, env = "KAFKA_BROKERS")]
     brokers: String,
     /// Rows per batch.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 2000)]
     batch_size: usize,
     /// Batches of one partition in flight at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     max_in_flight: usize,
     /// Partitions worked on at once (one database connection each).
     #[arg(long, default_value_t = 32)]
@@ -93,9 +97,7 @@ fn topics(arg: Option<&str>) -> Topics {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -132,10 +134,15 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status => status(&url).await?,
         Command::Relay(args) => {
-            let mut kafka = KafkaBackend::builder().bootstrap_servers(&args.brokers).partitioner(match args.partitioner {
-                PartitionerArg::Consistent => Partitioner::Consistent,
-                PartitionerArg::Murmur2 => Partitioner::Murmur2,
-            });
+            let mut kafka =
+                KafkaBackend::builder()
+                    .bootstrap_servers(&args.brokers)
+                    .partitioner(match args.partitioner {
+                        PartitionerArg::Consistent => Partitioner::Consistent,
+                        PartitionerArg::Murmur2 => Partitioner::Murmur2,
+                    });
+            // The relay hands over whole batches, so waiting for more messages only adds latency.
+            kafka = kafka.setting("linger.ms", "1");
             for (k, v) in &args.kafka_settings {
                 kafka = kafka.setting(k, v);
             }
@@ -161,25 +168,43 @@ async fn run(cli: Cli) -> Result<()> {
 
 async fn status(url: &str) -> Result<()> {
     let mut conn = Conn::connect(url).await?;
-    let backlog = conn.backlog().await.context("reading the outbox (did you run `deimos-outbox migrate`?)")?;
+    let backlog = conn
+        .backlog()
+        .await
+        .context("reading the outbox (did you run `deimos-outbox migrate`?)")?;
     let leases = conn.leases().await?;
     let dead = conn.dead_count().await?;
-    println!("{:<40} {:>9} {:>10} {:>14}  lease", "topic", "partition", "pending", "oldest (s)");
+    println!(
+        "{:<40} {:>9} {:>10} {:>14}  lease",
+        "topic", "partition", "pending", "oldest (s)"
+    );
     for b in &backlog {
         let partition = b.partition;
         let lease = leases
             .iter()
             .find(|l| l.topic == b.topic && l.partition == partition)
             .and_then(|l| match (&l.locked_by, l.expires_in_ms) {
-                (Some(owner), Some(ms)) if ms > 0 => Some(format!("{owner} ({:.1} s left, fence {})", ms as f64 / 1000.0, l.fence)),
+                (Some(owner), Some(ms)) if ms > 0 => {
+                    Some(format!("{owner} ({:.1} s left, fence {})", ms as f64 / 1000.0, l.fence))
+                }
                 (Some(owner), _) => Some(format!("{owner} (expired)")),
                 _ => None,
             })
             .unwrap_or_else(|| "-".to_string());
-        let shown = if partition < 0 { "none".to_string() } else { partition.to_string() };
-        println!("{:<40} {:>9} {:>10} {:>14.1}  {lease}", b.topic, shown, b.count, b.max_wait_seconds);
+        let shown = if partition < 0 {
+            "none".to_string()
+        } else {
+            partition.to_string()
+        };
+        println!(
+            "{:<40} {:>9} {:>10} {:>14.1}  {lease}",
+            b.topic, shown, b.count, b.max_wait_seconds
+        );
     }
     let total: i64 = backlog.iter().map(|b| b.count).sum();
-    println!("{total} messages pending in {} partitions; {dead} in kafka_messages_dead", backlog.len());
+    println!(
+        "{total} messages pending in {} partitions; {dead} in kafka_messages_dead",
+        backlog.len()
+    );
     Ok(())
 }
