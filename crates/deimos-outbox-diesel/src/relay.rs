@@ -548,17 +548,36 @@ impl Worker {
                 Settled::Failed(error) => {
                     // Keep order: nothing behind the failure is deleted; wait for the rest, back off, start over
                     // from the lowest id.
+                    // The lease is renewed all along: the broker may take long to answer, and nobody else
+                    // may send this partition before what is still in flight has settled.
                     for mut later in in_flight.drain(..) {
-                        let _ = (&mut later.wait).await;
+                        loop {
+                            tokio::select! {
+                                _ = &mut later.wait => break,
+                                () = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed())) => {
+                                    self.renew(conn).await?;
+                                    renewed = Instant::now();
+                                }
+                            }
+                        }
                     }
                     in_flight_ids.clear();
                     failures = failures.saturating_add(1);
                     let delay = backoff(config.backoff, failures);
                     tracing::warn!(topic = %self.topic, partition = self.partition, %error, ?delay,
                         "outbox relay: messages not delivered; sending them again after backoff");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        _ = self.stop.wait_for(|s| *s) => return Ok(()),
+                    let resume = Instant::now() + delay;
+                    let mut stop = self.stop.clone();
+                    while Instant::now() < resume {
+                        let renew_due = tokio::select! {
+                            () = tokio::time::sleep_until(resume.into()) => false,
+                            () = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed())) => true,
+                            _ = stop.wait_for(|s| *s) => return Ok(()),
+                        };
+                        if renew_due {
+                            self.renew(conn).await?;
+                            renewed = Instant::now();
+                        }
                     }
                     continue;
                 }

@@ -48,7 +48,8 @@ pub trait AsyncOutboxConnection: Send {
     ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
 }
 
-/// A connection the outbox can write to from blocking code: diesel's PostgreSQL and SQLite connections.
+/// A connection the outbox can write to from blocking code: diesel's PostgreSQL and SQLite connections, and with
+/// the feature `mysql-sync` its MySQL connection.
 pub trait SyncOutboxConnection {
     /// As [`AsyncOutboxConnection::insert_messages`].
     fn insert_messages(&mut self, rows: &[NewMessage<'_>], notify: bool) -> diesel::QueryResult<usize>;
@@ -144,6 +145,8 @@ macro_rules! impl_sync {
 
 impl_sync!(diesel::PgConnection, diesel::pg::Pg, Dialect::Postgres);
 impl_sync!(SqliteConnection, diesel::sqlite::Sqlite, Dialect::Sqlite);
+#[cfg(feature = "mysql-sync")]
+impl_sync!(diesel::MysqlConnection, diesel::mysql::Mysql, Dialect::Mysql);
 
 /// What an outbox publish wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -346,18 +346,23 @@ async fn the_relay_waits_out_a_broker_outage() {
     db.drop_db().await;
 }
 
-async fn the_relay_recovers_when_its_database_connections_drop(kind: Kind) {
+/// The database goes away under the relay (every connection closed, new ones refused for two seconds, as in a
+/// restart) and comes back: the relay reconnects by itself and sends what was written meanwhile.
+async fn the_relay_recovers_from_a_database_restart(kind: Kind) {
     let db = TestDb::new(kind).await;
     let kit = Kit::new("outbox.dbrestart").await;
+    let (server, _) = db.server_and_url_via("");
+    let proxy = common::Proxy::start(&server).await;
+    // The relay reaches the database through the proxy; the test writes directly.
+    let (_, through_proxy) = db.server_and_url_via(&format!("127.0.0.1:{}", proxy.port));
     let mut config = fast_config();
     config.idle_release = Duration::from_secs(30);
-    let (stop, relay) = spawn_relay(kit.relay(&db, config));
+    let relay = Relay::new(&through_proxy, kit.backend(), config).unwrap();
+    let (stop, relay) = spawn_relay(relay);
     let mut conn = db.conn().await;
     kit.write(&mut conn, &[(1, 1), (2, 1)], true).await;
     wait_empty(&db, 30).await;
-    // What a database restart looks like to the relay: every connection is closed under it.
-    db.drop_connections().await;
-    let mut conn = db.conn().await;
+    proxy.restart(Duration::from_secs(2)).await;
     kit.write(&mut conn, &[(1, 2), (2, 2)], true).await;
     wait_empty(&db, 60).await;
     let received = kit.read_all(4, Duration::from_secs(30)).await;
@@ -369,13 +374,13 @@ async fn the_relay_recovers_when_its_database_connections_drop(kind: Kind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_the_relay_recovers_when_its_database_connections_drop() {
-    the_relay_recovers_when_its_database_connections_drop(Kind::Postgres).await;
+async fn postgres_the_relay_recovers_from_a_database_restart() {
+    the_relay_recovers_from_a_database_restart(Kind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_the_relay_recovers_when_its_database_connections_drop() {
-    the_relay_recovers_when_its_database_connections_drop(Kind::Mariadb).await;
+async fn mariadb_the_relay_recovers_from_a_database_restart() {
+    the_relay_recovers_from_a_database_restart(Kind::Mariadb).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -564,5 +569,70 @@ async fn compacted_topics_send_the_last_message_per_key_of_a_batch() {
         (keys[&1].clone(), keys[&2].clone(), keys[&3].clone()),
         (vec![3], vec![1], vec![1])
     );
+    db.drop_db().await;
+}
+
+#[cfg(feature = "mysql-sync")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_mysql_connections_write_too() {
+    use diesel::Connection as _;
+    let db = TestDb::new(Kind::Mariadb).await;
+    let kit = Kit::new("outbox.sync.mysql").await;
+    let url = db.url.clone();
+    let (outbox, producer) = (kit.outbox.clone(), kit.producer.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut my = diesel::MysqlConnection::establish(&url).unwrap();
+        my.transaction::<_, deimos_outbox_diesel::OutboxError, _>(|c| {
+            outbox.publish_sync(
+                &producer,
+                c,
+                vec![common::widget(5, 1, true), common::widget(6, 1, true)],
+                &PublishOptions::new(),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(db.count("kafka_messages").await, 2);
+    db.drop_db().await;
+}
+
+/// The broker refuses the first produce requests outright (not retried by librdkafka): the relay backs off and
+/// sends again, in order, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_batches_are_sent_again_in_order_after_backoff() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    let db = TestDb::new(Kind::Postgres).await;
+    let kit = Kit::new("outbox.refused").await;
+    let mut conn = db.conn().await;
+    kit.write(&mut conn, &[(1, 1), (1, 2), (2, 1), (1, 3), (2, 2)], true)
+        .await;
+    kit.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
+    );
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    wait_empty(&db, 30).await;
+    let received = kit.read_all(5, Duration::from_secs(20)).await;
+    stop.send(()).unwrap();
+    assert_eq!(relay.await.unwrap().sent, 5);
+    let keys = per_key(&received);
+    assert_eq!((keys[&1].clone(), keys[&2].clone()), (vec![1, 2, 3], vec![1, 2]));
+    let refused: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| k.key().name() == "publish_error")
+        .map(|(.., v)| match v {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum();
+    assert!(refused >= 1, "the broker refused some sends ({refused})");
     db.drop_db().await;
 }

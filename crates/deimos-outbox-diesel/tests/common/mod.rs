@@ -110,50 +110,17 @@ impl TestDb {
         }
     }
 
-    /// Closes every other connection to this database, as a server restart would (PostgreSQL, MariaDB).
-    pub async fn drop_connections(&self) {
-        let Some(admin) = &self.admin else { return };
-        let mut c = Conn::connect(admin).await.unwrap();
-        match self.kind {
-            Kind::Postgres => c
-                .execute(&format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
-                    self.name
-                ))
-                .await
-                .unwrap(),
-            Kind::Mariadb => {
-                // KILL each connection of the database, found through the processlist.
-                let ids = processlist_ids(&mut c, &self.name).await;
-                for id in ids {
-                    let _ = c.execute(&format!("KILL {id}")).await;
-                }
-            }
-            Kind::Sqlite => {}
-        }
+    /// The server's `host:port`, and the URL with it replaced by `via` (a proxy's `host:port`).
+    pub fn server_and_url_via(&self, via: &str) -> (String, String) {
+        let (scheme, rest) = self.url.split_once("://").unwrap();
+        let (user, rest) = rest.split_once('@').unwrap();
+        let (server, path) = rest.split_once('/').unwrap();
+        (server.to_string(), format!("{scheme}://{user}@{via}/{path}"))
     }
 
     pub async fn count(&self, table: &str) -> i64 {
         count(&mut self.conn().await, table).await
     }
-}
-
-async fn processlist_ids(c: &mut Conn, db: &str) -> Vec<i64> {
-    use diesel::QueryableByName;
-    use diesel_async::RunQueryDsl;
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        id: i64,
-    }
-    let Conn::Mysql(m) = c else { return vec![] };
-    let rows: Vec<Id> = diesel::sql_query(format!(
-        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST WHERE DB = '{db}' AND ID <> CONNECTION_ID()"
-    ))
-    .load(m)
-    .await
-    .unwrap();
-    rows.into_iter().map(|r| r.id).collect()
 }
 
 pub async fn count(c: &mut Conn, table: &str) -> i64 {
@@ -372,4 +339,58 @@ pub async fn within<F: std::future::Future<Output = T>, T>(secs: u64, f: F) -> T
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {secs} s"))
+}
+
+/// A TCP proxy in front of a database server: `restart` closes every connection through it and refuses new
+/// ones for a while, which is what a database restart looks like to a client, without touching the server
+/// the other tests share.
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    pub async fn start(target: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let up = Arc::new(up);
+        let (target, state) = (target.to_string(), up.clone());
+        tokio::spawn(async move {
+            let mut listener = Some(listener);
+            loop {
+                let Some(l) = listener.as_ref() else {
+                    // Down: nothing listens (connections are refused) until it comes back up.
+                    let mut rx = state.subscribe();
+                    let _ = rx.wait_for(|up| *up).await;
+                    listener = Some(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+                    continue;
+                };
+                let mut rx = state.subscribe();
+                tokio::select! {
+                    accepted = l.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        let target = target.clone();
+                        let mut down = state.subscribe();
+                        tokio::spawn(async move {
+                            let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else { return };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = down.wait_for(|up| !*up) => {}
+                            }
+                        });
+                    }
+                    _ = rx.wait_for(|up| !*up) => listener = None,
+                }
+            }
+        });
+        Proxy { port, up }
+    }
+
+    /// Closes every connection and refuses new ones for `down`, then accepts again.
+    pub async fn restart(&self, down: Duration) {
+        self.up.send_replace(false);
+        tokio::time::sleep(down).await;
+        self.up.send_replace(true);
+    }
 }
