@@ -66,6 +66,7 @@ impl Dialect {
             ),
         };
         let filled = sql
+            .replace("{held}", HELD)
             .replace("{partition}", &format!("{q}partition{q}"))
             .replace("{key}", &format!("{q}key{q}"))
             .replace("{now_ms}", now_ms)
@@ -249,6 +250,20 @@ fn id_list(ids: &[i64]) -> String {
     }
     out.push(')');
     out
+}
+
+/// The lease row of a partition while `owner` holds it under `fence`.
+const HELD: &str = "topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?";
+
+/// Binds the topic, partition, owner and fence of a [`HELD`] condition.
+macro_rules! bind_held {
+    ($query:expr, $topic:expr, $partition:expr, $owner:expr, $fence:expr) => {{
+        $query
+            .bind::<Text, _>($topic)
+            .bind::<Integer, _>($partition)
+            .bind::<Text, _>($owner)
+            .bind::<BigInt, _>($fence)
+    }};
 }
 
 /// Binds the topic and the partition of a [`PARTITION_FILTER`].
@@ -442,7 +457,7 @@ impl Conn {
     ) -> Result<bool, OutboxError> {
         let sql = self.dialect().sql(
             "UPDATE kafka_topic_info SET locked_at = {now}, lease_until = {now_ms} + ? \
-             WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?",
+             WHERE {held}",
         );
         let n = with_conn!(self, c => diesel::sql_query(&sql)
             .bind::<BigInt, _>(ttl_ms)
@@ -458,17 +473,12 @@ impl Conn {
 
     /// Whether the lease is still held, without extending it.
     async fn renew_check(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<bool, OutboxError> {
-        let sql = self.dialect().sql(
-            "SELECT fence FROM kafka_topic_info WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?",
-        );
-        let rows: Vec<FenceRow> = with_conn!(self, c => diesel::sql_query(&sql)
-            .bind::<Text, _>(topic)
-            .bind::<Integer, _>(partition)
-            .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(fence)
+        let sql = self.dialect().sql("SELECT fence FROM kafka_topic_info WHERE {held}");
+        let rows: Vec<FenceRow> =
+            with_conn!(self, c => bind_held!(diesel::sql_query(&sql), topic, partition, owner, fence)
             .load(c)
             .await)
-        .map_err(OutboxError::db("reading a lease"))?;
+            .map_err(OutboxError::db("reading a lease"))?;
         Ok(!rows.is_empty())
     }
 
@@ -477,13 +487,9 @@ impl Conn {
         let sql = self.dialect().sql(
             "UPDATE kafka_topic_info SET locked_by = NULL, locked_at = NULL, lease_until = NULL, error = FALSE, \
              retries = 0, last_processed_at = {now} \
-             WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?",
+             WHERE {held}",
         );
-        with_conn!(self, c => diesel::sql_query(&sql)
-            .bind::<Text, _>(topic)
-            .bind::<Integer, _>(partition)
-            .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(fence)
+        with_conn!(self, c => bind_held!(diesel::sql_query(&sql), topic, partition, owner, fence)
             .execute(c)
             .await)
         .map_err(OutboxError::db("releasing a lease"))?;
@@ -559,11 +565,9 @@ impl Conn {
         let d = self.dialect();
         let check = d.sql(
             "UPDATE kafka_topic_info SET last_processed_at = {now} \
-             WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ?",
+             WHERE {held}",
         );
-        let lock = (d != Dialect::Sqlite).then(|| {
-            d.sql("SELECT fence FROM kafka_topic_info WHERE topic = ? AND {partition} = ? AND locked_by = ? AND fence = ? FOR UPDATE")
-        });
+        let lock = (d != Dialect::Sqlite).then(|| d.sql("SELECT fence FROM kafka_topic_info WHERE {held} FOR UPDATE"));
         let mut all: Vec<i64> = done.iter().copied().chain(dead.iter().map(|(id, _)| *id)).collect();
         all.sort_unstable();
         let moves: Vec<(String, String)> = dead
@@ -582,22 +586,14 @@ impl Conn {
             let owned = match &lock {
                 // Lock the lease row first so a relay taking the lease over waits for this transaction.
                 Some(lock) => {
-                    let rows: Vec<FenceRow> = diesel::sql_query(lock)
-                        .bind::<Text, _>(topic)
-                        .bind::<Integer, _>(partition)
-                        .bind::<Text, _>(owner)
-                        .bind::<BigInt, _>(fence)
+                    let rows: Vec<FenceRow> = bind_held!(diesel::sql_query(lock), topic, partition, owner, fence)
                         .load(c)
                         .await
                         .map_err(OutboxError::db("locking a lease"))?;
                     !rows.is_empty()
                 }
                 None => {
-                    diesel::sql_query(&check)
-                        .bind::<Text, _>(topic)
-                        .bind::<Integer, _>(partition)
-                        .bind::<Text, _>(owner)
-                        .bind::<BigInt, _>(fence)
+                    bind_held!(diesel::sql_query(&check), topic, partition, owner, fence)
                         .execute(c)
                         .await
                         .map_err(OutboxError::db("checking a lease"))?

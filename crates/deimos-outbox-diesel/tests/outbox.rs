@@ -8,30 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Kind, Kit, TestDb, fast_config, per_key, within};
+use common::{Kind, Kit, TestDb, fast_config, per_key, spawn_relay, within};
 use deimos_metrics::events;
 use deimos_outbox_diesel::{Conn, Relay};
 use deimos_producer::PublishOptions;
-use tokio::sync::{Mutex, oneshot};
-
-/// Runs a relay until `done` says so; returns its stats.
-fn spawn_relay(
-    relay: Relay,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<deimos_outbox_diesel::RelayStats>,
-) {
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        relay
-            .run_until(async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap()
-    });
-    (tx, task)
-}
 
 async fn wait_empty(db: &TestDb, secs: u64) {
     within(secs, async {
@@ -168,7 +148,7 @@ async fn concurrent_writers_and_two_relays_keep_per_key_commit_order(kind: Kind)
     let (stop_a, relay_a) = spawn_relay(kit.relay(&db, config.clone()));
     let (stop_b, relay_b) = spawn_relay(kit.relay(&db, config));
 
-    let seqs: Arc<Vec<Mutex<i64>>> = Arc::new((0..KEYS).map(|_| Mutex::new(0)).collect());
+    let seqs = common::key_seqs(KEYS);
     let mut writers = Vec::new();
     for w in 0..4i64 {
         let (writer, seqs, url) = (kit.writer(), seqs.clone(), db.url.clone());
@@ -178,20 +158,7 @@ async fn concurrent_writers_and_two_relays_keep_per_key_commit_order(kind: Kind)
             for t in 0..TXNS_PER_WRITER as i64 {
                 let key = (w * 7 + t * 5) % KEYS;
                 let commit = t % 5 != 3;
-                // Hold the key for the whole transaction: its next transaction starts after this one committed.
-                let mut seq = seqs[key as usize].lock().await;
-                let next = if commit { *seq + 1 } else { -1 };
-                writer
-                    .write(
-                        &mut conn,
-                        &[(key, next), ((key + 1) % KEYS, -1)][..1 + usize::from(!commit)],
-                        commit,
-                    )
-                    .await;
-                if commit {
-                    *seq = next;
-                    committed += 1;
-                }
+                committed += usize::from(writer.write_keyed(&mut conn, &seqs, key, commit).await);
             }
             committed
         }));

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::{Kind, Kit, TestDb, fast_config, per_key};
 use deimos_outbox_diesel::{Conn, Relay};
-use tokio::sync::Mutex;
 
 const KILLS: usize = 20;
 const KEYS: i64 = 16;
@@ -49,7 +48,7 @@ async fn relay_survives_sigkill(kind: Kind) {
 
     // Writers: transactions of one key (held for the transaction, as a row lock would), one in six rolled back.
     let stop_writing = Arc::new(AtomicBool::new(false));
-    let seqs: Arc<Vec<Mutex<i64>>> = Arc::new((0..KEYS).map(|_| Mutex::new(0)).collect());
+    let seqs = common::key_seqs(KEYS);
     let mut writers = Vec::new();
     for w in 0..3i64 {
         let (writer, seqs, url, stop) = (kit.writer(), seqs.clone(), db.url.clone(), stop_writing.clone());
@@ -59,14 +58,7 @@ async fn relay_survives_sigkill(kind: Kind) {
             while !stop.load(Ordering::Relaxed) {
                 let key = (w * 5 + t * 3) % KEYS;
                 let commit = t % 6 != 5;
-                let mut seq = seqs[key as usize].lock().await;
-                let next = if commit { *seq + 1 } else { -1 };
-                writer.write(&mut conn, &[(key, next)], commit).await;
-                if commit {
-                    *seq = next;
-                    committed += 1;
-                }
-                drop(seq);
+                committed += usize::from(writer.write_keyed(&mut conn, &seqs, key, commit).await);
                 t += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -106,15 +98,7 @@ async fn relay_survives_sigkill(kind: Kind) {
     // A last relay (in process) drains what is left once the killed relays' leases expire.
     let relay = Relay::new(&db.url, kit.backend(), fast_config()).unwrap();
     let pending = db.count("kafka_messages").await;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        relay
-            .run_until(async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap()
-    });
+    let (tx, task) = common::spawn_relay(relay);
     common::within(90, async {
         while db.count("kafka_messages").await > 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -275,7 +275,29 @@ pub struct Writer {
     pub producer: Producer,
 }
 
+/// Each key's last committed sequence number, locked for the whole of a transaction on that key, as a row lock
+/// on the key's record would be: a key's next transaction starts after its last one committed.
+pub type KeySeqs = Arc<Vec<tokio::sync::Mutex<i64>>>;
+
+pub fn key_seqs(keys: i64) -> KeySeqs {
+    Arc::new((0..keys).map(|_| tokio::sync::Mutex::new(0)).collect())
+}
+
 impl Writer {
+    /// One transaction on `key`: its next message if `commit`, else a message (and one of the next key) that is
+    /// rolled back. Returns whether it committed.
+    pub async fn write_keyed(&self, conn: &mut Conn, seqs: &KeySeqs, key: i64, commit: bool) -> bool {
+        let keys = seqs.len() as i64;
+        let mut seq = seqs[key as usize].lock().await;
+        if commit {
+            self.write(conn, &[(key, *seq + 1)], true).await;
+            *seq += 1;
+        } else {
+            self.write(conn, &[(key, -1), ((key + 1) % keys, -1)], false).await;
+        }
+        commit
+    }
+
     /// Writes widgets `(key, seq)` in one transaction; commits or rolls back.
     pub async fn write(&self, conn: &mut Conn, widgets: &[(i64, i64)], commit: bool) {
         conn.begin().await.unwrap();
@@ -393,4 +415,23 @@ impl Proxy {
         tokio::time::sleep(down).await;
         self.up.send_replace(true);
     }
+}
+
+/// Runs a relay until `done` says so; returns its stats.
+pub fn spawn_relay(
+    relay: Relay,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<deimos_outbox_diesel::RelayStats>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        relay
+            .run_until(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+    });
+    (tx, task)
 }
