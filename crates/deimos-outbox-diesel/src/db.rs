@@ -53,12 +53,13 @@ impl Dialect {
     /// `sql` with its placeholders and slots filled in for this dialect.
     pub(crate) fn sql(self, sql: &str) -> String {
         let (q, now_ms, now) = match self {
+            // Timestamps are UTC, as Rails writes them into Deimos's columns.
             Dialect::Postgres => (
                 '"',
                 "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
-                "LOCALTIMESTAMP",
+                "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')",
             ),
-            Dialect::Mysql => ('`', "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)", "NOW(6)"),
+            Dialect::Mysql => ('`', "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)", "UTC_TIMESTAMP(6)"),
             Dialect::Sqlite => (
                 '"',
                 "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
@@ -87,11 +88,13 @@ impl Dialect {
         out
     }
 
-    /// Seconds since a timestamp column's value, as a double.
+    /// Seconds since a (UTC) timestamp column's value, as a double.
     fn age_seconds(self, column: &str) -> String {
         match self {
-            Dialect::Postgres => format!("EXTRACT(EPOCH FROM (LOCALTIMESTAMP - {column}))::FLOAT8"),
-            Dialect::Mysql => format!("TIMESTAMPDIFF(MICROSECOND, {column}, NOW(6)) / 1000000.0"),
+            Dialect::Postgres => {
+                format!("EXTRACT(EPOCH FROM ((CURRENT_TIMESTAMP AT TIME ZONE 'UTC') - {column}))::FLOAT8")
+            }
+            Dialect::Mysql => format!("TIMESTAMPDIFF(MICROSECOND, {column}, UTC_TIMESTAMP(6)) / 1000000.0"),
             Dialect::Sqlite => format!("(julianday('now') - julianday({column})) * 86400.0"),
         }
     }

@@ -100,6 +100,11 @@ impl Default for RelayConfig {
     }
 }
 
+fn fresh_owner(name: &str) -> Arc<str> {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    Arc::from(format!("{name}-{}", &suffix[..12]))
+}
+
 fn default_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_string());
     format!("{host}-{}", std::process::id())
@@ -143,8 +148,9 @@ struct Counters {
 /// 3. When the oldest batch is acknowledged in full, its rows are deleted with one statement. A row the broker
 ///    refused as too large is moved to `kafka_messages_dead` in the same transaction and reported; the rest of
 ///    the batch goes on. Any other failure deletes only the acknowledged prefix of that batch, waits for the
-///    batches behind it, backs off and starts again from the lowest id: order is kept, and only unacknowledged
-///    rows are sent again.
+///    batches behind it, backs off and starts again from the lowest id: order is kept; rows acknowledged after
+///    the failure are sent again. A worker that fails with batches in flight keeps renewing its lease until they
+///    have settled.
 /// 4. Idle for `idle_release`, it gives the lease back and ends; writers' NOTIFY (PostgreSQL) or polling brings
 ///    a new worker when rows come.
 #[derive(Debug, Clone)]
@@ -176,10 +182,9 @@ impl Relay {
                 config.lease_ttl
             )));
         }
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
         Ok(Relay {
             url,
-            owner: Arc::from(format!("{}-{}", config.name, &suffix[..12])),
+            owner: fresh_owner(&config.name),
             backend,
             config: Arc::new(config),
         })
@@ -193,9 +198,23 @@ impl Relay {
     /// Runs until `stop` completes, then stops taking new batches, waits (up to `shutdown_timeout`) for those in
     /// flight, deletes what was acknowledged and gives the leases back.
     pub async fn run_until(&self, stop: impl Future<Output = ()>) -> Result<RelayStats, OutboxError> {
+        // A lease owner of this run alone: clones of a relay, or one relay run twice at once, never share leases.
+        let me = Relay {
+            owner: fresh_owner(&self.config.name),
+            ..self.clone()
+        };
+        me.run_once(stop).await
+    }
+
+    async fn run_once(&self, stop: impl Future<Output = ()>) -> Result<RelayStats, OutboxError> {
         // Fail early on a database that cannot be reached or lacks the tables.
         let mut coord = Conn::connect(&self.url).await?;
-        coord.leases().await?;
+        coord.leases().await.map_err(|e| {
+            OutboxError::Config(format!(
+                "the outbox tables are missing or out of date ({e}); run `deimos-outbox migrate` or \
+                 deimos_outbox_diesel::migrate first"
+            ))
+        })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
@@ -213,6 +232,7 @@ impl Relay {
         let mut stop = std::pin::pin!(stop);
         let mut workers: JoinSet<WorkerEnd> = JoinSet::new();
         let mut active: HashSet<(String, i32)> = HashSet::new();
+        let mut tasks: HashMap<tokio::task::Id, (String, i32)> = HashMap::new();
         let mut idle: Vec<Conn> = Vec::new();
         let mut retry_at: HashMap<(String, i32), (Instant, u32)> = HashMap::new();
         let mut coord = Some(coord);
@@ -257,13 +277,18 @@ impl Relay {
                         stop: stop_rx.clone(),
                         wake: wake_rx.clone(),
                     };
-                    active.insert(key);
                     let pooled = idle.pop();
-                    workers.spawn(worker.run(pooled));
+                    let task = workers.spawn(worker.run(pooled));
+                    tasks.insert(task.id(), key.clone());
+                    active.insert(key);
                 }
                 Ok::<(), OutboxError>(())
             };
-            match pass.await {
+            let outcome = tokio::select! {
+                outcome = pass => outcome,
+                () = &mut stop => break,
+            };
+            match outcome {
                 Ok(()) => coord_failures = 0,
                 Err(e) => {
                     coord = None;
@@ -280,9 +305,10 @@ impl Relay {
                 () = &mut stop => break,
                 _ = wake_seen.changed() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
-                Some(ended) = workers.join_next() => {
+                Some(ended) = workers.join_next_with_id() => {
                     match ended {
-                        Ok(end) => {
+                        Ok((id, end)) => {
+                            tasks.remove(&id);
                             let key = (end.topic.clone(), end.partition);
                             active.remove(&key);
                             match &end.result {
@@ -302,7 +328,13 @@ impl Relay {
                                 idle.push(conn);
                             }
                         }
-                        Err(join) => tracing::error!(error = %join, "outbox relay: a worker task failed"),
+                        Err(join) => {
+                            // Its lease expires by itself; the partition is taken up again after that.
+                            if let Some(key) = tasks.remove(&join.id()) {
+                                active.remove(&key);
+                            }
+                            tracing::error!(error = %join, "outbox relay: a worker task failed");
+                        }
                     }
                 }
             }
@@ -476,10 +508,16 @@ impl Worker {
                 }
             },
         };
+        let mut in_flight: VecDeque<Flight> = VecDeque::new();
         let result = match conn.as_mut() {
-            Some(c) => self.work(c).await,
+            Some(c) => self.work(c, &mut in_flight).await,
             None => Ok(()),
         };
+        if !in_flight.is_empty() {
+            // Failed with batches still in librdkafka's hands: they may yet be sent, so the lease is kept (and
+            // renewed where possible) until they have settled, and nobody else sends this partition meanwhile.
+            conn = self.settle_after_failure(conn, in_flight).await;
+        }
         if let Some(c) = conn.as_mut()
             && !matches!(result, Err(OutboxError::LeaseLost { .. }))
             && let Err(e) = c
@@ -498,11 +536,38 @@ impl Worker {
         }
     }
 
-    async fn work(&mut self, conn: &mut Conn) -> Result<(), OutboxError> {
+    /// Waits for batches left in flight by a failure, renewing the lease (on a new connection if the old one
+    /// failed) so that it does not expire while they may still be sent.
+    async fn settle_after_failure(&mut self, mut conn: Option<Conn>, in_flight: VecDeque<Flight>) -> Option<Conn> {
+        let renew_every = self.relay.config.lease_ttl / 3;
+        let mut renewed = Instant::now();
+        for mut flight in in_flight {
+            loop {
+                tokio::select! {
+                    _ = &mut flight.wait => break,
+                    () = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed())) => {
+                        renewed = Instant::now();
+                        if conn.is_none() {
+                            conn = Conn::connect(&self.relay.url).await.ok();
+                        }
+                        if let Some(c) = conn.as_mut()
+                            && let Err(e) = self.renew(c).await
+                        {
+                            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
+                                "outbox relay: could not renew a lease while failed batches settle");
+                            conn = None;
+                        }
+                    }
+                }
+            }
+        }
+        conn
+    }
+
+    async fn work(&mut self, conn: &mut Conn, in_flight: &mut VecDeque<Flight>) -> Result<(), OutboxError> {
         let config = Arc::clone(&self.relay.config);
         let renew_every = config.lease_ttl / 3;
         let mut renewed = Instant::now();
-        let mut in_flight: VecDeque<Flight> = VecDeque::new();
         let mut in_flight_ids: HashSet<i64> = HashSet::new();
         let mut idle_since: Option<Instant> = None;
         let mut failures = 0u32;
@@ -675,7 +740,16 @@ impl Worker {
             Vec::new(),
             messages,
         );
-        let pending = self.relay.backend.enqueue(batch).await;
+        // Handing over can wait on a full librdkafka queue: keep the lease meanwhile.
+        let backend = self.relay.backend.clone();
+        let mut handing = std::pin::pin!(backend.enqueue(batch));
+        let renew_every = config.lease_ttl / 3;
+        let pending = loop {
+            tokio::select! {
+                pending = &mut handing => break pending,
+                () = tokio::time::sleep(renew_every) => self.renew(conn).await?,
+            }
+        };
         Ok(Some(Flight {
             sent,
             compacted,
