@@ -271,7 +271,7 @@ impl Relay {
                         topic: key.0.clone(),
                         partition: key.1,
                         fence,
-                        lease_deadline: asked + lease_margin(self.config.lease_ttl),
+                        renewed: asked,
                         relay: self.clone(),
                         counters: Arc::clone(&counters),
                         stop: stop_rx.clone(),
@@ -474,7 +474,9 @@ struct Worker {
     topic: String,
     partition: i32,
     fence: i64,
-    lease_deadline: Instant,
+    /// When the lease was last taken or renewed (the request's start): it may be used until
+    /// [`lease_margin`] after this.
+    renewed: Instant,
     relay: Relay,
     counters: Arc<Counters>,
     stop: watch::Receiver<bool>,
@@ -539,14 +541,11 @@ impl Worker {
     /// Waits for batches left in flight by a failure, renewing the lease (on a new connection if the old one
     /// failed) so that it does not expire while they may still be sent.
     async fn settle_after_failure(&mut self, mut conn: Option<Conn>, in_flight: VecDeque<Flight>) -> Option<Conn> {
-        let renew_every = self.relay.config.lease_ttl / 3;
-        let mut renewed = Instant::now();
         for mut flight in in_flight {
             loop {
                 tokio::select! {
                     _ = &mut flight.wait => break,
-                    () = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed())) => {
-                        renewed = Instant::now();
+                    () = tokio::time::sleep(self.renew_in()) => {
                         if conn.is_none() {
                             conn = Conn::connect(&self.relay.url).await.ok();
                         }
@@ -556,6 +555,8 @@ impl Worker {
                             tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
                                 "outbox relay: could not renew a lease while failed batches settle");
                             conn = None;
+                            // Try again a third of the TTL from now, not at once.
+                            self.renewed = Instant::now();
                         }
                     }
                 }
@@ -566,16 +567,13 @@ impl Worker {
 
     async fn work(&mut self, conn: &mut Conn, in_flight: &mut VecDeque<Flight>) -> Result<(), OutboxError> {
         let config = Arc::clone(&self.relay.config);
-        let renew_every = config.lease_ttl / 3;
-        let mut renewed = Instant::now();
         let mut in_flight_ids: HashSet<i64> = HashSet::new();
         let mut idle_since: Option<Instant> = None;
         let mut failures = 0u32;
         loop {
             let stopping = *self.stop.borrow();
-            if renewed.elapsed() >= renew_every {
+            if self.renew_in().is_zero() {
                 self.renew(conn).await?;
-                renewed = Instant::now();
             }
             // Fill the pipeline.
             if !stopping && in_flight.len() < config.max_in_flight {
@@ -595,17 +593,18 @@ impl Worker {
                 if since.elapsed() >= config.idle_release {
                     return Ok(());
                 }
+                let nap = config.poll_interval.min(self.renew_in());
                 tokio::select! {
                     _ = self.wake.changed() => {}
                     _ = self.stop.changed() => {}
-                    () = tokio::time::sleep(config.poll_interval.min(renew_every)) => {}
+                    () = tokio::time::sleep(nap) => {}
                 }
                 continue;
             };
             // Wait for the oldest batch, renewing the lease meanwhile.
             let results = tokio::select! {
                 results = &mut front.wait => results,
-                () = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed())) => continue,
+                () = tokio::time::sleep(self.renew_in()) => continue,
             };
             let Some(flight) = in_flight.pop_front() else { continue };
             match self.settle(conn, &flight.sent, &flight.compacted, &results).await? {
@@ -615,34 +614,23 @@ impl Worker {
                     // from the lowest id.
                     // The lease is renewed all along: the broker may take long to answer, and nobody else
                     // may send this partition before what is still in flight has settled.
-                    for mut later in in_flight.drain(..) {
-                        loop {
-                            tokio::select! {
-                                _ = &mut later.wait => break,
-                                () = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed())) => {
-                                    self.renew(conn).await?;
-                                    renewed = Instant::now();
-                                }
-                            }
-                        }
+                    while let Some(mut later) = in_flight.pop_front() {
+                        self.renewing(conn, &mut later.wait).await?;
                     }
                     in_flight_ids.clear();
                     failures = failures.saturating_add(1);
                     let delay = backoff(config.backoff, failures);
                     tracing::warn!(topic = %self.topic, partition = self.partition, %error, ?delay,
                         "outbox relay: messages not delivered; sending them again after backoff");
-                    let resume = Instant::now() + delay;
                     let mut stop = self.stop.clone();
-                    while Instant::now() < resume {
-                        let renew_due = tokio::select! {
-                            () = tokio::time::sleep_until(resume.into()) => false,
-                            () = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed())) => true,
-                            _ = stop.wait_for(|s| *s) => return Ok(()),
-                        };
-                        if renew_due {
-                            self.renew(conn).await?;
-                            renewed = Instant::now();
+                    let pause = async {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => true,
+                            _ = stop.wait_for(|s| *s) => false,
                         }
+                    };
+                    if !self.renewing(conn, pause).await? {
+                        return Ok(());
                     }
                     continue;
                 }
@@ -666,10 +654,26 @@ impl Worker {
             )
             .await?
         {
-            self.lease_deadline = asked + lease_margin(config.lease_ttl);
+            self.renewed = asked;
             Ok(())
         } else {
             Err(self.lost())
+        }
+    }
+
+    /// How long until the lease is due for renewal (every third of its TTL); zero when it is due.
+    fn renew_in(&self) -> Duration {
+        (self.relay.config.lease_ttl / 3).saturating_sub(self.renewed.elapsed())
+    }
+
+    /// Awaits `work` (which must not need the worker), renewing the lease whenever it is due meanwhile.
+    async fn renewing<F: Future>(&mut self, conn: &mut Conn, work: F) -> Result<F::Output, OutboxError> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                () = tokio::time::sleep(self.renew_in()) => self.renew(conn).await?,
+            }
         }
     }
 
@@ -702,7 +706,7 @@ impl Worker {
         if rows.is_empty() {
             return Ok(None);
         }
-        if Instant::now() >= self.lease_deadline {
+        if self.renewed.elapsed() >= lease_margin(config.lease_ttl) {
             self.renew(conn).await?;
         }
         let (rows, compacted) = if config.compact_topics.contains(&self.topic) {
@@ -742,14 +746,7 @@ impl Worker {
         );
         // Handing over can wait on a full librdkafka queue: keep the lease meanwhile.
         let backend = self.relay.backend.clone();
-        let mut handing = std::pin::pin!(backend.enqueue(batch));
-        let renew_every = config.lease_ttl / 3;
-        let pending = loop {
-            tokio::select! {
-                pending = &mut handing => break pending,
-                () = tokio::time::sleep(renew_every) => self.renew(conn).await?,
-            }
-        };
+        let pending = self.renewing(conn, backend.enqueue(batch)).await?;
         Ok(Some(Flight {
             sent,
             compacted,

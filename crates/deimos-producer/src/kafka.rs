@@ -292,6 +292,14 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// The batch's headers, then the message's own, as librdkafka takes them.
+fn owned_headers(batch: &[(String, Vec<u8>)], message: &[(String, Vec<u8>)]) -> OwnedHeaders {
+    batch.iter().chain(message).fold(
+        OwnedHeaders::new_with_capacity(batch.len() + message.len()),
+        |h, (k, v)| h.insert(Header { key: k, value: Some(v) }),
+    )
+}
+
 fn delivery_error(err: &KafkaError, size: usize, limit: Option<usize>) -> DeliveryError {
     match err.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageSizeTooLarge) => DeliveryError::TooLarge {
@@ -331,14 +339,7 @@ impl PublishBackend for KafkaBackend {
             published: metrics::counter!(catalogue::PUBLISH.name, "status" => "success", "topic" => topic_label.clone()),
             failed: metrics::counter!(catalogue::PUBLISH_ERROR.name, "topic" => topic_label),
         });
-        let headers = (!batch.headers.is_empty()).then(|| {
-            batch
-                .headers
-                .iter()
-                .fold(OwnedHeaders::new_with_capacity(batch.headers.len()), |h, (k, v)| {
-                    h.insert(Header { key: k, value: Some(v) })
-                })
-        });
+        let headers = (!batch.headers.is_empty()).then(|| owned_headers(&batch.headers, &[]));
         let mut partition_count = None;
         for (index, m) in batch.messages.iter().enumerate() {
             let size = m.size();
@@ -389,11 +390,7 @@ impl PublishBackend for KafkaBackend {
                     record = record.headers(h.clone());
                 }
             } else {
-                let all = batch.headers.iter().chain(&m.headers).fold(
-                    OwnedHeaders::new_with_capacity(batch.headers.len() + m.headers.len()),
-                    |h, (k, v)| h.insert(Header { key: k, value: Some(v) }),
-                );
-                record = record.headers(all);
+                record = record.headers(owned_headers(&batch.headers, &m.headers));
             }
             loop {
                 match inner.producer.send(record) {

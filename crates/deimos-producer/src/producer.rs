@@ -485,7 +485,7 @@ impl Producer {
             .enumerate()
             .map(|(index, payload)| self.encode_loose(index, payload, keep).map(|e| e.message))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(self.batch(topic, options, messages)))
+        Ok(Some(self.batch(topic, options.headers.clone().into(), messages)))
     }
 
     /// Encodes typed records exactly as [`publish_records`](Self::publish_records) would, without sending
@@ -504,15 +504,20 @@ impl Producer {
             .enumerate()
             .map(|(index, record)| self.encode_record(index, record, keep).map(|e| e.message))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(self.batch(topic, options, messages)))
+        Ok(Some(self.batch(topic, options.headers.clone().into(), messages)))
     }
 
-    fn batch(&self, topic: Arc<str>, options: &PublishOptions, messages: Vec<OutgoingMessage>) -> OutgoingBatch {
+    fn batch(
+        &self,
+        topic: Arc<str>,
+        headers: Arc<[(String, Vec<u8>)]>,
+        messages: Vec<OutgoingMessage>,
+    ) -> OutgoingBatch {
         OutgoingBatch {
             producer: Arc::clone(&self.inner.name),
             configured_topic: Arc::clone(&self.inner.topic),
             topic,
-            headers: options.headers.clone().into(),
+            headers,
             messages,
         }
     }
@@ -709,13 +714,7 @@ impl Producer {
                 break;
             }
             handed_over += group.len();
-            let batch = OutgoingBatch {
-                producer: Arc::clone(&inner.name),
-                configured_topic: Arc::clone(&inner.topic),
-                topic: Arc::clone(&topic),
-                headers: Arc::clone(&headers),
-                messages: group,
-            };
+            let batch = self.batch(Arc::clone(&topic), Arc::clone(&headers), group);
             pendings.push(inner.setup.backend.enqueue(batch).await);
         }
         let mut outcomes = Vec::with_capacity(handed_over);
