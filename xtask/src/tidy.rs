@@ -30,8 +30,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("deimos-producer", 5),
     ("deimos-consumer", 5),
     ("deimos-outbox-diesel", 6),
-    ("deimos-test", 7),
-    ("deimos", 8),
+    ("deimos-records-diesel", 7),
+    ("deimos-test", 8),
+    ("deimos", 9),
 ];
 
 /// Workspace members outside `crates/` (package name, directory). They sit above every layer: they may depend

@@ -153,6 +153,16 @@ pub const PENDING_DB_MESSAGES_COUNT: MetricDef = MetricDef {
     help: "Outbox rows not yet sent, per topic",
 };
 
+/// Record-consumer transactions retried after a deadlock or lock timeout, by topic.
+pub const DEADLOCK: MetricDef = MetricDef {
+    name: "deadlock",
+    kind: MetricKind::Counter,
+    labels: &["topic"],
+    unit: "retries",
+    deimos: "deadlock (topic:T)",
+    help: "Record-consumer transactions retried after a deadlock or lock wait timeout, per topic",
+};
+
 /// Every metric above.
 pub const ALL: &[MetricDef] = &[
     PUBLISH,
@@ -167,6 +177,7 @@ pub const ALL: &[MetricDef] = &[
     DB_PRODUCER_TOO_LARGE,
     PENDING_DB_MESSAGES_MAX_WAIT,
     PENDING_DB_MESSAGES_COUNT,
+    DEADLOCK,
 ];
 
 /// Registers the unit and help text of every metric in [`ALL`] with the installed `metrics` recorder. Call it

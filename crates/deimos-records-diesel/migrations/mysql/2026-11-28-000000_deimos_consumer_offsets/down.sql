@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS deimos_consumer_offsets;
