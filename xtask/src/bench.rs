@@ -30,6 +30,7 @@ const SUITES: &[(&str, &str)] = &[
     ("avro", "deimos-avro"),
     ("kafka", "deimos-integration-tests"),
     ("outbox", "deimos-outbox-diesel"),
+    ("records", "deimos-records-diesel"),
 ];
 
 /// A `BENCH` line.

@@ -78,6 +78,8 @@ struct Inner {
     fields: Vec<(String, Json)>,
     /// Schema fields that are columns (timestamps aside), with the time unit of each.
     mapped: Vec<(usize, TimeUnit)>,
+    /// The same as (column index, field index, unit), in table order.
+    plan: Vec<(usize, usize, TimeUnit)>,
     key_field: Option<String>,
     db: Database,
     compacted: bool,
@@ -262,17 +264,29 @@ impl RecordConsumer {
     /// A record consumer of messages of `schema` into `table`.
     pub fn builder(table: RecordTable, schema: &AvroSchema) -> RecordConsumerBuilder {
         let fields: Vec<(String, Json)> = schema.fields().into_iter().map(|f| (f.name, f.schema)).collect();
-        let mapped = fields
+        let mapped: Vec<(usize, TimeUnit)> = fields
             .iter()
             .enumerate()
             .filter(|(_, (n, _))| n != "created_at" && n != "updated_at" && table.has(n))
             .map(|(i, (_, s))| (i, time_unit(s)))
+            .collect();
+        let plan = table
+            .columns()
+            .iter()
+            .enumerate()
+            .filter_map(|(c, column)| {
+                mapped
+                    .iter()
+                    .find(|(f, _)| fields[*f].0 == column.name)
+                    .map(|(f, unit)| (c, *f, *unit))
+            })
             .collect();
         RecordConsumerBuilder {
             inner: Inner {
                 table,
                 fields,
                 mapped,
+                plan,
                 key_field: None,
                 db: Database {
                     url: None,
@@ -297,6 +311,8 @@ impl RecordConsumer {
 struct Msg {
     payload: Option<Map<String, Json>>,
     key: Option<DecodedKey>,
+    /// The key as text, for compaction and slicing.
+    key_id: Option<String>,
     offset: i64,
 }
 
@@ -309,9 +325,23 @@ impl Msg {
         }
     }
 
-    /// Identity for compaction and slicing.
-    fn key_id(&self) -> Option<String> {
-        self.key.as_ref().map(|k| format!("{k:?}"))
+    fn new(payload: Option<Map<String, Json>>, key: Option<DecodedKey>, offset: i64) -> Msg {
+        let key_id = key.as_ref().map(|k| match k {
+            DecodedKey::Value(Json::String(s)) | DecodedKey::Text(s) => format!("s{s}"),
+            DecodedKey::Value(Json::Number(n)) => format!("n{n}"),
+            DecodedKey::Value(v) => format!("j{v}"),
+            other => format!("{other:?}"),
+        });
+        Msg {
+            payload,
+            key,
+            key_id,
+            offset,
+        }
+    }
+
+    fn key_id(&self) -> &str {
+        self.key_id.as_deref().unwrap_or_default()
     }
 }
 
@@ -350,6 +380,22 @@ impl Inner {
 
     /// The record's key columns and values.
     fn key_of(&self, m: &Msg) -> Result<KeyValues, RecordError> {
+        if self.record_key.is_none()
+            && let Some(DecodedKey::Value(v)) = &m.key
+            && !v.is_object()
+        {
+            // A scalar key: the key field's column, or the primary key.
+            let name = match (&self.key_field, self.table.primary_key()) {
+                (Some(f), _) => f.as_str(),
+                (None, [pk]) => pk.as_str(),
+                _ => "",
+            };
+            if let Some(column) = self.table.column_named(name) {
+                let value = to_sql(column, v, TimeUnit::Seconds)
+                    .map_err(|e| self.convert_err(format!("key attribute `{name}`: {e}")))?;
+                return Ok(vec![(name.to_string(), value)]);
+            }
+        }
         let view = m.view();
         let pairs: Map<String, Json> = match &self.record_key {
             Some(f) => f(&view),
@@ -406,6 +452,20 @@ impl Inner {
     fn attributes_of(&self, m: &Msg) -> Result<Vec<(&ColumnDef, SqlValue)>, RecordError> {
         let empty = Map::new();
         let payload = m.payload.as_ref().unwrap_or(&empty);
+        if self.attributes.is_none() {
+            // No hook: straight from the payload to the column values, in table order.
+            return self
+                .plan
+                .iter()
+                .map(|(column, field, unit)| {
+                    let c = &self.table.columns()[*column];
+                    let v = payload.get(&self.fields[*field].0).unwrap_or(&Json::Null);
+                    to_sql(c, v, *unit)
+                        .map(|value| (c, value))
+                        .map_err(|e| self.convert_err(format!("attribute `{}`: {e}", c.name)))
+                })
+                .collect();
+        }
         let mut units: HashMap<&str, TimeUnit> = HashMap::with_capacity(self.mapped.len());
         let mut attrs = Map::with_capacity(self.mapped.len());
         for (i, unit) in &self.mapped {
@@ -467,7 +527,7 @@ impl Inner {
             return Ok(());
         }
         let (columns, row) = self.row(attrs, &key, created, updated, &stamp);
-        ops::insert(conn, &self.table, &columns, &[row], OnConflict::Fail, false).await?;
+        ops::insert(conn, &self.table, &columns, vec![row], OnConflict::Fail, false).await?;
         Ok(())
     }
 
@@ -582,7 +642,7 @@ impl Inner {
             } else {
                 OnConflict::Update(&keys)
             };
-            ops::insert(conn, &self.table, &columns, &rows, on_conflict, false).await?;
+            ops::insert(conn, &self.table, &columns, rows, on_conflict, false).await?;
         }
         Ok(())
     }
@@ -608,22 +668,22 @@ impl Inner {
             return vec![msgs.iter().collect()];
         }
         if self.compacted {
-            let mut last: HashMap<String, usize> = HashMap::with_capacity(msgs.len());
+            let mut last: HashMap<&str, usize> = HashMap::with_capacity(msgs.len());
             for (i, m) in msgs.iter().enumerate() {
-                last.insert(m.key_id().unwrap_or_default(), i);
+                last.insert(m.key_id(), i);
             }
             return vec![
                 msgs.iter()
                     .enumerate()
-                    .filter(|(i, m)| last.get(&m.key_id().unwrap_or_default()) == Some(i))
+                    .filter(|(i, m)| last.get(m.key_id()) == Some(i))
                     .map(|(_, m)| m)
                     .collect(),
             ];
         }
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut slices: Vec<Vec<&Msg>> = Vec::new();
         for m in msgs {
-            let n = seen.entry(m.key_id().unwrap_or_default()).or_insert(0);
+            let n = seen.entry(m.key_id()).or_insert(0);
             if slices.len() <= *n {
                 slices.push(Vec::new());
             }
@@ -935,11 +995,7 @@ impl Handler for RecordConsumer {
     async fn consume(&self, message: Message<Json>) -> Result<(), HandlerError> {
         let inner = &self.inner;
         let md = message.metadata;
-        let m = Msg {
-            payload: to_payload(message.payload, inner.table.name())?,
-            key: md.key,
-            offset: md.offset,
-        };
+        let m = Msg::new(to_payload(message.payload, inner.table.name())?, md.key, md.offset);
         if let Some(f) = &inner.filter
             && !f(&m.view())
         {
@@ -969,11 +1025,8 @@ impl BatchHandler for BatchRecordConsumer {
         let mut msgs = Vec::with_capacity(batch.payloads.len());
         let mut keys = md.keys.into_iter();
         for (i, payload) in batch.payloads.into_iter().enumerate() {
-            let m = Msg {
-                payload: to_payload(payload, inner.table.name())?,
-                key: keys.next().flatten(),
-                offset: md.offsets.get(i).copied().unwrap_or(md.first_offset + i as i64),
-            };
+            let offset = md.offsets.get(i).copied().unwrap_or(md.first_offset + i as i64);
+            let m = Msg::new(to_payload(payload, inner.table.name())?, keys.next().flatten(), offset);
             if inner.filter.as_ref().is_none_or(|f| f(&m.view())) {
                 msgs.push(m);
             }

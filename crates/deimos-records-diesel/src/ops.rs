@@ -141,7 +141,7 @@ pub(crate) async fn insert<C: RecordConnection>(
     conn: &mut C,
     table: &RecordTable,
     columns: &[&ColumnDef],
-    rows: &[Vec<SqlValue>],
+    rows: Vec<Vec<SqlValue>>,
     on_conflict: OnConflict<'_>,
     read_back: bool,
 ) -> Result<Vec<Map<String, Json>>, RecordError> {
@@ -149,7 +149,9 @@ pub(crate) async fn insert<C: RecordConnection>(
     let returning = read_back && (dialect != Dialect::Mysql || is_mariadb(conn).await);
     let per_statement = (MAX_PARAMS / columns.len().max(1)).max(1);
     let mut out = Vec::new();
-    for chunk in rows.chunks(per_statement) {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<SqlValue>> = rows.by_ref().take(per_statement).collect();
         let mut sql = Sql::new(dialect);
         sql.push("INSERT INTO ")
             .ident(table.name())
@@ -194,7 +196,10 @@ pub(crate) async fn insert<C: RecordConnection>(
                 }
             }
         }
-        let binds: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
+        let needs_select =
+            read_back && !(returning && !(dialect == Dialect::Mysql && matches!(on_conflict, OnConflict::Update(_))));
+        let kept = needs_select.then(|| chunk.clone());
+        let binds: Vec<SqlValue> = chunk.into_iter().flatten().collect();
         let doing = if matches!(on_conflict, OnConflict::Update(_)) {
             "upserting records"
         } else {
@@ -212,8 +217,8 @@ pub(crate) async fn insert<C: RecordConnection>(
         conn.run(&sql.finish(), &binds)
             .await
             .map_err(RecordError::db(doing, table.name()))?;
-        if read_back {
-            out.extend(read_back_mysql(conn, table, columns, chunk, on_conflict).await?);
+        if let Some(chunk) = kept {
+            out.extend(read_back_mysql(conn, table, columns, &chunk, on_conflict).await?);
         }
     }
     Ok(out)

@@ -439,7 +439,7 @@ impl ChangeSource {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let on_conflict = conflict.map_or(OnConflict::Fail, OnConflict::Update);
-            out.extend(ops::insert(conn, &self.table, &columns, &rows, on_conflict, true).await?);
+            out.extend(ops::insert(conn, &self.table, &columns, rows, on_conflict, true).await?);
             start = end;
         }
         Ok(out)

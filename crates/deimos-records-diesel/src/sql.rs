@@ -181,8 +181,8 @@ impl Sql {
     pub(crate) fn param(&mut self) -> &mut Sql {
         self.params += 1;
         if self.dialect == Dialect::Postgres {
-            self.text.push('$');
-            self.text.push_str(&self.params.to_string());
+            use std::fmt::Write as _;
+            let _ = write!(self.text, "${}", self.params);
         } else {
             self.text.push('?');
         }
