@@ -29,3 +29,8 @@ pub use deimos_consumer as consumer;
 /// partition with leases (crate `deimos-outbox-diesel`, feature `outbox`).
 #[cfg(feature = "outbox")]
 pub use deimos_outbox_diesel as outbox;
+
+/// Records on Diesel: record producers, change publishing through the outbox, record consumers (crate
+/// `deimos-records-diesel`, feature `records`).
+#[cfg(feature = "records")]
+pub use deimos_records_diesel as records;
