@@ -19,6 +19,18 @@ const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// One set of embedded migrations per database (`diesel_migrations::embed_migrations!`), for
+/// [`Conn::run_migrations`].
+#[allow(missing_debug_implementations, reason = "diesel's EmbeddedMigrations has no Debug")]
+pub struct Migrations {
+    /// PostgreSQL's.
+    pub postgres: EmbeddedMigrations,
+    /// MySQL's / MariaDB's.
+    pub mysql: EmbeddedMigrations,
+    /// SQLite's.
+    pub sqlite: EmbeddedMigrations,
+}
+
 /// Which SQL the database speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -339,6 +351,18 @@ impl Conn {
     /// Runs the embedded migrations that have not run yet (Deimos's tables if missing, then the deimos-rs
     /// upgrade); returns the versions applied. Needs tokio's multi-thread runtime.
     pub async fn migrate(self) -> Result<(Conn, Vec<String>), OutboxError> {
+        self.run_migrations(Migrations {
+            postgres: PG_MIGRATIONS,
+            mysql: MYSQL_MIGRATIONS,
+            sqlite: SQLITE_MIGRATIONS,
+        })
+        .await
+    }
+
+    /// Runs the migrations of this connection's database that have not run yet (diesel's
+    /// `__diesel_schema_migrations` keeps track); returns the versions applied. For crates with tables of their
+    /// own. Needs tokio's multi-thread runtime.
+    pub async fn run_migrations(self, migrations: Migrations) -> Result<(Conn, Vec<String>), OutboxError> {
         fn run<DB: diesel::backend::Backend>(
             harness: &mut impl MigrationHarness<DB>,
             migrations: EmbeddedMigrations,
@@ -352,17 +376,17 @@ impl Conn {
         match self {
             Conn::Pg(c) => {
                 let mut h = AsyncMigrationHarness::new(c);
-                let applied = run(&mut h, PG_MIGRATIONS)?;
+                let applied = run(&mut h, migrations.postgres)?;
                 Ok((Conn::Pg(h.into_inner()), applied))
             }
             Conn::Mysql(c) => {
                 let mut h = AsyncMigrationHarness::new(c);
-                let applied = run(&mut h, MYSQL_MIGRATIONS)?;
+                let applied = run(&mut h, migrations.mysql)?;
                 Ok((Conn::Mysql(h.into_inner()), applied))
             }
             Conn::Sqlite(c) => {
                 let mut h = AsyncMigrationHarness::new(c);
-                let applied = run(&mut h, SQLITE_MIGRATIONS)?;
+                let applied = run(&mut h, migrations.sqlite)?;
                 Ok((Conn::Sqlite(h.into_inner()), applied))
             }
         }

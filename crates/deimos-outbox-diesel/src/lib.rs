@@ -7,7 +7,7 @@ mod relay;
 pub mod schema;
 mod writer;
 
-pub use db::{Backlog, Conn, Dialect, Lease};
+pub use db::{Backlog, Conn, Dialect, Lease, Migrations};
 pub use error::OutboxError;
 pub use relay::{Relay, RelayConfig, RelayStats, Topics, shutdown_signal};
 pub use writer::{

@@ -19,8 +19,8 @@ pub use sql::RecordConnection;
 pub use table::{ColumnDef, ColumnType, DieselColumns, RecordTable, SqlKind};
 pub use value::SqlValue;
 
-use deimos_outbox_diesel::Conn;
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use deimos_outbox_diesel::{Conn, Migrations};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
@@ -29,21 +29,11 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 /// Connects to `database_url` and creates `deimos_consumer_offsets` (where exactly-once record consumers keep
 /// their offsets) if it has not been; returns the versions applied. Needs tokio's multi-thread runtime.
 pub async fn migrate(database_url: &str) -> Result<Vec<String>, RecordError> {
-    fn run<DB: diesel::backend::Backend>(
-        harness: &mut impl MigrationHarness<DB>,
-        migrations: EmbeddedMigrations,
-    ) -> Result<Vec<String>, RecordError> {
-        harness
-            .run_pending_migrations(migrations)
-            .map(|v| v.iter().map(ToString::to_string).collect())
-            .map_err(|e| RecordError::Config(format!("migrations failed: {e}")))
-    }
-    use diesel_async::AsyncMigrationHarness;
-    match Conn::connect(database_url).await? {
-        Conn::Pg(c) => run(&mut AsyncMigrationHarness::new(c), PG_MIGRATIONS),
-        Conn::Mysql(c) => run(&mut AsyncMigrationHarness::new(c), MYSQL_MIGRATIONS),
-        Conn::Sqlite(c) => run(&mut AsyncMigrationHarness::new(c), SQLITE_MIGRATIONS),
-        #[allow(unreachable_patterns)]
-        _ => Err(RecordError::Config("unsupported database".into())),
-    }
+    let migrations = Migrations {
+        postgres: PG_MIGRATIONS,
+        mysql: MYSQL_MIGRATIONS,
+        sqlite: SQLITE_MIGRATIONS,
+    };
+    let (_, applied) = Conn::connect(database_url).await?.run_migrations(migrations).await?;
+    Ok(applied)
 }

@@ -270,13 +270,7 @@ impl ChangeSource {
         conn: &mut C,
         records: &[T],
     ) -> Result<(), RecordError> {
-        if !self.config.create || records.is_empty() {
-            return Ok(());
-        }
-        for p in &self.producers {
-            p.send_events_in(&self.outbox, conn, records).await?;
-        }
-        Ok(())
+        self.send_all(self.config.create, conn, records).await
     }
 
     /// Reports records your own statement updated, as (before, after) pairs (Deimos's `after_update`): each
@@ -339,7 +333,16 @@ impl ChangeSource {
         conn: &mut C,
         records: &[T],
     ) -> Result<(), RecordError> {
-        if !self.config.import || records.is_empty() {
+        self.send_all(self.config.import, conn, records).await
+    }
+
+    async fn send_all<C: RecordConnection, T: Serialize>(
+        &self,
+        on: bool,
+        conn: &mut C,
+        records: &[T],
+    ) -> Result<(), RecordError> {
+        if !on || records.is_empty() {
             return Ok(());
         }
         for p in &self.producers {
