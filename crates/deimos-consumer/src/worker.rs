@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use deimos_avro::AvroSchema;
 use deimos_keys::{DecodedKey, KeyDecoder};
 use deimos_metrics::catalogue::{DEAD_LETTER, HANDLER, HANDLER_RETRY, HANDLER_TIME};
+use deimos_metrics::trace;
 use deimos_registry::SchemaCodec;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -488,48 +489,52 @@ async fn attempt_message<H: Handler>(
     m: &BorrowedMessage<'_>,
     retry: u32,
 ) -> Result<(), Failure> {
-    let raw_key = m.key();
-    let key = common.decode_key(raw_key).await?;
-    let payload = common.decode_value(m.payload()).await?;
-    common.metrics.received.increment(1);
-    common.report_delay(payload.as_ref());
-    let metadata = Metadata {
-        key,
-        raw_key: raw_key.map(<[u8]>::to_vec),
-        topic: Arc::clone(&common.env.topic),
-        partition: m.partition(),
-        offset: m.offset(),
-        headers: headers_of(m),
-        timestamp: m.timestamp().to_millis(),
-        group_id: Arc::clone(&common.env.group_id),
-        retry_count: retry,
-    };
-    let span = tracing::info_span!(
-        "deimos.consume",
-        topic = &*common.env.topic,
-        partition = m.partition(),
-        offset = m.offset(),
-        retry_count = retry
+    let headers = headers_of(m);
+    // `process {topic}`: decoding and the handler, a child of the producer's span when the message carries
+    // its trace context.
+    let span = trace::process_span(
+        &common.env.topic,
+        &common.env.group_id,
+        m.partition(),
+        m.offset(),
+        retry,
     );
-    let started = Instant::now();
-    tracing::debug!(parent: &span, "Got Kafka event");
-    let result = handler
-        .consume(Message { payload, metadata })
-        .instrument(span.clone())
-        .await;
-    match result {
-        Ok(()) => {
-            let elapsed = started.elapsed();
-            common.metrics.consume.record(elapsed.as_secs_f64());
-            common.metrics.success.increment(1);
-            tracing::debug!(parent: &span, time_elapsed = elapsed.as_secs_f64(), "Finished processing Kafka event");
-            Ok(())
+    trace::set_parent(&span, headers.iter());
+    async {
+        let raw_key = m.key();
+        let key = common.decode_key(raw_key).await?;
+        let payload = common.decode_value(m.payload()).await?;
+        common.metrics.received.increment(1);
+        common.report_delay(payload.as_ref());
+        let metadata = Metadata {
+            key,
+            raw_key: raw_key.map(<[u8]>::to_vec),
+            topic: Arc::clone(&common.env.topic),
+            partition: m.partition(),
+            offset: m.offset(),
+            headers,
+            timestamp: m.timestamp().to_millis(),
+            group_id: Arc::clone(&common.env.group_id),
+            retry_count: retry,
+        };
+        let started = Instant::now();
+        tracing::debug!("Got Kafka event");
+        match handler.consume(Message { payload, metadata }).await {
+            Ok(()) => {
+                let elapsed = started.elapsed();
+                common.metrics.consume.record(elapsed.as_secs_f64());
+                common.metrics.success.increment(1);
+                tracing::debug!(time_elapsed = elapsed.as_secs_f64(), "Finished processing Kafka event");
+                Ok(())
+            }
+            Err(error) => Err(Failure {
+                stage: ErrorStage::Handler,
+                error,
+            }),
         }
-        Err(error) => Err(Failure {
-            stage: ErrorStage::Handler,
-            error,
-        }),
     }
+    .instrument(span)
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -724,20 +729,24 @@ async fn attempt_batch<H: BatchHandler>(
 ) -> Result<(), Failure> {
     let size = messages.len();
     let first_offset = messages.first().map(|m| m.offset).unwrap_or_default();
-    let span = tracing::info_span!(
-        "deimos.consume_batch",
-        topic = &*common.env.topic,
-        partition,
-        offset = first_offset,
-        batch_size = size,
-        retry_count = retry
-    );
-    let mut keys = Vec::with_capacity(size);
-    let mut payloads = Vec::with_capacity(size);
-    for m in messages {
-        keys.push(common.decode_key(m.key.as_deref()).await?);
-        payloads.push(common.decode_value(m.value.as_deref()).await?);
+    // `process {topic}` for the batch, linked to each message's trace context.
+    let span = trace::process_batch_span(&common.env.topic, &common.env.group_id, partition, first_offset, size);
+    if !span.is_disabled() {
+        for m in messages {
+            trace::add_link(&span, m.headers.iter());
+        }
     }
+    let (keys, payloads) = async {
+        let mut keys = Vec::with_capacity(size);
+        let mut payloads = Vec::with_capacity(size);
+        for m in messages {
+            keys.push(common.decode_key(m.key.as_deref()).await?);
+            payloads.push(common.decode_value(m.value.as_deref()).await?);
+        }
+        Ok::<_, Failure>((keys, payloads))
+    }
+    .instrument(span.clone())
+    .await?;
     let count = u64::try_from(size).unwrap_or(u64::MAX);
     common.metrics.batch_received.increment(1);
     common.metrics.received.increment(count);

@@ -2,5 +2,8 @@
 
 pub mod catalogue;
 pub mod events;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod trace;
 
 pub use catalogue::{MetricDef, MetricKind, describe_all};

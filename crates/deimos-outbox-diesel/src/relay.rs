@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use deimos_metrics::catalogue::{
     DB_PRODUCER_PROCESS, DB_PRODUCER_TOO_LARGE, PENDING_DB_MESSAGES_COUNT, PENDING_DB_MESSAGES_MAX_WAIT,
 };
-use deimos_metrics::events;
+use deimos_metrics::{events, trace};
 use deimos_producer::{DeliveryError, DeliveryResult, KafkaBackend, OutgoingBatch, OutgoingMessage, PublishBackend};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::db::{Conn, Dialect, MessageRow};
 use crate::error::{OutboxError, redact};
@@ -716,11 +717,23 @@ impl Worker {
         };
         let mut messages = Vec::with_capacity(rows.len());
         let mut sent = Vec::with_capacity(rows.len());
+        // `send {topic}`: a child of the first row's stored trace context, linked to the others'; the rows go
+        // out carrying this span's context, so their consumers' spans are its children.
+        let span = trace::send_span(&self.topic, rows.len());
+        let mut parented = false;
         for row in rows {
             let headers = crate::headers::decode(row.headers.as_deref()).unwrap_or_else(|e| {
                 tracing::warn!(topic = %self.topic, id = row.id, error = %e, "outbox row with unreadable headers; sent without them");
                 Vec::new()
             });
+            if !span.is_disabled() {
+                let carried = headers.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice())));
+                if parented {
+                    trace::add_link(&span, carried);
+                } else {
+                    parented = trace::set_parent(&span, carried);
+                }
+            }
             if config.log_topics.contains(&self.topic) {
                 tracing::debug!(topic = %self.topic, partition = self.partition, id = row.id,
                     key = ?row.key.as_deref().map(String::from_utf8_lossy), size = row.message.as_ref().map_or(0, Vec::len),
@@ -734,6 +747,12 @@ impl Worker {
                     .headers(headers),
             );
         }
+        let context = trace::headers_of(&span);
+        if !context.is_empty() {
+            for m in &mut messages {
+                trace::put_headers(&mut m.headers, &context);
+            }
+        }
         events::emit_with(events::DB_PRODUCER_PRODUCE, || {
             events::Event::new(events::DB_PRODUCER_PRODUCE, &self.topic).payloads(describe(&sent, &messages))
         });
@@ -746,7 +765,7 @@ impl Worker {
         );
         // Handing over can wait on a full librdkafka queue: keep the lease meanwhile.
         let backend = self.relay.backend.clone();
-        let pending = self.renewing(conn, backend.enqueue(batch)).await?;
+        let pending = self.renewing(conn, backend.enqueue(batch).instrument(span)).await?;
         Ok(Some(Flight {
             sent,
             compacted,

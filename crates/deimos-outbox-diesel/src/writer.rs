@@ -15,6 +15,7 @@ use diesel_async::pg::AsyncPgConnection;
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use serde::Serialize;
 use serde_json::Value as Json;
+use tracing::Instrument;
 
 use crate::db::Dialect;
 use crate::error::OutboxError;
@@ -53,6 +54,11 @@ pub trait AsyncOutboxConnection: Send {
 pub trait SyncOutboxConnection {
     /// As [`AsyncOutboxConnection::insert_messages`].
     fn insert_messages(&mut self, rows: &[NewMessage<'_>], notify: bool) -> diesel::QueryResult<usize>;
+}
+
+/// `create {topic}`: messages written to the outbox; their trace context (stored in `headers`) is this span's.
+fn create_span(producer: &Producer, options: &PublishOptions, messages: usize) -> tracing::Span {
+    deimos_metrics::trace::create_span(options.topic.as_deref().unwrap_or(producer.topic()), messages)
 }
 
 /// `INSERT INTO kafka_messages (…) VALUES (…), (…)` for `n` rows.
@@ -210,8 +216,9 @@ impl Outbox {
         payloads: Vec<Json>,
         options: &PublishOptions,
     ) -> Result<OutboxReport, OutboxError> {
-        let batch = producer.encode_list_with(payloads, options)?;
-        self.write(producer, conn, batch).await
+        let span = create_span(producer, options, payloads.len());
+        let batch = span.in_scope(|| producer.encode_list_with(payloads, options))?;
+        self.write(producer, conn, batch).instrument(span).await
     }
 
     /// Encodes typed records through `producer` (see [`Producer::publish_records`]) and writes them on `conn`.
@@ -222,8 +229,9 @@ impl Outbox {
         records: &[Record<'_, T>],
         options: &PublishOptions,
     ) -> Result<OutboxReport, OutboxError> {
-        let batch = producer.encode_records(records, options)?;
-        self.write(producer, conn, batch).await
+        let span = create_span(producer, options, records.len());
+        let batch = span.in_scope(|| producer.encode_records(records, options))?;
+        self.write(producer, conn, batch).instrument(span).await
     }
 
     /// [`publish`](Self::publish) on a blocking diesel connection.
@@ -234,6 +242,7 @@ impl Outbox {
         payloads: Vec<Json>,
         options: &PublishOptions,
     ) -> Result<OutboxReport, OutboxError> {
+        let _span = create_span(producer, options, payloads.len()).entered();
         let batch = producer.encode_list_with(payloads, options)?;
         self.write_sync(producer, conn, batch)
     }
@@ -246,6 +255,7 @@ impl Outbox {
         records: &[Record<'_, T>],
         options: &PublishOptions,
     ) -> Result<OutboxReport, OutboxError> {
+        let _span = create_span(producer, options, records.len()).entered();
         let batch = producer.encode_records(records, options)?;
         self.write_sync(producer, conn, batch)
     }

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use deimos_avro::{AvroSchema, ResolvedPlan, SchemaStore, wire};
 use deimos_keys::{KeyConfig, KeyEncoder, KeySpec};
-use deimos_metrics::events;
+use deimos_metrics::{events, trace};
 use deimos_registry::{SchemaCodec, SchemaRegistry, SchemaWriter, SubjectNameStrategy};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
+use tracing::Instrument;
 
 use crate::backend::{DeliveryResult, OutgoingBatch, OutgoingMessage, Pending, PublishBackend};
 use crate::disable;
@@ -398,7 +399,8 @@ impl Producer {
     ) -> Result<PublishReport, PublishError> {
         let started = Instant::now();
         let original = events::is_subscribed(events::ENCODE_MESSAGES).then(|| payloads.clone());
-        let result = self.publish_loose(payloads, options).await;
+        let span = trace::send_span(self.destination(options), payloads.len());
+        let result = self.publish_loose(payloads, options).instrument(span).await;
         self.instrument(started, result, move || original.unwrap_or_default())
     }
 
@@ -443,7 +445,8 @@ impl Producer {
         options: &PublishOptions,
     ) -> Result<PublishReport, PublishError> {
         let started = Instant::now();
-        let result = self.publish_typed_inner(records, options).await;
+        let span = trace::send_span(self.destination(options), records.len());
+        let result = self.publish_typed_inner(records, options).instrument(span).await;
         self.instrument(started, result, || {
             records
                 .iter()
@@ -480,12 +483,14 @@ impl Producer {
             return Ok(None);
         };
         let keep = self.keep_payloads();
+        let headers = call_headers(options);
+        let _encoding = trace::encode_span(&topic, payloads.len()).entered();
         let messages = payloads
             .into_iter()
             .enumerate()
             .map(|(index, payload)| self.encode_loose(index, payload, keep).map(|e| e.message))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(self.batch(topic, options.headers.clone().into(), messages)))
+        Ok(Some(self.batch(topic, headers, messages)))
     }
 
     /// Encodes typed records exactly as [`publish_records`](Self::publish_records) would, without sending
@@ -499,12 +504,14 @@ impl Producer {
             return Ok(None);
         };
         let keep = self.keep_payloads();
+        let headers = call_headers(options);
+        let _encoding = trace::encode_span(&topic, records.len()).entered();
         let messages = records
             .iter()
             .enumerate()
             .map(|(index, record)| self.encode_record(index, record, keep).map(|e| e.message))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(self.batch(topic, options.headers.clone().into(), messages)))
+        Ok(Some(self.batch(topic, headers, messages)))
     }
 
     fn batch(
@@ -520,6 +527,11 @@ impl Producer {
             headers,
             messages,
         }
+    }
+
+    /// The topic a call goes to (for its span): the override, else the configured topic.
+    fn destination<'a>(&'a self, options: &'a PublishOptions) -> &'a str {
+        options.topic.as_deref().unwrap_or(&self.inner.topic)
     }
 
     /// Returns the destination topic, or `None` when the producer is disabled.
@@ -693,7 +705,7 @@ impl Producer {
         options: &PublishOptions,
     ) -> Result<PublishReport, PublishError> {
         let inner = &*self.inner;
-        let headers: Arc<[(String, Vec<u8>)]> = options.headers.clone().into();
+        let headers = call_headers(options);
         let mode = options.mode.unwrap_or(inner.setup.mode);
         let size = inner.setup.max_batch_size;
         let mut pendings: Vec<Pending> = Vec::with_capacity(total.div_ceil(size));
@@ -701,6 +713,8 @@ impl Producer {
         let mut failed = None;
         while handed_over < total {
             let mut group = Vec::with_capacity(size.min(total - handed_over));
+            let encoding = trace::encode_span(&topic, size.min(total - handed_over));
+            let _encoding = encoding.enter();
             for message in messages.by_ref().take(size) {
                 match message {
                     Ok(e) => group.push(e.message),
@@ -710,6 +724,7 @@ impl Producer {
                     }
                 }
             }
+            drop(_encoding);
             if failed.is_some() || group.is_empty() {
                 break;
             }
@@ -792,4 +807,12 @@ fn json_kind(v: &Json) -> &'static str {
         Json::Array(_) => "an array",
         Json::Object(_) => "an object",
     }
+}
+
+/// The headers of every message of a call: the caller's, and the trace context of the current span (the
+/// call's `send` span, or the outbox's `create` span) when OpenTelemetry records it.
+fn call_headers(options: &PublishOptions) -> Arc<[(String, Vec<u8>)]> {
+    let mut headers = options.headers.clone();
+    trace::replace_headers(&tracing::Span::current(), &mut headers);
+    headers.into()
 }

@@ -1,0 +1,238 @@
+//! One trace from producer to consumer, through Kafka and through the outbox: the W3C trace context travels in
+//! the messages' headers, and the spans follow the OpenTelemetry messaging conventions. Spans are exported to
+//! OpenTelemetry's in-memory exporter and their parent links checked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use deimos::avro::SchemaStore;
+use deimos::consumer::{ConsumerRunner, Handler, HandlerError, Listener, Message};
+use deimos::keys::KeyConfig;
+use deimos::outbox::{Conn, Outbox, Relay, RelayConfig};
+use deimos::producer::{KafkaBackend, Producer, ProducerSetup, PublishOptions};
+use deimos::registry::{MemoryRegistry, SchemaRegistry};
+use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData};
+use rdkafka::mocking::MockCluster;
+use serde_json::{Value as Json, json};
+use tokio::sync::Notify;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas");
+
+/// The process-wide OpenTelemetry pipeline: tracing → tracing-opentelemetry → the in-memory exporter.
+fn telemetry() -> &'static (SdkTracerProvider, InMemorySpanExporter) {
+    static T: OnceLock<(SdkTracerProvider, InMemorySpanExporter)> = OnceLock::new();
+    T.get_or_init(|| {
+        let exporter = InMemorySpanExporterBuilder::new().build();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("deimos-tests"));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+        (provider, exporter)
+    })
+}
+
+fn spans() -> Vec<SpanData> {
+    let (provider, exporter) = telemetry();
+    provider.force_flush().unwrap();
+    exporter.get_finished_spans().unwrap()
+}
+
+fn find<'a>(spans: &'a [SpanData], name: &str, trace: TraceId) -> &'a SpanData {
+    spans
+        .iter()
+        .find(|s| s.name == name && s.span_context.trace_id() == trace)
+        .unwrap_or_else(|| {
+            let names: Vec<_> = spans
+                .iter()
+                .map(|s| (s.name.to_string(), s.span_context.trace_id()))
+                .collect();
+            panic!("no span `{name}` in trace {trace}: {names:?}")
+        })
+}
+
+fn attr(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+}
+
+struct Done(Notify);
+
+#[async_trait::async_trait]
+impl Handler for Done {
+    type Payload = Json;
+
+    async fn consume(&self, _message: Message<Json>) -> Result<(), HandlerError> {
+        self.0.notify_one();
+        Ok(())
+    }
+}
+
+fn widget(id: i64) -> Json {
+    json!({"id": id, "name": "w", "description": "", "price": 1.0, "quantity": 1, "status": "ACTIVE",
+           "tags": [], "updated_at": 0})
+}
+
+async fn consume_one(
+    mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    registry: Arc<MemoryRegistry>,
+    topic: &str,
+) {
+    let done = Arc::new(Done(Notify::new()));
+    let listener = Listener::builder(topic, format!("{topic}-group"))
+        .value_schema("com.acme.Widget")
+        .key_config(KeyConfig::field("id"))
+        .handler(done.clone())
+        .start_from_beginning(true)
+        .session_timeout(Duration::from_secs(6))
+        .build()
+        .unwrap();
+    let runner = ConsumerRunner::builder()
+        .bootstrap_servers(mock.bootstrap_servers())
+        .registry(registry as Arc<dyn SchemaRegistry>)
+        .schema_store(SchemaStore::new(SCHEMAS))
+        .listener(listener)
+        .build()
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        runner.run_until(async move { done.0.notified().await }),
+    )
+    .await
+    .expect("the message is consumed within 60 s")
+    .unwrap();
+}
+
+async fn producer(
+    registry: Arc<MemoryRegistry>,
+    topic: &str,
+    backend: impl deimos::producer::PublishBackend,
+) -> Producer {
+    let setup = ProducerSetup::builder(SchemaStore::new(SCHEMAS), registry as Arc<dyn SchemaRegistry>, backend).build();
+    Producer::builder("WidgetProducer")
+        .topic(topic)
+        .schema("com.acme.Widget")
+        .key_config(KeyConfig::field("id"))
+        .build(&setup)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_and_consumer_share_one_trace_through_kafka() {
+    telemetry();
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("traced", 2, 1).unwrap();
+    let registry = Arc::new(MemoryRegistry::new());
+    let backend = KafkaBackend::builder()
+        .bootstrap_servers(mock.bootstrap_servers())
+        .build()
+        .unwrap();
+    let producer = producer(registry.clone(), "traced", backend).await;
+    let request = tracing::info_span!("handle request");
+    let trace = {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        request.context().span().span_context().trace_id()
+    };
+    producer.publish(widget(1)).instrument(request).await.unwrap();
+    consume_one(&mock, registry, "traced").await;
+
+    let spans = spans();
+    let send = find(&spans, "send traced", trace);
+    let encode = find(&spans, "encode traced", trace);
+    let process = find(&spans, "process traced", trace);
+    assert_eq!(send.span_kind, opentelemetry::trace::SpanKind::Producer);
+    assert_eq!(process.span_kind, opentelemetry::trace::SpanKind::Consumer);
+    assert_eq!(encode.parent_span_id, send.span_context.span_id());
+    assert_eq!(
+        process.parent_span_id,
+        send.span_context.span_id(),
+        "the consumer's span is the producer's child"
+    );
+    assert_eq!(attr(send, "messaging.system").as_deref(), Some("kafka"));
+    assert_eq!(attr(send, "messaging.destination.name").as_deref(), Some("traced"));
+    assert_eq!(attr(process, "messaging.operation.type").as_deref(), Some("process"));
+    assert_eq!(
+        attr(process, "messaging.consumer.group.name").as_deref(),
+        Some("traced-group")
+    );
+    assert!(attr(process, "messaging.kafka.offset").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_links_producer_outbox_relay_and_consumer() {
+    telemetry();
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("traced-outbox", 2, 1).unwrap();
+    let registry = Arc::new(MemoryRegistry::new());
+    let outbox = Outbox::builder().partitions("traced-outbox", 2).build();
+    let producer = producer(registry.clone(), "traced-outbox", outbox.clone()).await;
+    let path = std::env::temp_dir().join(format!("deimos-tracing-{}.db", std::process::id()));
+    let url = format!("sqlite://{}", path.display());
+    deimos::outbox::migrate(&url).await.unwrap();
+
+    // The business transaction: the message goes to the outbox with the trace context in its headers.
+    let request = tracing::info_span!("handle request");
+    let trace = {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        request.context().span().span_context().trace_id()
+    };
+    let mut conn = Conn::connect(&url).await.unwrap();
+    async {
+        conn.begin().await.unwrap();
+        outbox
+            .publish(&producer, &mut conn, vec![widget(2)], &PublishOptions::new())
+            .await
+            .unwrap();
+        conn.commit().await.unwrap();
+    }
+    .instrument(request)
+    .await;
+
+    // The relay sends it on; the consumer handles it.
+    let backend = KafkaBackend::builder()
+        .bootstrap_servers(mock.bootstrap_servers())
+        .build()
+        .unwrap();
+    let relay = Relay::new(&url, backend, RelayConfig::default()).unwrap();
+    let relaying = tokio::spawn(async move {
+        relay
+            .run_until(tokio::time::sleep(Duration::from_secs(3)))
+            .await
+            .unwrap();
+    });
+    consume_one(&mock, registry, "traced-outbox").await;
+    relaying.await.unwrap();
+
+    let spans = spans();
+    let create = find(&spans, "create traced-outbox", trace);
+    let send = find(&spans, "send traced-outbox", trace);
+    let process = find(&spans, "process traced-outbox", trace);
+    assert_ne!(
+        create.parent_span_id,
+        SpanId::INVALID,
+        "the outbox write is inside the request's span"
+    );
+    assert_eq!(
+        send.parent_span_id,
+        create.span_context.span_id(),
+        "the relay's send continues the outbox write"
+    );
+    assert_eq!(
+        process.parent_span_id,
+        send.span_context.span_id(),
+        "the consumer continues the relay's send"
+    );
+    for p in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{p}", path.display()));
+    }
+}
