@@ -1,6 +1,8 @@
 //! [`Listener`]: one topic, one consumer group, one handler.
 
 use std::collections::BTreeMap;
+
+use deimos_metrics::PayloadLog;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +81,7 @@ pub struct Listener {
     pub(crate) commit_interval: Duration,
     pub(crate) report_lag: bool,
     pub(crate) lag_interval: Duration,
+    pub(crate) payload_log: PayloadLog,
     pub(crate) kafka_settings: BTreeMap<String, String>,
 }
 
@@ -126,6 +129,7 @@ impl Listener {
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             report_lag: false,
             lag_interval: DEFAULT_LAG_INTERVAL,
+            payload_log: PayloadLog::default(),
             kafka_settings: BTreeMap::new(),
         }
     }
@@ -173,6 +177,7 @@ pub struct ListenerBuilder {
     commit_interval: Duration,
     report_lag: bool,
     lag_interval: Duration,
+    payload_log: PayloadLog,
     kafka_settings: BTreeMap<String, String>,
 }
 
@@ -284,6 +289,13 @@ impl ListenerBuilder {
         self
     }
 
+    /// What debug logs show of each message (Deimos's `payload_log`; default: payloads and keys, at debug level
+    /// only).
+    pub fn payload_log(mut self, level: PayloadLog) -> Self {
+        self.payload_log = level;
+        self
+    }
+
     /// Reports the `consumer_lag` gauge per assigned partition (Deimos's `report_lag`), from librdkafka's
     /// statistics every [`lag_interval`](Self::lag_interval).
     pub fn report_lag(mut self, yes: bool) -> Self {
@@ -372,6 +384,7 @@ impl ListenerBuilder {
             commit_interval: self.commit_interval,
             report_lag: self.report_lag,
             lag_interval: self.lag_interval,
+            payload_log: self.payload_log,
             kafka_settings: self.kafka_settings,
         })
     }

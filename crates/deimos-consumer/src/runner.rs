@@ -318,6 +318,7 @@ fn start(
         dead_letter: dead_letter.clone(),
         max_batch_size: listener.max_batch_size,
         max_wait: listener.max_wait,
+        payload_log: listener.payload_log,
         shutdown: shutdown.subscribe(),
     };
     let task = tokio::spawn(listener.delivery.start().run(env));

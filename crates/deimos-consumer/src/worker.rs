@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use deimos_avro::AvroSchema;
 use deimos_keys::{DecodedKey, KeyDecoder};
 use deimos_metrics::catalogue::{DEAD_LETTER, HANDLER, HANDLER_RETRY, HANDLER_TIME};
-use deimos_metrics::trace;
+use deimos_metrics::{PayloadLog, trace};
 use deimos_registry::SchemaCodec;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -98,6 +98,7 @@ pub(crate) struct Env {
     pub(crate) dead_letter: Option<Arc<DeadLetter>>,
     pub(crate) max_batch_size: usize,
     pub(crate) max_wait: Duration,
+    pub(crate) payload_log: PayloadLog,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -152,6 +153,27 @@ struct Failure {
 impl Failure {
     fn message(&self) -> String {
         error_chain(&*self.error)
+    }
+}
+
+/// Deimos's "Got Kafka event" debug log, showing what `payload_log` allows.
+fn log_received<P: Serialize>(level: PayloadLog, payloads: &[Option<P>], keys: &[Option<DecodedKey>]) {
+    let keys = || {
+        keys.iter()
+            .map(|k| k.as_ref().map_or(serde_json::Value::Null, |k| k.clone().into_json()))
+            .collect::<Vec<_>>()
+    };
+    match level {
+        PayloadLog::Count => tracing::debug!(message_count = payloads.len(), "Got Kafka event"),
+        PayloadLog::Keys => {
+            tracing::debug!(message_count = payloads.len(), keys = %serde_json::Value::from(keys()), "Got Kafka event")
+        }
+        _ => tracing::debug!(
+            message_count = payloads.len(),
+            keys = %serde_json::Value::from(keys()),
+            payloads = %serde_json::to_string(payloads).unwrap_or_default(),
+            "Got Kafka event"
+        ),
     }
 }
 
@@ -518,7 +540,13 @@ async fn attempt_message<H: Handler>(
             retry_count: retry,
         };
         let started = Instant::now();
-        tracing::debug!("Got Kafka event");
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            log_received(
+                common.env.payload_log,
+                std::slice::from_ref(&payload),
+                std::slice::from_ref(&metadata.key),
+            );
+        }
         match handler.consume(Message { payload, metadata }).await {
             Ok(()) => {
                 let elapsed = started.elapsed();
@@ -750,7 +778,10 @@ async fn attempt_batch<H: BatchHandler>(
     let count = u64::try_from(size).unwrap_or(u64::MAX);
     common.metrics.batch_received.increment(1);
     common.metrics.received.increment(count);
-    tracing::debug!(parent: &span, "Got Kafka batch event");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let _in = span.enter();
+        log_received(common.env.payload_log, &payloads, &keys);
+    }
     for p in &payloads {
         common.report_delay(p.as_ref());
     }

@@ -198,10 +198,42 @@ pub fn describe_all() {
     }
 }
 
+/// The catalogue as a Markdown table (docs/METRICS.md holds it; a test keeps the two the same).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| name | type | labels | unit | Deimos | what |\n|---|---|---|---|---|---|\n");
+    for d in ALL {
+        let kind = match d.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        };
+        let deimos = if d.deimos.is_empty() { "(none)" } else { d.deimos }.replace('|', "\\|");
+        out.push_str(&format!(
+            "| `{}` | {kind} | {} | {} | `{deimos}` | {} |\n",
+            d.name,
+            d.labels.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", "),
+            d.unit,
+            d.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn docs_list_every_metric() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/METRICS.md")).unwrap_or_default();
+        let table = markdown_table();
+        assert!(
+            doc.contains(&table),
+            "docs/METRICS.md is out of date; put this table under \"## Metrics\":\n\n{table}"
+        );
+    }
 
     #[test]
     fn names_are_unique_and_labels_sorted_as_documented() {

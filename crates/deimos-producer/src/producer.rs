@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use deimos_avro::{AvroSchema, ResolvedPlan, SchemaStore, wire};
 use deimos_keys::{KeyConfig, KeyEncoder, KeySpec};
-use deimos_metrics::{events, trace};
+use deimos_metrics::{PayloadLog, events, trace};
 use deimos_registry::{SchemaCodec, SchemaRegistry, SchemaWriter, SubjectNameStrategy};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -32,6 +32,7 @@ pub struct ProducerSetup {
     topic_prefix: String,
     max_batch_size: usize,
     mode: DeliveryMode,
+    payload_log: PayloadLog,
 }
 
 impl fmt::Debug for ProducerSetup {
@@ -42,6 +43,7 @@ impl fmt::Debug for ProducerSetup {
             .field("topic_prefix", &self.topic_prefix)
             .field("max_batch_size", &self.max_batch_size)
             .field("mode", &self.mode)
+            .field("payload_log", &self.payload_log)
             .finish()
     }
 }
@@ -69,6 +71,7 @@ impl ProducerSetup {
                 topic_prefix: String::new(),
                 max_batch_size: DEFAULT_MAX_BATCH_SIZE,
                 mode: DeliveryMode::Sync,
+                payload_log: PayloadLog::default(),
             },
         }
     }
@@ -105,6 +108,13 @@ impl ProducerSetupBuilder {
     /// Whether publish calls wait for delivery reports (default [`DeliveryMode::Sync`]).
     pub fn delivery(mut self, mode: DeliveryMode) -> Self {
         self.setup.mode = mode;
+        self
+    }
+
+    /// What the "Publishing messages" debug log shows (Deimos's `payload_log`; default: payloads, at debug
+    /// level only).
+    pub fn payload_log(mut self, level: PayloadLog) -> Self {
+        self.setup.payload_log = level;
         self
     }
 
@@ -400,6 +410,9 @@ impl Producer {
         let started = Instant::now();
         let original = events::is_subscribed(events::ENCODE_MESSAGES).then(|| payloads.clone());
         let span = trace::send_span(self.destination(options), payloads.len());
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            self.log_publishing(self.destination(options), &payloads);
+        }
         let result = self.publish_loose(payloads, options).instrument(span).await;
         self.instrument(started, result, move || original.unwrap_or_default())
     }
@@ -446,6 +459,13 @@ impl Producer {
     ) -> Result<PublishReport, PublishError> {
         let started = Instant::now();
         let span = trace::send_span(self.destination(options), records.len());
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let payloads: Vec<Json> = records
+                .iter()
+                .map(|r| r.value.and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Json::Null))
+                .collect();
+            self.log_publishing(self.destination(options), &payloads);
+        }
         let result = self.publish_typed_inner(records, options).instrument(span).await;
         self.instrument(started, result, || {
             records
@@ -526,6 +546,32 @@ impl Producer {
             topic,
             headers,
             messages,
+        }
+    }
+
+    /// Deimos's "Publishing messages" debug log, showing what `payload_log` allows.
+    fn log_publishing(&self, topic: &str, payloads: &[Json]) {
+        let count = payloads.len();
+        match self.inner.setup.payload_log {
+            PayloadLog::Count => tracing::debug!(topic, message_count = count, "Publishing messages"),
+            PayloadLog::Keys => {
+                let keys: Vec<Json> = payloads
+                    .iter()
+                    .map(|p| {
+                        p.get("payload_key")
+                            .or_else(|| self.inner.spec.key_field().and_then(|f| p.get(f)))
+                            .cloned()
+                            .unwrap_or(Json::Null)
+                    })
+                    .collect();
+                tracing::debug!(topic, message_count = count, keys = %Json::from(keys), "Publishing messages");
+            }
+            _ => tracing::debug!(
+                topic,
+                message_count = count,
+                payloads = %Json::from(payloads.to_vec()),
+                "Publishing messages"
+            ),
         }
     }
 
