@@ -229,8 +229,8 @@ async fn one_trace_links_producer_outbox_relay_and_consumer() {
     );
     assert_eq!(
         process.parent_span_id,
-        send.span_context.span_id(),
-        "the consumer continues the relay's send"
+        create.span_context.span_id(),
+        "the consumer continues the message's creation"
     );
     for p in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{p}", path.display()));

@@ -521,8 +521,9 @@ async fn attempt_message<H: Handler>(
         m.offset(),
         retry,
     );
-    trace::set_parent(&span, headers.iter());
-    async {
+    let _ = trace::set_parent(&span, headers.iter());
+    let failing = span.clone();
+    let result = async {
         let raw_key = m.key();
         let key = common.decode_key(raw_key).await?;
         let payload = common.decode_value(m.payload()).await?;
@@ -562,7 +563,11 @@ async fn attempt_message<H: Handler>(
         }
     }
     .instrument(span)
-    .await
+    .await;
+    if let Err(f) = &result {
+        trace::record_error(&failing, f.stage.as_str());
+    }
+    result
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -758,11 +763,17 @@ async fn attempt_batch<H: BatchHandler>(
     let size = messages.len();
     let first_offset = messages.first().map(|m| m.offset).unwrap_or_default();
     // `process {topic}` for the batch, linked to each message's trace context.
-    let span = trace::process_batch_span(&common.env.topic, &common.env.group_id, partition, first_offset, size);
-    if !span.is_disabled() {
-        for m in messages {
-            trace::add_link(&span, m.headers.iter());
-        }
+    let span = trace::process_batch_span(
+        &common.env.topic,
+        &common.env.group_id,
+        partition,
+        first_offset,
+        size,
+        retry,
+    );
+    let mut links = trace::Links::default();
+    for m in messages {
+        links.add(&span, m.headers.iter());
     }
     let (keys, payloads) = async {
         let mut keys = Vec::with_capacity(size);
@@ -774,7 +785,8 @@ async fn attempt_batch<H: BatchHandler>(
         Ok::<_, Failure>((keys, payloads))
     }
     .instrument(span.clone())
-    .await?;
+    .await
+    .inspect_err(|f| trace::record_error(&span, f.stage.as_str()))?;
     let count = u64::try_from(size).unwrap_or(u64::MAX);
     common.metrics.batch_received.increment(1);
     common.metrics.received.increment(count);
@@ -812,10 +824,13 @@ async fn attempt_batch<H: BatchHandler>(
             tracing::debug!(parent: &span, time_elapsed = elapsed.as_secs_f64(), "Finished processing Kafka batch event");
             Ok(())
         }
-        Err(error) => Err(Failure {
-            stage: ErrorStage::Handler,
-            error,
-        }),
+        Err(error) => {
+            trace::record_error(&span, ErrorStage::Handler.as_str());
+            Err(Failure {
+                stage: ErrorStage::Handler,
+                error,
+            })
+        }
     }
 }
 

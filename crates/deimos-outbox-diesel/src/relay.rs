@@ -717,22 +717,22 @@ impl Worker {
         };
         let mut messages = Vec::with_capacity(rows.len());
         let mut sent = Vec::with_capacity(rows.len());
-        // `send {topic}`: a child of the first row's stored trace context, linked to the others'; the rows go
-        // out carrying this span's context, so their consumers' spans are its children.
+        // `send {topic}`: a child of the first row's stored trace context, linked to the others' (each once).
+        // The rows keep their own context: their consumers are children of the span that created them.
         let span = trace::send_span(&self.topic, rows.len());
-        let mut parented = false;
+        let mut links = trace::Links::default();
+        let mut parented = span.is_disabled();
         for row in rows {
             let headers = crate::headers::decode(row.headers.as_deref()).unwrap_or_else(|e| {
                 tracing::warn!(topic = %self.topic, id = row.id, error = %e, "outbox row with unreadable headers; sent without them");
                 Vec::new()
             });
-            if !span.is_disabled() {
-                let carried = headers.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice())));
-                if parented {
-                    trace::add_link(&span, carried);
-                } else {
-                    parented = trace::set_parent(&span, carried);
-                }
+            let carried = || headers.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice())));
+            if parented {
+                links.add(&span, carried());
+            } else if let Some(parent) = trace::set_parent(&span, carried()) {
+                links.parent(&parent);
+                parented = true;
             }
             if config.log_topics.contains(&self.topic) {
                 tracing::debug!(topic = %self.topic, partition = self.partition, id = row.id,
@@ -746,12 +746,6 @@ impl Worker {
                     .partition((self.partition >= 0).then_some(self.partition))
                     .headers(headers),
             );
-        }
-        let context = trace::headers_of(&span);
-        if !context.is_empty() {
-            for m in &mut messages {
-                trace::put_headers(&mut m.headers, &context);
-            }
         }
         events::emit_with(events::DB_PRODUCER_PRODUCE, || {
             events::Event::new(events::DB_PRODUCER_PRODUCE, &self.topic).payloads(describe(&sent, &messages))

@@ -210,6 +210,20 @@ impl PublishError {
         }
     }
 
+    /// A short name of the error's kind (`blank_topic`, `not_an_object`, `key`, `encode`, `undelivered`), as
+    /// spans record it in `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::BlankTopic { .. } => "blank_topic",
+            PublishError::NotAnObject { .. } => "not_an_object",
+            PublishError::Key { .. } => "key",
+            PublishError::Encode { .. } => "encode",
+            PublishError::Undelivered { .. } => "undelivered",
+            #[allow(unreachable_patterns)]
+            _ => "publish",
+        }
+    }
+
     /// For [`PublishError::Undelivered`], every message's result.
     pub fn report(&self) -> Option<&crate::PublishReport> {
         match self {

@@ -409,11 +409,14 @@ impl Producer {
     ) -> Result<PublishReport, PublishError> {
         let started = Instant::now();
         let original = events::is_subscribed(events::ENCODE_MESSAGES).then(|| payloads.clone());
-        let span = trace::send_span(self.destination(options), payloads.len());
+        let span = self.send_span(options, payloads.len());
         if tracing::enabled!(tracing::Level::DEBUG) {
             self.log_publishing(self.destination(options), &payloads);
         }
-        let result = self.publish_loose(payloads, options).instrument(span).await;
+        let result = self.publish_loose(payloads, options).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            trace::record_error(&span, e.kind());
+        }
         self.instrument(started, result, move || original.unwrap_or_default())
     }
 
@@ -458,7 +461,7 @@ impl Producer {
         options: &PublishOptions,
     ) -> Result<PublishReport, PublishError> {
         let started = Instant::now();
-        let span = trace::send_span(self.destination(options), records.len());
+        let span = self.send_span(options, records.len());
         if tracing::enabled!(tracing::Level::DEBUG) {
             let payloads: Vec<Json> = records
                 .iter()
@@ -466,7 +469,13 @@ impl Producer {
                 .collect();
             self.log_publishing(self.destination(options), &payloads);
         }
-        let result = self.publish_typed_inner(records, options).instrument(span).await;
+        let result = self
+            .publish_typed_inner(records, options)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            trace::record_error(&span, e.kind());
+        }
         self.instrument(started, result, || {
             records
                 .iter()
@@ -573,6 +582,19 @@ impl Producer {
                 "Publishing messages"
             ),
         }
+    }
+
+    /// The call's `send` span: a child of the trace context the caller put in the call's headers, if any (else
+    /// of the current span).
+    fn send_span(&self, options: &PublishOptions, messages: usize) -> tracing::Span {
+        let span = trace::send_span(self.destination(options), messages);
+        if !options.headers.is_empty() {
+            let _ = trace::set_parent(
+                &span,
+                options.headers.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))),
+            );
+        }
+        span
     }
 
     /// The topic a call goes to (for its span): the override, else the configured topic.

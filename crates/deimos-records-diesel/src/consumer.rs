@@ -520,7 +520,9 @@ impl Inner {
                 .into_iter()
                 .filter(|(c, _)| !key.iter().any(|(k, _)| *k == c.name))
                 .collect();
-            if let Some(u) = updated {
+            if let Some(u) = updated
+                && !set.iter().any(|(c, _)| c.name == u.name)
+            {
                 set.push((u, stamp));
             }
             ops::update_by_key(conn, &self.table, &set, &key).await?;
@@ -572,6 +574,15 @@ impl Inner {
         let keys: Vec<KeyValues> = keys.into_iter().filter(|k| !k.is_empty()).collect();
         if keys.is_empty() {
             return Ok(());
+        }
+        let columns = |k: &KeyValues| k.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>();
+        if let Some(other) = keys.iter().find(|k| columns(k) != columns(&keys[0])) {
+            return Err(RecordError::Config(format!(
+                "tombstones of one batch have keys of different columns ({} and {}) for `{}`",
+                columns(&keys[0]).join(", "),
+                columns(other).join(", "),
+                self.table.name()
+            )));
         }
         match &self.tombstone {
             Tombstone::Ignore => Ok(()),
@@ -703,7 +714,6 @@ impl Inner {
         ];
         let mut sql = Sql::new(dialect);
         sql.push(match dialect {
-            Dialect::Mysql => "INSERT IGNORE INTO",
             Dialect::Sqlite => "INSERT OR IGNORE INTO",
             _ => "INSERT INTO",
         })
@@ -716,8 +726,16 @@ impl Inner {
         .push(", -1, ")
         .param()
         .push(")");
-        if dialect == Dialect::Postgres {
-            sql.push(" ON CONFLICT DO NOTHING");
+        match dialect {
+            Dialect::Postgres => {
+                sql.push(" ON CONFLICT DO NOTHING");
+            }
+            // Takes the row's exclusive lock at once (INSERT IGNORE would take a shared one, and two consumers
+            // upgrading theirs with the FOR UPDATE below would deadlock).
+            Dialect::Mysql => {
+                sql.push(" ON DUPLICATE KEY UPDATE next_offset = next_offset");
+            }
+            _ => {}
         }
         let mut insert_binds = binds.to_vec();
         insert_binds.push(now());
@@ -883,42 +901,72 @@ impl Inner {
             msgs
         };
         let (mut saved, mut failed) = (0, Vec::new());
+        if self.exactly_once {
+            // In offset order, up to the first message that fails: the stored offset then points at it, so a
+            // retry starts there and nothing saved is applied twice.
+            for m in msgs {
+                if let Err(e) = self.apply_saved(conn, m).await? {
+                    let next = m.offset;
+                    failed.push((self.key_text(m), e));
+                    if saved > 0 {
+                        self.store(conn, at, next).await?;
+                    }
+                    return Ok((saved, failed));
+                }
+                saved += 1;
+            }
+            if let Some(last) = msgs.last()
+                && saved > 0
+            {
+                self.store(conn, at, last.offset + 1).await?;
+            }
+            return Ok((saved, failed));
+        }
         for group in self.groups(msgs) {
             for m in group {
-                conn.begin_tx()
-                    .await
-                    .map_err(RecordError::db("beginning a savepoint", self.table.name()))?;
-                match self.apply_one(conn, m).await {
-                    Ok(()) => {
-                        conn.commit_tx()
-                            .await
-                            .map_err(RecordError::db("releasing a savepoint", self.table.name()))?;
-                        saved += 1;
-                    }
-                    Err(e) => {
-                        conn.rollback_tx()
-                            .await
-                            .map_err(RecordError::db("rolling back a savepoint", self.table.name()))?;
-                        let key = m.key.as_ref().map_or_else(
-                            || format!("offset {}", m.offset),
-                            |k| match k {
-                                DecodedKey::Value(v) => v.to_string(),
-                                other => format!("{other:?}"),
-                            },
-                        );
-                        tracing::warn!(table = self.table.name(), key = %key, error = %e, "a message of the failed batch could not be saved");
-                        failed.push((key, e));
-                    }
+                match self.apply_saved(conn, m).await? {
+                    Ok(()) => saved += 1,
+                    Err(e) => failed.push((self.key_text(m), e)),
                 }
             }
         }
-        if self.exactly_once
-            && saved > 0
-            && let Some(last) = msgs.last()
-        {
-            self.store(conn, at, last.offset + 1).await?;
-        }
         Ok((saved, failed))
+    }
+
+    /// Applies one message in a savepoint: `Ok(Err(_))` when it failed and was rolled back.
+    async fn apply_saved<C: RecordConnection>(
+        &self,
+        conn: &mut C,
+        m: &Msg,
+    ) -> Result<Result<(), RecordError>, RecordError> {
+        conn.begin_tx()
+            .await
+            .map_err(RecordError::db("beginning a savepoint", self.table.name()))?;
+        match self.apply_one(conn, m).await {
+            Ok(()) => {
+                conn.commit_tx()
+                    .await
+                    .map_err(RecordError::db("releasing a savepoint", self.table.name()))?;
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                conn.rollback_tx()
+                    .await
+                    .map_err(RecordError::db("rolling back a savepoint", self.table.name()))?;
+                tracing::warn!(table = self.table.name(), key = %self.key_text(m), error = %e, "a message of the failed batch could not be saved");
+                Ok(Err(e))
+            }
+        }
+    }
+
+    fn key_text(&self, m: &Msg) -> String {
+        m.key.as_ref().map_or_else(
+            || format!("offset {}", m.offset),
+            |k| match k {
+                DecodedKey::Value(v) => v.to_string(),
+                other => format!("{other:?}"),
+            },
+        )
     }
 
     /// Runs a batch with deadlock retries, then the per-message fallback.

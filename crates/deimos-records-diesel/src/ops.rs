@@ -224,13 +224,22 @@ pub(crate) async fn insert<C: RecordConnection>(
     Ok(out)
 }
 
-/// Whether a MySQL-protocol server is MariaDB (10.5+ has `INSERT … RETURNING`).
+/// Whether a MySQL-protocol server is MariaDB 10.5 or later, which has `INSERT … RETURNING`.
 async fn is_mariadb<C: RecordConnection>(conn: &mut C) -> bool {
-    conn.texts("SELECT CAST(VERSION() AS CHAR) AS j", &[])
+    let Some(version) = conn
+        .texts("SELECT CAST(VERSION() AS CHAR) AS j", &[])
         .await
         .ok()
         .and_then(|v| v.into_iter().next())
-        .is_some_and(|v| v.contains("MariaDB"))
+    else {
+        return false;
+    };
+    if !version.contains("MariaDB") {
+        return false;
+    }
+    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (10, 5)
 }
 
 /// MySQL's read-back after an insert without `RETURNING`: by key for upserts (and rows that gave their key);

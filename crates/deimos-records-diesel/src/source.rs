@@ -225,7 +225,15 @@ impl ChangeSource {
                 }
                 self.unknown_attributes(&changes)?;
                 ops::update_by_key(conn, &self.table, &set, &key).await?;
-                let after = ops::select_by_keys(conn, &self.table, std::slice::from_ref(&key), false)
+                // Read the row back by its key as it is now (the changes may have set a key column).
+                let new_key: KeyValues = key
+                    .iter()
+                    .map(|(k, v)| match set.iter().find(|(c, _)| c.name == *k) {
+                        Some((_, changed)) => (k.clone(), changed.clone()),
+                        None => (k.clone(), v.clone()),
+                    })
+                    .collect();
+                let after = ops::select_by_keys(conn, &self.table, std::slice::from_ref(&new_key), false)
                     .await?
                     .into_iter()
                     .next()

@@ -225,49 +225,77 @@ impl Sql {
         self.push(")")
     }
 
-    /// One text column `j`: the row as a JSON object of `columns`.
+    /// One text column `j`: the row as a JSON object of `columns` (binary columns as hex: JSON cannot hold
+    /// bytes, and SQLite refuses BLOBs in `json_object`).
     pub(crate) fn json_row(&mut self, columns: &[ColumnDef]) -> &mut Sql {
-        let chunks: Vec<&[ColumnDef]> = columns.chunks(50).collect();
-        let object = |sql: &mut Sql, cols: &[ColumnDef], func: &str| {
-            sql.push(func).push("(");
+        let dialect = self.dialect;
+        let object = |sql: &mut Sql, cols: &[ColumnDef]| {
+            sql.push(match dialect {
+                Dialect::Postgres => "jsonb_build_object(",
+                Dialect::Mysql => "JSON_OBJECT(",
+                _ => "json_object(",
+            });
             for (i, c) in cols.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
                 }
-                sql.push("'")
-                    .push(&c.name.replace('\'', "''"))
-                    .push("', ")
-                    .ident(&c.name);
+                sql.push("'").push(&c.name.replace('\'', "''")).push("', ");
+                if c.ty == ColumnType::Binary {
+                    sql.push(match dialect {
+                        Dialect::Postgres => "encode(",
+                        Dialect::Mysql => "LOWER(HEX(",
+                        _ => "lower(hex(",
+                    });
+                    sql.ident(&c.name);
+                    sql.push(match dialect {
+                        Dialect::Postgres => ", 'hex')",
+                        _ => "))",
+                    });
+                } else {
+                    sql.ident(&c.name);
+                }
             }
             sql.push(")");
         };
-        let (func, join, open, close) = match self.dialect {
-            Dialect::Postgres => ("jsonb_build_object", " || ", "(", ")::text"),
-            Dialect::Mysql => ("JSON_OBJECT", ", ", "CAST(JSON_MERGE_PATCH('{}', ", ") AS CHAR)"),
-            _ => ("json_object", ", ", "json_patch('{}', ", ")"),
-        };
-        if chunks.len() == 1 {
-            match self.dialect {
-                Dialect::Postgres => {
-                    object(self, chunks[0], func);
-                    self.push("::text");
+        let chunks: Vec<&[ColumnDef]> = columns.chunks(50).collect();
+        match dialect {
+            // `||` joins jsonb objects.
+            Dialect::Postgres => {
+                self.push("(");
+                for (i, chunk) in chunks.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" || ");
+                    }
+                    object(self, chunk);
                 }
-                Dialect::Mysql => {
+                self.push(")::text");
+            }
+            // JSON_MERGE_PATCH / json_patch take two objects: nest them.
+            _ => {
+                let merge = if dialect == Dialect::Mysql {
+                    "JSON_MERGE_PATCH("
+                } else {
+                    "json_patch("
+                };
+                if dialect == Dialect::Mysql {
                     self.push("CAST(");
-                    object(self, chunks[0], func);
+                }
+                for _ in 1..chunks.len() {
+                    self.push(merge);
+                }
+                for (i, chunk) in chunks.iter().enumerate() {
+                    object(self, chunk);
+                    if i > 0 {
+                        self.push(")");
+                    }
+                    if i + 1 < chunks.len() {
+                        self.push(", ");
+                    }
+                }
+                if dialect == Dialect::Mysql {
                     self.push(" AS CHAR)");
                 }
-                _ => object(self, chunks[0], func),
             }
-        } else {
-            self.push(open);
-            for (i, chunk) in chunks.iter().enumerate() {
-                if i > 0 {
-                    self.push(join);
-                }
-                object(self, chunk, func);
-            }
-            self.push(close);
         }
         self.push(" AS j")
     }

@@ -189,7 +189,13 @@ pub(crate) fn to_sql(column: &ColumnDef, value: &Json, unit: TimeUnit) -> Result
             other => SqlValue::Text(other.to_string()),
         },
         ColumnType::Binary => match value {
-            Json::String(s) => SqlValue::Bytes(s.as_bytes().to_vec()),
+            // Avro `bytes` decode to one char per byte (U+0000–U+00FF); other text is taken as UTF-8.
+            Json::String(s) => SqlValue::Bytes(
+                s.chars()
+                    .map(|c| u8::try_from(u32::from(c)).ok())
+                    .collect::<Option<Vec<u8>>>()
+                    .unwrap_or_else(|| s.as_bytes().to_vec()),
+            ),
             Json::Array(items) => SqlValue::Bytes(
                 items
                     .iter()
@@ -250,8 +256,23 @@ pub(crate) fn normalize(column: &ColumnDef, value: Json) -> Json {
         },
         (ColumnType::Date, Json::String(s)) => Json::String(s.chars().take(10).collect()),
         (ColumnType::Float | ColumnType::Double, Json::Number(n)) => n.as_f64().map_or(Json::Number(n), Json::from),
+        // Read as hex (see `Sql::json_row`); given back as Avro `bytes` are: one char per byte.
+        (ColumnType::Binary, Json::String(hex)) => match decode_hex(&hex) {
+            Some(bytes) => Json::String(bytes.into_iter().map(char::from).collect()),
+            None => Json::String(hex),
+        },
         (_, v) => v,
     }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
 }
 
 /// Record attributes for a payload field: a timestamp (as a diesel model serializes it) going to an `int` or
@@ -357,6 +378,14 @@ mod tests {
             json!("2026-11-28T12:00:00.500")
         );
         assert_eq!(normalize(&col(ColumnType::Bool), json!(1)), json!(true));
+        assert_eq!(
+            normalize(&col(ColumnType::Binary), json!("00ff41")),
+            json!("\u{0}\u{ff}A")
+        );
+        assert_eq!(
+            to_sql(&col(ColumnType::Binary), &json!("\u{0}\u{ff}A"), TimeUnit::Seconds),
+            Ok(SqlValue::Bytes(vec![0, 255, 65]))
+        );
     }
 
     #[test]

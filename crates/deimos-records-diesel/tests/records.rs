@@ -22,6 +22,7 @@ per_database!(
     batch_consumer_compound_keys,
     batch_consumer_falls_back_per_message,
     exactly_once_skips_redelivered_messages,
+    exactly_once_fallback_stops_at_the_failure,
 );
 
 #[derive(Debug, Clone, Serialize)]
@@ -284,6 +285,16 @@ async fn bulk_inserts_publish_generated_ids(kind: Kind) {
     let ids: Vec<&Json> = msgs[5..].iter().map(|(k, _)| k).collect();
     let d9 = stored.iter().find(|r| r["sku"] == json!("D-9")).unwrap();
     assert!(ids.contains(&&d0["id"]) && ids.contains(&&d9["id"]), "{ids:?}");
+
+    // A binary column: written from Avro-style bytes (one char per byte), read back the same way.
+    let with_photo = source
+        .insert(
+            &mut conn,
+            &json!({"sku": "P-1", "name": "pic", "active": true, "photo": "\u{0}\u{ff}A"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(with_photo["photo"], json!("\u{0}\u{ff}A"));
     db.drop_db().await;
 }
 
@@ -617,5 +628,46 @@ async fn exactly_once_skips_redelivered_messages(kind: Kind) {
     single.consume(m.clone()).await.unwrap();
     single.consume(m).await.unwrap();
     assert_eq!(common::count(&mut conn, "events").await, 26);
+    db.drop_db().await;
+}
+
+async fn exactly_once_fallback_stops_at_the_failure(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let mut conn = db.conn().await;
+    let schema = common::schema("com.acme.records.Product");
+    let consumer = RecordConsumer::builder(common::products(), &schema)
+        .database_url(&db.url)
+        .exactly_once(true)
+        .build_batch()
+        .unwrap();
+    let mut poison = product_payload(2, "H-2", 1.0);
+    poison["name"] = Json::Null;
+    let items = |second: Json| {
+        vec![
+            (Some(product_payload(1, "H-1", 1.0)), Some(json!(1))),
+            (Some(second), Some(json!(2))),
+            (Some(product_payload(3, "H-3", 1.0)), Some(json!(3))),
+        ]
+    };
+    // 1 is saved, 2 fails, 3 is not tried: the stored offset points at 2.
+    let err = consumer
+        .consume_batch(batch(items(poison.clone()), 0))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Failed keys: 2"), "{err}");
+    let ids = |rows: Vec<Map<String, Json>>| rows.iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(ids(common::rows(&mut conn, &common::products()).await), [1]);
+    // Redelivered as it was (a retry): 1 is skipped, 2 fails again, nothing is applied twice.
+    assert!(consumer.consume_batch(batch(items(poison), 0)).await.is_err());
+    // Once 2 can be saved, the batch completes from there.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let created = common::rows(&mut conn, &common::products()).await[0]["updated_at"].clone();
+    consumer
+        .consume_batch(batch(items(product_payload(2, "H-2", 1.0)), 0))
+        .await
+        .unwrap();
+    let rows = common::rows(&mut conn, &common::products()).await;
+    assert_eq!(ids(rows.clone()), [1, 2, 3]);
+    assert_eq!(rows[0]["updated_at"], created, "message 1 was not applied again");
     db.drop_db().await;
 }

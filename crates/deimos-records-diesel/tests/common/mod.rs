@@ -31,6 +31,7 @@ diesel::table! {
         active -> Bool,
         released_at -> Nullable<Timestamp>,
         note -> Nullable<Text>,
+        photo -> Nullable<Binary>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }
@@ -60,17 +61,17 @@ pub fn events() -> RecordTable {
 fn ddl(kind: Kind) -> Vec<&'static str> {
     match kind {
         Kind::Postgres => vec![
-            "CREATE TABLE products (id BIGSERIAL PRIMARY KEY, sku VARCHAR(64) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, price DOUBLE PRECISION, active BOOLEAN NOT NULL DEFAULT FALSE, released_at TIMESTAMP, note VARCHAR(255), created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)",
+            "CREATE TABLE products (id BIGSERIAL PRIMARY KEY, sku VARCHAR(64) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, price DOUBLE PRECISION, active BOOLEAN NOT NULL DEFAULT FALSE, released_at TIMESTAMP, note VARCHAR(255), photo BYTEA, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)",
             "CREATE TABLE gadgets (id BIGINT NOT NULL, region VARCHAR(32) NOT NULL, name VARCHAR(255) NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL, PRIMARY KEY (id, region))",
             "CREATE TABLE events (id BIGSERIAL PRIMARY KEY, seq BIGINT NOT NULL, note VARCHAR(255) NOT NULL)",
         ],
         Kind::Mariadb => vec![
-            "CREATE TABLE products (id BIGINT AUTO_INCREMENT PRIMARY KEY, sku VARCHAR(64) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, price DOUBLE, active BOOLEAN NOT NULL DEFAULT FALSE, released_at DATETIME(6), note VARCHAR(255), created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL)",
+            "CREATE TABLE products (id BIGINT AUTO_INCREMENT PRIMARY KEY, sku VARCHAR(64) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, price DOUBLE, active BOOLEAN NOT NULL DEFAULT FALSE, released_at DATETIME(6), note VARCHAR(255), photo BLOB, created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL)",
             "CREATE TABLE gadgets (id BIGINT NOT NULL, region VARCHAR(32) NOT NULL, name VARCHAR(255) NOT NULL, created_at DATETIME(6) NOT NULL, updated_at DATETIME(6) NOT NULL, PRIMARY KEY (id, region))",
             "CREATE TABLE events (id BIGINT AUTO_INCREMENT PRIMARY KEY, seq BIGINT NOT NULL, note VARCHAR(255) NOT NULL)",
         ],
         Kind::Sqlite => vec![
-            "CREATE TABLE products (id INTEGER PRIMARY KEY AUTOINCREMENT, sku VARCHAR(64) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, price DOUBLE, active BOOLEAN NOT NULL DEFAULT 0, released_at TIMESTAMP, note VARCHAR(255), created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)",
+            "CREATE TABLE products (id INTEGER PRIMARY KEY AUTOINCREMENT, sku VARCHAR(64) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, price DOUBLE, active BOOLEAN NOT NULL DEFAULT 0, released_at TIMESTAMP, note VARCHAR(255), photo BLOB, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)",
             "CREATE TABLE gadgets (id BIGINT NOT NULL, region VARCHAR(32) NOT NULL, name VARCHAR(255) NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL, PRIMARY KEY (id, region))",
             "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, seq BIGINT NOT NULL, note VARCHAR(255) NOT NULL)",
         ],
@@ -172,7 +173,12 @@ pub async fn count(conn: &mut Conn, table: &str) -> i64 {
 
 /// The rows of a table as attribute maps, by the first key column.
 pub async fn rows(conn: &mut Conn, table: &RecordTable) -> Vec<Map<String, Json>> {
-    let cols: Vec<String> = table.columns().iter().map(|c| c.name.clone()).collect();
+    let cols: Vec<String> = table
+        .columns()
+        .iter()
+        .filter(|c| c.ty != deimos_records_diesel::ColumnType::Binary)
+        .map(|c| c.name.clone())
+        .collect();
     let (func, cast) = match conn.dialect() {
         deimos_outbox_diesel::Dialect::Postgres => ("jsonb_build_object", ("", "::text")),
         deimos_outbox_diesel::Dialect::Mysql => ("JSON_OBJECT", ("CAST(", " AS CHAR)")),
