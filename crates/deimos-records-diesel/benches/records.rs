@@ -6,7 +6,7 @@
 //! consumer gets decoded payloads (as the runner hands them over) and does everything it does in production:
 //! compaction by key, conversion to the column types, the upsert that keeps `created_at`, the transaction.
 //! The raw side is diesel's typed `insert_into(…).values(&rows).on_conflict(id).do_update()` on
-//! diesel-async's connection. Rounds alternate sides; the table prints medians.
+//! diesel-async's connection. Five rounds alternate sides; the table prints medians.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
@@ -22,7 +22,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::{Value as Json, json};
 
 const BATCH: usize = 1000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 diesel::table! {
     bench_products (id) {
