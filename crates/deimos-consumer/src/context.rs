@@ -26,6 +26,8 @@ pub(crate) struct ListenerContext {
     /// Partitions revoked since the worker last looked, so it can drop batches it buffered for them.
     revoked: Mutex<Vec<i32>>,
     any_revoked: AtomicBool,
+    /// Set when the runner closes the consumer (after committing).
+    closing: AtomicBool,
 }
 
 impl ListenerContext {
@@ -37,7 +39,14 @@ impl ListenerContext {
             assigned: Mutex::new(HashSet::new()),
             revoked: Mutex::new(Vec::new()),
             any_revoked: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the consumer as closing: a revoke then commits without waiting (the runner has committed already,
+    /// and the coordinator may be gone).
+    pub(crate) fn set_closing(&self) {
+        self.closing.store(true, Ordering::Release);
     }
 
     /// The partitions revoked since the last call (cheap when there were none).
@@ -121,10 +130,14 @@ impl ConsumerContext for ListenerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             // The offsets handled so far are stored (the worker handles one message or batch at a time and
-            // this runs between two of them). Send their commit now, before the rebalance goes on: the request
-            // goes out ahead of the group's next requests. It is not waited for: with the coordinator down a
-            // synchronous commit would block this thread (and a closing consumer) without bound.
-            match consumer.commit_consumer_state(CommitMode::Async) {
+            // this runs between two of them). Commit them before the rebalance goes on, and wait for it: the
+            // partitions' next owner fetches from the committed offset, so a commit still in flight would have
+            // it handle these messages again. Not when the assignment is lost (the coordinator is gone, or took
+            // the partitions already: a commit could not succeed and a synchronous one could block without
+            // bound) nor when closing (the runner has committed already).
+            let wait = !consumer.assignment_lost() && !self.closing.load(Ordering::Acquire);
+            let mode = if wait { CommitMode::Sync } else { CommitMode::Async };
+            match consumer.commit_consumer_state(mode) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(error) => {
                     tracing::warn!(topic = &*self.topic, %error, "committing handled offsets on revoke failed; the next owner may handle them again")

@@ -202,6 +202,7 @@ impl ConsumerRunner {
                 let (topic, group_id) = (r.topic.clone(), r.group_id.clone());
                 let join = tokio::task::spawn_blocking(move || {
                     commit_stored(&*r.consumer, &r.topic, "shutdown");
+                    r.consumer.context().set_closing();
                     drop(r.consumer);
                     drop(r.dead_letter);
                 });
