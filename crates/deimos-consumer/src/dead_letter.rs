@@ -1,5 +1,6 @@
 //! The dead-letter topic: messages given up on, with where they came from and why, in headers.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -38,19 +39,60 @@ pub(crate) struct DeadLetterRecord<'a> {
     pub(crate) timestamp: Option<i64>,
 }
 
-/// A listener's dead-letter topic and the producer that writes to it.
+/// A message the dead-letter topic received from an [`InlineListener`](crate::InlineListener): the original raw
+/// key and value, the original headers followed by the `deimos.dlq.*` ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetterMessage {
+    /// The dead-letter topic.
+    pub topic: String,
+    /// The original key, as it was on the wire.
+    pub key: Option<Vec<u8>>,
+    /// The original value, as it was on the wire.
+    pub value: Option<Vec<u8>>,
+    /// The original headers, then the `deimos.dlq.*` headers.
+    pub headers: Headers,
+}
+
+/// Where dead letters go.
+enum Sink {
+    Kafka(FutureProducer),
+    /// Inline listeners (tests): kept until taken.
+    Memory(Mutex<Vec<DeadLetterMessage>>),
+}
+
+/// A listener's dead-letter topic and where its messages go.
 pub(crate) struct DeadLetter {
     topic: String,
-    producer: FutureProducer,
+    sink: Sink,
 }
 
 impl DeadLetter {
     pub(crate) fn new(topic: String, producer: FutureProducer) -> DeadLetter {
-        DeadLetter { topic, producer }
+        DeadLetter {
+            topic,
+            sink: Sink::Kafka(producer),
+        }
+    }
+
+    /// A dead-letter topic that keeps its messages in memory.
+    pub(crate) fn in_memory(topic: String) -> DeadLetter {
+        DeadLetter {
+            topic,
+            sink: Sink::Memory(Mutex::new(Vec::new())),
+        }
     }
 
     pub(crate) fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The messages kept in memory since the last call (none for a Kafka dead-letter topic).
+    pub(crate) fn take(&self) -> Vec<DeadLetterMessage> {
+        match &self.sink {
+            Sink::Kafka(_) => Vec::new(),
+            Sink::Memory(kept) => std::mem::take(&mut *kept.lock().unwrap_or_else(PoisonError::into_inner)),
+        }
     }
 
     /// Sends one record (raw key and value, original headers, plus the `deimos.dlq.*` headers) and waits
@@ -64,39 +106,57 @@ impl DeadLetter {
         error_message: &str,
         attempts: u32,
     ) -> Result<(), BoxError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 8);
-        for (key, value) in record.headers.iter() {
-            headers = headers.insert(Header { key, value });
-        }
-        let partition = record.partition.to_string();
-        let offset = record.offset.to_string();
-        let attempts = attempts.to_string();
-        let mut add = |key: &str, value: &str| {
-            let h = std::mem::replace(&mut headers, OwnedHeaders::new());
-            headers = h.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        };
-        add(HEADER_ORIGINAL_TOPIC, source_topic);
-        add(HEADER_ORIGINAL_PARTITION, &partition);
-        add(HEADER_ORIGINAL_OFFSET, &offset);
+        let mut headers: Vec<(&str, Option<std::borrow::Cow<'_, [u8]>>)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k, v.map(std::borrow::Cow::Borrowed)))
+            .collect();
+        let mut add = |key: &'static str, value: String| headers.push((key, Some(value.into_bytes().into())));
+        add(HEADER_ORIGINAL_TOPIC, source_topic.to_string());
+        add(HEADER_ORIGINAL_PARTITION, record.partition.to_string());
+        add(HEADER_ORIGINAL_OFFSET, record.offset.to_string());
         if let Some(ts) = record.timestamp {
-            add(HEADER_ORIGINAL_TIMESTAMP, &ts.to_string());
+            add(HEADER_ORIGINAL_TIMESTAMP, ts.to_string());
         }
-        add(HEADER_GROUP_ID, group_id);
-        add(HEADER_ERROR_TYPE, stage.as_str());
-        add(HEADER_ERROR_MESSAGE, error_message);
-        add(HEADER_ATTEMPTS, &attempts);
+        add(HEADER_GROUP_ID, group_id.to_string());
+        add(HEADER_ERROR_TYPE, stage.as_str().to_string());
+        add(HEADER_ERROR_MESSAGE, error_message.to_string());
+        add(HEADER_ATTEMPTS, attempts.to_string());
 
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+        let producer = match &self.sink {
+            Sink::Kafka(producer) => producer,
+            Sink::Memory(kept) => {
+                let message = DeadLetterMessage {
+                    topic: self.topic.clone(),
+                    key: record.key.map(<[u8]>::to_vec),
+                    value: record.value.map(<[u8]>::to_vec),
+                    headers: Headers::from(
+                        headers
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v.map(std::borrow::Cow::into_owned)))
+                            .collect::<Vec<_>>(),
+                    ),
+                };
+                kept.lock().unwrap_or_else(PoisonError::into_inner).push(message);
+                return Ok(());
+            }
+        };
+        let owned = headers
+            .iter()
+            .fold(OwnedHeaders::new_with_capacity(headers.len()), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                })
+            });
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(owned);
         if let Some(key) = record.key {
             out = out.key(key);
         }
         if let Some(value) = record.value {
             out = out.payload(value);
         }
-        match self.producer.send(out, DELIVERY_TIMEOUT).await {
+        match producer.send(out, DELIVERY_TIMEOUT).await {
             Ok(_) => Ok(()),
             Err((error, _)) => Err(Box::new(error)),
         }

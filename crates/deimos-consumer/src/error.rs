@@ -142,6 +142,15 @@ pub enum ConsumerError {
         /// The panic message, if it was a string.
         message: String,
     },
+
+    /// An [`InlineListener`](crate::InlineListener) call does not fit its listener.
+    #[error("the listener for topic `{topic}` {message}")]
+    InlineMisuse {
+        /// The listener's topic.
+        topic: String,
+        /// What does not fit, and what to do.
+        message: String,
+    },
 }
 
 /// A message could not be decoded. Handed to the [`fatal_error`](crate::Handler::fatal_error) predicates

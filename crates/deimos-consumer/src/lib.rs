@@ -5,16 +5,18 @@ mod dead_letter;
 mod delay;
 mod error;
 mod handler;
+mod inline;
 mod listener;
 mod runner;
 mod worker;
 
 pub use dead_letter::{
-    HEADER_ATTEMPTS, HEADER_ERROR_MESSAGE, HEADER_ERROR_TYPE, HEADER_GROUP_ID, HEADER_ORIGINAL_OFFSET,
-    HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TIMESTAMP, HEADER_ORIGINAL_TOPIC,
+    DeadLetterMessage, HEADER_ATTEMPTS, HEADER_ERROR_MESSAGE, HEADER_ERROR_TYPE, HEADER_GROUP_ID,
+    HEADER_ORIGINAL_OFFSET, HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TIMESTAMP, HEADER_ORIGINAL_TOPIC,
 };
 pub use error::{ConsumerError, HandlerError, MessageDecodeError};
 pub use handler::{Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, Handler, Headers, Message, Metadata};
+pub use inline::{InlineListener, InlineListenerBuilder, InlineMessage, InlineOutcome};
 pub use listener::{
     DEFAULT_BACKOFF, DEFAULT_COMMIT_INTERVAL, DEFAULT_LAG_INTERVAL, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT,
     ErrorPolicy, Listener, ListenerBuilder,

@@ -153,6 +153,26 @@ impl Listener {
     pub fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
     }
+
+    /// The value schema's full name (the bare name completed by the namespace).
+    pub fn value_schema(&self) -> String {
+        deimos_avro::full_name(&self.value_schema, self.namespace.as_deref())
+    }
+
+    /// The key config, as given.
+    pub fn key_config(&self) -> &KeyConfig {
+        &self.key_config
+    }
+
+    /// Whether the listener delivers batches (a [`BatchHandler`]) rather than one message at a time.
+    pub fn is_batch(&self) -> bool {
+        matches!(self.delivery, Delivery::Batch(_))
+    }
+
+    /// The largest batch delivered to a batch handler.
+    pub fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+    }
 }
 
 /// Builds a [`Listener`]. Every setting but the handler and the value schema has a default.

@@ -304,7 +304,6 @@ fn start(
     let env = Env {
         topic,
         group_id,
-        consumer: Arc::clone(&consumer),
         codec: Arc::clone(codec),
         reader,
         keys: KeyDecoder::new(key_spec),
@@ -315,6 +314,7 @@ fn start(
             backoff: listener.backoff,
             reraise_errors,
             global_fatal,
+            inline: false,
         },
         dead_letter: dead_letter.clone(),
         max_batch_size: listener.max_batch_size,
@@ -322,7 +322,7 @@ fn start(
         payload_log: listener.payload_log,
         shutdown: shutdown.subscribe(),
     };
-    let task = tokio::spawn(listener.delivery.start().run(env));
+    let task = tokio::spawn(listener.delivery.start().run(env, Arc::clone(&consumer)));
     tracing::info!(
         topic = listener.topic,
         group_id = listener.group_id,
@@ -471,12 +471,15 @@ fn millis(d: Duration) -> String {
     d.as_millis().to_string()
 }
 
-fn prepare(
-    listener: Listener,
-    store: &SchemaStore,
-    servers: &str,
-    runner_settings: &BTreeMap<String, String>,
-) -> Result<Prepared, ConsumerError> {
+/// What a listener reads with: its reader schema, its key spec and the payload's `timestamp` field.
+pub(crate) struct Schemas {
+    pub(crate) reader: AvroSchema,
+    pub(crate) key_spec: KeySpec,
+    pub(crate) timestamp: Option<TimestampField>,
+}
+
+/// Loads a listener's value schema and builds its key spec.
+pub(crate) fn schemas(listener: &Listener, store: &SchemaStore) -> Result<Schemas, ConsumerError> {
     let topic = listener.topic.clone();
     let schema = deimos_avro::full_name(&listener.value_schema, listener.namespace.as_deref());
     let reader = store.get(&schema).map_err(|source| ConsumerError::Schema {
@@ -493,6 +496,26 @@ fn prepare(
         topic: topic.clone(),
         source: Box::new(source),
     })?;
+    let timestamp = TimestampField::of(&reader);
+    Ok(Schemas {
+        reader,
+        key_spec,
+        timestamp,
+    })
+}
+
+fn prepare(
+    listener: Listener,
+    store: &SchemaStore,
+    servers: &str,
+    runner_settings: &BTreeMap<String, String>,
+) -> Result<Prepared, ConsumerError> {
+    let topic = listener.topic.clone();
+    let Schemas {
+        reader,
+        key_spec,
+        timestamp,
+    } = schemas(&listener, store)?;
 
     let mut consumer = BTreeMap::<String, String>::new();
     let mut set = |k: &str, v: String| {
@@ -541,7 +564,6 @@ fn prepare(
             Some(client_config(&producer, "dead-letter producer", &topic)?)
         }
     };
-    let timestamp = TimestampField::of(&reader);
     Ok(Prepared {
         listener,
         reader,

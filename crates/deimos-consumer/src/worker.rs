@@ -37,7 +37,78 @@ pub(crate) type FatalFn = Arc<dyn Fn(&HandlerError, &ErrorContext) -> bool + Sen
 
 /// Starts a listener's loop with its handler; erases the handler's payload type.
 pub(crate) trait Start: Send + Sync {
-    fn run(&self, env: Env) -> BoxFuture<'static, ()>;
+    /// The listener's loop over `consumer`.
+    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>) -> BoxFuture<'static, ()>;
+    /// The listener's processing without a consumer, for messages given by the caller (tests).
+    fn inline(&self, env: Env) -> Box<dyn InlineRun>;
+}
+
+/// Processes given messages as the listener's loop would, without storing offsets.
+pub(crate) trait InlineRun: Send + Sync {
+    /// One outcome per message (message delivery), or one for all of them (batch delivery: one batch).
+    fn process(&self, messages: Vec<Raw>) -> BoxFuture<'_, Vec<Outcome>>;
+    /// The dead-letter topic, if there is one.
+    fn dead_letter(&self) -> Option<&DeadLetter>;
+}
+
+/// How processing a message, or a batch, ended.
+pub(crate) enum Outcome {
+    /// The handler succeeded, after this many attempts.
+    Handled { attempts: u32 },
+    /// Given up: skipped (and dead-lettered when there is a dead-letter topic).
+    GaveUp {
+        stage: ErrorStage,
+        error: HandlerError,
+        attempts: u32,
+        fatal: bool,
+    },
+    /// Inline only: a fatal error the runner would retry forever.
+    Raised {
+        stage: ErrorStage,
+        error: HandlerError,
+        attempts: u32,
+    },
+    /// The runner shut down first; the offsets must not be stored.
+    Interrupted,
+}
+
+struct InlineMessages<H: Handler> {
+    handler: Arc<H>,
+    common: Common<H::Payload>,
+}
+
+impl<H: Handler> InlineRun for InlineMessages<H> {
+    fn process(&self, messages: Vec<Raw>) -> BoxFuture<'_, Vec<Outcome>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for m in &messages {
+                outcomes.push(process_message(&self.common, &*self.handler, m).await);
+            }
+            outcomes
+        })
+    }
+
+    fn dead_letter(&self) -> Option<&DeadLetter> {
+        self.common.env.dead_letter.as_deref()
+    }
+}
+
+struct InlineBatches<H: BatchHandler> {
+    handler: Arc<H>,
+    common: Common<H::Payload>,
+}
+
+impl<H: BatchHandler> InlineRun for InlineBatches<H> {
+    fn process(&self, messages: Vec<Raw>) -> BoxFuture<'_, Vec<Outcome>> {
+        Box::pin(async move {
+            let partition = messages.first().map_or(0, |m| m.partition);
+            vec![process_batch(&self.common, &*self.handler, partition, &messages).await]
+        })
+    }
+
+    fn dead_letter(&self) -> Option<&DeadLetter> {
+        self.common.env.dead_letter.as_deref()
+    }
 }
 
 pub(crate) struct MessageStart<H>(Arc<H>);
@@ -49,8 +120,15 @@ impl<H> MessageStart<H> {
 }
 
 impl<H: Handler> Start for MessageStart<H> {
-    fn run(&self, env: Env) -> BoxFuture<'static, ()> {
-        Box::pin(run_messages(Arc::clone(&self.0), env))
+    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>) -> BoxFuture<'static, ()> {
+        Box::pin(run_messages(Arc::clone(&self.0), env, consumer))
+    }
+
+    fn inline(&self, env: Env) -> Box<dyn InlineRun> {
+        Box::new(InlineMessages {
+            handler: Arc::clone(&self.0),
+            common: Common::new(env),
+        })
     }
 }
 
@@ -63,8 +141,15 @@ impl<H> BatchStart<H> {
 }
 
 impl<H: BatchHandler> Start for BatchStart<H> {
-    fn run(&self, env: Env) -> BoxFuture<'static, ()> {
-        Box::pin(run_batches(Arc::clone(&self.0), env))
+    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>) -> BoxFuture<'static, ()> {
+        Box::pin(run_batches(Arc::clone(&self.0), env, consumer))
+    }
+
+    fn inline(&self, env: Env) -> Box<dyn InlineRun> {
+        Box::new(InlineBatches {
+            handler: Arc::clone(&self.0),
+            common: Common::new(env),
+        })
     }
 }
 
@@ -75,6 +160,9 @@ pub(crate) struct Policy {
     pub(crate) backoff: (Duration, Duration),
     pub(crate) reraise_errors: bool,
     pub(crate) global_fatal: Option<FatalFn>,
+    /// Inline processing (tests): retries at once, and a fatal error without `max_attempts` is raised
+    /// instead of retried forever.
+    pub(crate) inline: bool,
 }
 
 impl Policy {
@@ -89,7 +177,6 @@ impl Policy {
 pub(crate) struct Env {
     pub(crate) topic: Arc<str>,
     pub(crate) group_id: Arc<str>,
-    pub(crate) consumer: Arc<KafkaConsumer>,
     pub(crate) codec: Arc<SchemaCodec>,
     pub(crate) reader: AvroSchema,
     pub(crate) keys: KeyDecoder,
@@ -154,6 +241,23 @@ impl Failure {
     fn message(&self) -> String {
         error_chain(&*self.error)
     }
+
+    fn gave_up(self, attempts: u32, fatal: bool) -> Outcome {
+        Outcome::GaveUp {
+            stage: self.stage,
+            error: self.error,
+            attempts,
+            fatal,
+        }
+    }
+
+    fn raised(self, attempts: u32) -> Outcome {
+        Outcome::Raised {
+            stage: self.stage,
+            error: self.error,
+            attempts,
+        }
+    }
 }
 
 /// Deimos's "Got Kafka event" debug log, showing what `payload_log` allows.
@@ -198,6 +302,8 @@ enum Decision {
     Retry(Duration),
     /// Give up: dead-letter (if configured) and move on. `fatal` says whether retries were involved.
     GiveUp { fatal: bool },
+    /// Inline only: hand a fatal error to the caller instead of retrying it forever.
+    Raise,
 }
 
 /// The part of a listener that does not depend on the delivery mode.
@@ -269,8 +375,10 @@ impl<P: DeserializeOwned + Serialize + Send + 'static> Common<P> {
             return Decision::GiveUp { fatal: false };
         }
         let attempts = context.retry_count.saturating_add(1);
-        if policy.max_attempts.is_some_and(|max| attempts >= max) {
-            return Decision::GiveUp { fatal: true };
+        match policy.max_attempts {
+            Some(max) if attempts >= max => return Decision::GiveUp { fatal: true },
+            None if policy.inline => return Decision::Raise,
+            _ => {}
         }
         Decision::Retry(policy.backoff(context.retry_count))
     }
@@ -296,6 +404,9 @@ impl<P: DeserializeOwned + Serialize + Send + 'static> Common<P> {
 
     /// Waits `delay` unless the runner shuts down first; `false` on shutdown.
     async fn sleep(&self, delay: Duration) -> bool {
+        if self.env.policy.inline {
+            return true;
+        }
         sleep_unless_shutdown(&self.env.shutdown, delay).await
     }
 
@@ -375,11 +486,62 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Headers {
     }
 }
 
+/// A message to process: fetched from Kafka, or given by the caller (inline).
+pub(crate) trait Incoming: Sync {
+    fn key_bytes(&self) -> Option<&[u8]>;
+    fn value_bytes(&self) -> Option<&[u8]>;
+    fn all_headers(&self) -> Headers;
+    fn at_partition(&self) -> i32;
+    fn at_offset(&self) -> i64;
+    fn millis(&self) -> Option<i64>;
+}
+
+impl Incoming for BorrowedMessage<'_> {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        rdkafka::Message::key(self)
+    }
+    fn value_bytes(&self) -> Option<&[u8]> {
+        self.payload()
+    }
+    fn all_headers(&self) -> Headers {
+        headers_of(self)
+    }
+    fn at_partition(&self) -> i32 {
+        rdkafka::Message::partition(self)
+    }
+    fn at_offset(&self) -> i64 {
+        rdkafka::Message::offset(self)
+    }
+    fn millis(&self) -> Option<i64> {
+        rdkafka::Message::timestamp(self).to_millis()
+    }
+}
+
+impl Incoming for Raw {
+    fn key_bytes(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn value_bytes(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+    fn all_headers(&self) -> Headers {
+        self.headers.clone()
+    }
+    fn at_partition(&self) -> i32 {
+        self.partition
+    }
+    fn at_offset(&self) -> i64 {
+        self.offset
+    }
+    fn millis(&self) -> Option<i64> {
+        self.timestamp
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // One message at a time.
 
-async fn run_messages<H: Handler>(handler: Arc<H>, env: Env) {
-    let consumer = Arc::clone(&env.consumer);
+async fn run_messages<H: Handler>(handler: Arc<H>, env: Env, consumer: Arc<KafkaConsumer>) {
     let common = Common::<H::Payload>::new(env);
     let mut handled = Handled::default();
     let mut stream = consumer.stream();
@@ -401,7 +563,12 @@ async fn run_messages<H: Handler>(handler: Arc<H>, env: Env) {
                 if handled.already(&common.env.topic, &consumer, &m) {
                     continue;
                 }
-                process_message(&common, &*handler, &consumer, &m).await;
+                if matches!(process_message(&common, &*handler, &m).await, Outcome::Interrupted) {
+                    return;
+                }
+                if let Err(error) = consumer.store_offset_from_message(&m) {
+                    tracing::debug!(topic = &*common.env.topic, partition = m.partition(), %error, "offset not stored (partition no longer assigned?)");
+                }
                 handled.mark(m.partition(), m.offset());
             }
             Some(Err(error)) => kafka_error(&common.env.topic, &error),
@@ -442,22 +609,17 @@ fn kafka_error(topic: &str, error: &rdkafka::error::KafkaError) {
     tracing::warn!(topic, %error, "Kafka consumer error; librdkafka keeps retrying");
 }
 
-async fn process_message<H: Handler>(
-    common: &Common<H::Payload>,
-    handler: &H,
-    consumer: &KafkaConsumer,
-    m: &BorrowedMessage<'_>,
-) {
+async fn process_message<H: Handler, M: Incoming>(common: &Common<H::Payload>, handler: &H, m: &M) -> Outcome {
     let mut retry = 0u32;
     loop {
         let failure = match attempt_message(common, handler, m, retry).await {
-            Ok(()) => break,
+            Ok(()) => return Outcome::Handled { attempts: retry + 1 },
             Err(f) => f,
         };
         common.metrics.error.increment(1);
-        let context = common.error_context(m.partition(), m.offset(), 1, retry, failure.stage);
+        let context = common.error_context(m.at_partition(), m.at_offset(), 1, retry, failure.stage);
         let decision = common.decide(&failure, &context, handler.fatal_error(&failure.error, &context));
-        let (topic, partition, offset) = (&*common.env.topic, m.partition(), m.offset());
+        let (topic, partition, offset) = (&*common.env.topic, m.at_partition(), m.at_offset());
         match decision {
             Decision::Retry(delay) => {
                 common.metrics.retry.increment(1);
@@ -467,10 +629,11 @@ async fn process_message<H: Handler>(
                     "Error consuming message; fatal, retrying after backoff"
                 );
                 if !common.sleep(delay).await {
-                    return;
+                    return Outcome::Interrupted;
                 }
                 retry = retry.saturating_add(1);
             }
+            Decision::Raise => return failure.raised(retry + 1),
             Decision::GiveUp { fatal } => {
                 if fatal {
                     tracing::error!(
@@ -484,59 +647,56 @@ async fn process_message<H: Handler>(
                         "Error consuming message; skipping it"
                     );
                 }
-                let headers = headers_of(m);
+                let headers = m.all_headers();
                 let record = DeadLetterRecord {
-                    key: m.key(),
-                    value: m.payload(),
+                    key: m.key_bytes(),
+                    value: m.value_bytes(),
                     headers: &headers,
                     partition,
                     offset,
-                    timestamp: m.timestamp().to_millis(),
+                    timestamp: m.millis(),
                 };
                 if !common.dead_letter(&[record], &failure, retry + 1).await {
-                    return;
+                    return Outcome::Interrupted;
                 }
-                break;
+                return failure.gave_up(retry + 1, fatal);
             }
         }
     }
-    if let Err(error) = consumer.store_offset_from_message(m) {
-        tracing::debug!(topic = &*common.env.topic, partition = m.partition(), %error, "offset not stored (partition no longer assigned?)");
-    }
 }
 
-async fn attempt_message<H: Handler>(
+async fn attempt_message<H: Handler, M: Incoming>(
     common: &Common<H::Payload>,
     handler: &H,
-    m: &BorrowedMessage<'_>,
+    m: &M,
     retry: u32,
 ) -> Result<(), Failure> {
-    let headers = headers_of(m);
+    let headers = m.all_headers();
     // `process {topic}`: decoding and the handler, a child of the producer's span when the message carries
     // its trace context.
     let span = trace::process_span(
         &common.env.topic,
         &common.env.group_id,
-        m.partition(),
-        m.offset(),
+        m.at_partition(),
+        m.at_offset(),
         retry,
     );
     let _ = trace::set_parent(&span, headers.iter());
     let failing = span.clone();
     let result = async {
-        let raw_key = m.key();
+        let raw_key = m.key_bytes();
         let key = common.decode_key(raw_key).await?;
-        let payload = common.decode_value(m.payload()).await?;
+        let payload = common.decode_value(m.value_bytes()).await?;
         common.metrics.received.increment(1);
         common.report_delay(payload.as_ref());
         let metadata = Metadata {
             key,
             raw_key: raw_key.map(<[u8]>::to_vec),
             topic: Arc::clone(&common.env.topic),
-            partition: m.partition(),
-            offset: m.offset(),
+            partition: m.at_partition(),
+            offset: m.at_offset(),
             headers,
-            timestamp: m.timestamp().to_millis(),
+            timestamp: m.millis(),
             group_id: Arc::clone(&common.env.group_id),
             retry_count: retry,
         };
@@ -573,13 +733,14 @@ async fn attempt_message<H: Handler>(
 // ---------------------------------------------------------------------------------------------------------
 // Batches.
 
-/// A fetched message, owned while its partition's batch fills.
-struct Raw {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Headers,
-    offset: i64,
-    timestamp: Option<i64>,
+/// A fetched message, owned while its partition's batch fills (or given by the caller, inline).
+pub(crate) struct Raw {
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Headers,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp: Option<i64>,
 }
 
 struct Pending {
@@ -587,8 +748,7 @@ struct Pending {
     deadline: tokio::time::Instant,
 }
 
-async fn run_batches<H: BatchHandler>(handler: Arc<H>, env: Env) {
-    let consumer = Arc::clone(&env.consumer);
+async fn run_batches<H: BatchHandler>(handler: Arc<H>, env: Env, consumer: Arc<KafkaConsumer>) {
     let common = Common::<H::Payload>::new(env);
     let (max_size, max_wait) = (common.env.max_batch_size, common.env.max_wait);
     let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
@@ -614,10 +774,11 @@ async fn run_batches<H: BatchHandler>(handler: Arc<H>, env: Env) {
                 let due: Vec<i32> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(p, _)| *p).collect();
                 for partition in due {
                     if let Some(batch) = pending.remove(&partition) {
-                        let last = batch.messages.last().map(|r| r.offset);
-                        process_batch(&common, &*handler, &consumer, partition, batch.messages).await;
-                        if let Some(last) = last {
-                            handled.mark(partition, last);
+                        if !deliver_batch(&common, &*handler, &consumer, partition, &batch.messages).await {
+                            return;
+                        }
+                        if let Some(last) = batch.messages.last() {
+                            handled.mark(partition, last.offset);
                         }
                     }
                 }
@@ -637,16 +798,18 @@ async fn run_batches<H: BatchHandler>(handler: Arc<H>, env: Env) {
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
                         headers: headers_of(&m),
+                        partition,
                         offset: m.offset(),
                         timestamp: m.timestamp().to_millis(),
                     });
                     if entry.messages.len() >= max_size
                         && let Some(batch) = pending.remove(&partition)
                     {
-                        let last = batch.messages.last().map(|r| r.offset);
-                        process_batch(&common, &*handler, &consumer, partition, batch.messages).await;
-                        if let Some(last) = last {
-                            handled.mark(partition, last);
+                        if !deliver_batch(&common, &*handler, &consumer, partition, &batch.messages).await {
+                            return;
+                        }
+                        if let Some(last) = batch.messages.last() {
+                            handled.mark(partition, last.offset);
                         }
                     }
                 }
@@ -673,22 +836,50 @@ fn drop_revoked(consumer: &KafkaConsumer, pending: &mut BTreeMap<i32, Pending>) 
     }
 }
 
-async fn process_batch<H: BatchHandler>(
+/// Processes a batch, then stores its offsets; `false` if the runner shut down first.
+async fn deliver_batch<H: BatchHandler>(
     common: &Common<H::Payload>,
     handler: &H,
     consumer: &KafkaConsumer,
     partition: i32,
-    messages: Vec<Raw>,
-) {
+    messages: &[Raw],
+) -> bool {
+    if matches!(
+        process_batch(common, handler, partition, messages).await,
+        Outcome::Interrupted
+    ) {
+        return false;
+    }
+    let Some(last) = messages.last() else { return true };
+    let mut tpl = TopicPartitionList::with_capacity(1);
+    let stored = tpl
+        .add_partition_offset(
+            &common.env.topic,
+            partition,
+            Offset::Offset(last.offset.saturating_add(1)),
+        )
+        .and_then(|()| consumer.store_offsets(&tpl));
+    if let Err(error) = stored {
+        tracing::debug!(topic = &*common.env.topic, partition, %error, "offset not stored (partition no longer assigned?)");
+    }
+    true
+}
+
+async fn process_batch<H: BatchHandler>(
+    common: &Common<H::Payload>,
+    handler: &H,
+    partition: i32,
+    messages: &[Raw],
+) -> Outcome {
     let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
-        return;
+        return Outcome::Handled { attempts: 1 };
     };
     let (first_offset, last_offset) = (first.offset, last.offset);
     let size = messages.len();
     let mut retry = 0u32;
     loop {
-        let failure = match attempt_batch(common, handler, partition, &messages, retry).await {
-            Ok(()) => break,
+        let failure = match attempt_batch(common, handler, partition, messages, retry).await {
+            Ok(()) => return Outcome::Handled { attempts: retry + 1 },
             Err(f) => f,
         };
         common.metrics.batch_error.increment(1);
@@ -704,10 +895,11 @@ async fn process_batch<H: BatchHandler>(
                     "Error consuming message batch; fatal, retrying after backoff"
                 );
                 if !common.sleep(delay).await {
-                    return;
+                    return Outcome::Interrupted;
                 }
                 retry = retry.saturating_add(1);
             }
+            Decision::Raise => return failure.raised(retry + 1),
             Decision::GiveUp { fatal } => {
                 if fatal {
                     tracing::error!(
@@ -734,22 +926,11 @@ async fn process_batch<H: BatchHandler>(
                     })
                     .collect();
                 if !common.dead_letter(&records, &failure, retry + 1).await {
-                    return;
+                    return Outcome::Interrupted;
                 }
-                break;
+                return failure.gave_up(retry + 1, fatal);
             }
         }
-    }
-    let mut tpl = TopicPartitionList::with_capacity(1);
-    let stored = tpl
-        .add_partition_offset(
-            &common.env.topic,
-            partition,
-            Offset::Offset(last_offset.saturating_add(1)),
-        )
-        .and_then(|()| consumer.store_offsets(&tpl));
-    if let Err(error) = stored {
-        tracing::debug!(topic = &*common.env.topic, partition, %error, "offset not stored (partition no longer assigned?)");
     }
 }
 
@@ -846,6 +1027,7 @@ mod tests {
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
             reraise_errors: false,
             global_fatal: None,
+            inline: false,
         };
         let waits: Vec<u64> = (0..8).map(|n| policy.backoff(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);

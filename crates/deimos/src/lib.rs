@@ -34,3 +34,8 @@ pub use deimos_outbox_diesel as outbox;
 /// `deimos-records-diesel`, feature `records`).
 #[cfg(feature = "records")]
 pub use deimos_records_diesel as records;
+
+/// The test kit: sent-message assertions, consume helpers through the real codec and error policy, an inline
+/// consumer, a mock Kafka cluster and the embedded registry (crate `deimos-test`, feature `test`).
+#[cfg(feature = "test")]
+pub use deimos_test as test;
