@@ -11,6 +11,38 @@
 //! Scopes nest: an inner scope adds to the outer one and, when it ends, exactly the outer state is back (a
 //! producer disabled by the outer scope stays disabled). The state is restored however the scope ends: a
 //! returned error, a panic, or a dropped future.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use deimos_avro::SchemaStore;
+//! use deimos_keys::KeyConfig;
+//! use deimos_producer::{MemoryBackend, Producer, ProducerSetup, disable};
+//! use deimos_registry::MemoryRegistry;
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+//! let backend = MemoryBackend::new();
+//! let setup = ProducerSetup::builder(SchemaStore::load_all(schemas)?, Arc::new(MemoryRegistry::new()), backend.clone())
+//!     .build();
+//! let producer = Producer::builder("GadgetProducer").topic("gadgets").schema("com.acme.keys.Gadget")
+//!     .key_config(KeyConfig::None).build(&setup).await?;
+//! let gadget = json!({"id": 1, "region": "eu", "name": "g"});
+//!
+//! disable::without_producers_named_in(&["GadgetProducer"], async {
+//!     assert!(disable::is_disabled("GadgetProducer"));
+//!     producer.publish(gadget.clone()).await // succeeds, sends nothing
+//! })
+//! .await?;
+//! assert!(backend.sent().is_empty());
+//! assert!(!disable::is_disabled("GadgetProducer")); // restored when the scope ends
+//!
+//! producer.publish(gadget).await?;
+//! assert_eq!(backend.sent().len(), 1);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::cell::RefCell;
 use std::future::Future;

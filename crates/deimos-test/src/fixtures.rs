@@ -73,6 +73,15 @@ impl MockKafka {
     }
 
     /// The underlying cluster, for fault injection (`request_errors`, `broker_down`, `broker_up`, …).
+    ///
+    /// ```
+    /// use deimos_test::MockKafka;
+    ///
+    /// let kafka = MockKafka::start()?;
+    /// kafka.cluster().broker_down(1)?; // clients now see the broker as unreachable …
+    /// kafka.cluster().broker_up(1)?; // … until it is back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
         &self.cluster
     }
@@ -131,6 +140,20 @@ impl TestCluster {
     }
 
     /// An [`InlineConsumer`] on the cluster, reading writer schemas from the registry over HTTP.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use deimos_test::TestCluster;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+    /// let cluster = TestCluster::start().await?;
+    /// cluster.kafka.create_topic("gadgets", 1)?;
+    /// let inline = cluster.inline_consumer(deimos_avro::SchemaStore::load_all(schemas)?)?;
+    /// assert!(inline.last_messages("gadgets", 10).await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn inline_consumer(&self, store: impl Into<Arc<SchemaStore>>) -> Result<InlineConsumer, TestError> {
         Ok(InlineConsumer::new(
             self.bootstrap_servers(),

@@ -129,6 +129,33 @@ impl InlineConsumer {
     }
 
     /// The last `n` messages of `topic`, undecoded, oldest first.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use deimos_producer::{KafkaBackend, Producer, ProducerSetup};
+    /// # use deimos_keys::KeyConfig;
+    /// # use deimos_test::{InlineConsumer, MockKafka};
+    /// # use deimos_registry::MemoryRegistry;
+    /// # use deimos_avro::SchemaStore;
+    /// # use serde_json::json;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kafka = MockKafka::start()?;
+    /// # kafka.create_topic("gadgets", 2)?;
+    /// # let store = Arc::new(SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?);
+    /// # let registry = Arc::new(MemoryRegistry::new());
+    /// # let backend = KafkaBackend::builder().bootstrap_servers(kafka.bootstrap_servers()).build()?;
+    /// # let setup = ProducerSetup::builder(Arc::clone(&store), registry.clone(), backend).build();
+    /// # let producer = Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id")).build(&setup).await?;
+    /// # for id in 0..3 { producer.publish(json!({"id": id, "region": "eu", "name": "g"})).await?; }
+    /// # let inline = InlineConsumer::new(kafka.bootstrap_servers(), registry, store);
+    /// let raw = inline.last_messages("gadgets", 10).await?; // every partition, oldest first
+    /// assert_eq!(raw.len(), 3);
+    /// assert_eq!(raw[0].value.as_ref().map(|v| v[0]), Some(0)); // the Confluent magic byte
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn last_messages(&self, topic: &str, n: usize) -> Result<Vec<InlineMessage>, TestError> {
         let mut config = ClientConfig::new();
         config
@@ -166,6 +193,41 @@ impl InlineConsumer {
     }
 
     /// The last `n` messages of the listener's topic, decoded with its value schema and key config.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use deimos_producer::{KafkaBackend, Producer, ProducerSetup};
+    /// # use deimos_keys::KeyConfig;
+    /// # use deimos_test::{InlineConsumer, MockKafka};
+    /// # use deimos_registry::MemoryRegistry;
+    /// # use deimos_avro::SchemaStore;
+    /// # use serde_json::json;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kafka = MockKafka::start()?;
+    /// # kafka.create_topic("gadgets", 2)?;
+    /// # let store = Arc::new(SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?);
+    /// # let registry = Arc::new(MemoryRegistry::new());
+    /// # let backend = KafkaBackend::builder().bootstrap_servers(kafka.bootstrap_servers()).build()?;
+    /// # let setup = ProducerSetup::builder(Arc::clone(&store), registry.clone(), backend).build();
+    /// # let producer = Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id")).build(&setup).await?;
+    /// # for id in 0..3 { producer.publish(json!({"id": id, "region": "eu", "name": "g"})).await?; }
+    /// # let inline = InlineConsumer::new(kafka.bootstrap_servers(), registry, store);
+    /// use deimos_consumer::{Handler, HandlerError, Listener, Message, async_trait};
+    /// struct Noop;
+    /// #[async_trait]
+    /// impl Handler for Noop {
+    ///     type Payload = serde_json::Value;
+    ///     async fn consume(&self, _: Message<serde_json::Value>) -> Result<(), HandlerError> { Ok(()) }
+    /// }
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::field("id")).handler(Noop).build()?;
+    /// let last = inline.messages_for_listener(&listener, 1).await?;
+    /// assert_eq!(last[0].key, Some(json!(2)));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn messages_for_listener(
         &self,
         listener: &Listener,
@@ -178,6 +240,32 @@ impl InlineConsumer {
 
     /// The last `n` messages of `topic`, decoded with the value schema `schema` (a full name) and `key_config`
     /// (Deimos's `get_messages_for(topic:, schema:, namespace:, key_config:)`).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use deimos_producer::{KafkaBackend, Producer, ProducerSetup};
+    /// # use deimos_keys::KeyConfig;
+    /// # use deimos_test::{InlineConsumer, MockKafka};
+    /// # use deimos_registry::MemoryRegistry;
+    /// # use deimos_avro::SchemaStore;
+    /// # use serde_json::json;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kafka = MockKafka::start()?;
+    /// # kafka.create_topic("gadgets", 2)?;
+    /// # let store = Arc::new(SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?);
+    /// # let registry = Arc::new(MemoryRegistry::new());
+    /// # let backend = KafkaBackend::builder().bootstrap_servers(kafka.bootstrap_servers()).build()?;
+    /// # let setup = ProducerSetup::builder(Arc::clone(&store), registry.clone(), backend).build();
+    /// # let producer = Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id")).build(&setup).await?;
+    /// # for id in 0..3 { producer.publish(json!({"id": id, "region": "eu", "name": "g"})).await?; }
+    /// # let inline = InlineConsumer::new(kafka.bootstrap_servers(), registry, store);
+    /// let last = inline.messages_with("gadgets", "com.acme.keys.Gadget", KeyConfig::field("id"), 2).await?;
+    /// assert_eq!(last.iter().map(|m| m.key.clone()).collect::<Vec<_>>(), [Some(json!(1)), Some(json!(2))]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn messages_with(
         &self,
         topic: &str,
@@ -206,6 +294,48 @@ impl InlineConsumer {
     /// Runs the listener's handler over the last `n` messages of its topic, under its error policy (retries
     /// at once; see [`InlineListener`]): one outcome per message, or per batch for a batch handler (batches
     /// of one partition, in offset order, at most `max_batch_size` long).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use deimos_producer::{KafkaBackend, Producer, ProducerSetup};
+    /// # use deimos_keys::KeyConfig;
+    /// # use deimos_test::{InlineConsumer, MockKafka};
+    /// # use deimos_registry::MemoryRegistry;
+    /// # use deimos_avro::SchemaStore;
+    /// # use serde_json::json;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kafka = MockKafka::start()?;
+    /// # kafka.create_topic("gadgets", 2)?;
+    /// # let store = Arc::new(SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?);
+    /// # let registry = Arc::new(MemoryRegistry::new());
+    /// # let backend = KafkaBackend::builder().bootstrap_servers(kafka.bootstrap_servers()).build()?;
+    /// # let setup = ProducerSetup::builder(Arc::clone(&store), registry.clone(), backend).build();
+    /// # let producer = Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id")).build(&setup).await?;
+    /// # for id in 0..3 { producer.publish(json!({"id": id, "region": "eu", "name": "g"})).await?; }
+    /// # let inline = InlineConsumer::new(kafka.bootstrap_servers(), registry, store);
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use deimos_consumer::{Handler, HandlerError, Listener, Message, async_trait};
+    /// #[derive(Clone, Default)]
+    /// struct Count(Arc<AtomicUsize>);
+    /// #[async_trait]
+    /// impl Handler for Count {
+    ///     type Payload = serde_json::Value;
+    ///     async fn consume(&self, _: Message<serde_json::Value>) -> Result<(), HandlerError> {
+    ///         self.0.fetch_add(1, Ordering::SeqCst);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let count = Count::default();
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::field("id")).handler(count.clone()).build()?;
+    /// let outcomes = inline.run_listener(&listener, 10).await?;
+    /// assert!(outcomes.iter().all(|o| o.is_handled()));
+    /// assert_eq!(count.0.load(Ordering::SeqCst), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn run_listener(&self, listener: &Listener, n: usize) -> Result<Vec<InlineOutcome>, TestError> {
         let inline = InlineListener::builder(listener, &self.store, Arc::clone(&self.registry)).build()?;
         let messages = self.last_messages(listener.topic(), n).await?;

@@ -132,6 +132,27 @@ impl TestKit {
     }
 
     /// A kit over the schemas under `schemas`, configured before it is built.
+    ///
+    /// ```
+    /// # use deimos_test::TestKit;
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+    /// let kit = TestKit::builder(schemas).topic_prefix("staging.").partitions(6).max_message_bytes(1_000).build()?;
+    /// let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::field("id"))).await?;
+    /// producer.publish(json!({"id": 7, "region": "eu", "name": "g"})).await?;
+    /// let sent = &kit.sent_to("staging.gadgets")[0];
+    /// assert_eq!(sent.key, Some(json!(7)));
+    /// assert!(sent.partition < 6);
+    /// let too_big = producer.publish(json!({"id": 8, "region": "eu", "name": "x".repeat(2_000)})).await;
+    /// assert!(too_big.is_err()); // reported with its size and the limit
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder(schemas: impl Into<PathBuf>) -> TestKitBuilder {
         TestKitBuilder {
             schemas: schemas.into(),

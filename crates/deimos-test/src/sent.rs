@@ -106,7 +106,29 @@ impl Expectation {
         self
     }
 
-    /// The first matching message, or what was sent instead.
+    /// The first matching message, or what was sent instead (the [`Mismatch`] displays as the assertion's
+    /// failure message).
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::field("id"))).await?;
+    /// producer.publish(json!({"id": 7, "region": "eu", "name": "red"})).await?;
+    ///
+    /// let sent = kit.sent_messages();
+    /// let found = Expectation::new("gadgets", json!({"name": "red"})).including().key(7).find(&sent)?;
+    /// assert_eq!(found.partition, 0);
+    /// let missing = Expectation::new("gadgets", json!({"name": "blue"})).including().find(&sent).unwrap_err();
+    /// assert!(missing.to_string().contains(r#"payload.name: expected "blue", got "red""#));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn find<'a>(&self, sent: &'a [SentMessage]) -> Result<&'a SentMessage, Mismatch> {
         let mut closest: Option<(usize, Vec<Diff>)> = None;
         for (i, m) in sent.iter().enumerate().filter(|(_, m)| m.topic == self.topic) {
