@@ -1,4 +1,4 @@
-//! Wildcard matchers for expected payloads, keys and headers, and the comparison behind [`assert_sent!`].
+//! Wildcard matchers for expected payloads, keys and headers, and the comparison behind [`assert_sent!`](crate::assert_sent).
 //!
 //! A matcher is a JSON value with one reserved key, so it can sit anywhere inside `json!`:
 //!
