@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("deimos-consumer", 5),
     ("deimos-outbox-diesel", 6),
     ("deimos-records-diesel", 7),
+    ("deimos-config", 7),
     ("deimos-test", 8),
     ("deimos", 9),
 ];

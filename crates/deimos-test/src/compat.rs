@@ -11,6 +11,19 @@ use crate::error::TestError;
 ///
 /// A `&str` or `String` starting with `{`, `[` or `"` (after whitespace) is JSON text, anything else a path,
 /// as in Deimos.
+///
+/// ```
+/// use deimos_test::{SchemaSource, schemas_compatible};
+/// use serde_json::json;
+///
+/// let text = r#"{"type": "record", "name": "T", "fields": [{"name": "a", "type": "int"}]}"#;
+/// assert!(matches!(SchemaSource::from(text), SchemaSource::Json(_)));
+/// assert!(matches!(SchemaSource::from("schemas/com/acme/Widget.avsc"), SchemaSource::Path(_)));
+/// let value = json!({"type": "record", "name": "T", "fields": [{"name": "a", "type": "int"}]});
+/// assert!(matches!(SchemaSource::from(value.clone()), SchemaSource::Json(_)));
+/// assert!(schemas_compatible(SchemaSource::from(text), value)?);
+/// # Ok::<(), deimos_test::TestError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SchemaSource {

@@ -12,6 +12,36 @@ use crate::error::ConsumeError;
 use crate::kit::TestKit;
 
 /// The handler succeeded.
+///
+/// ```
+/// use deimos_consumer::{ErrorPolicy, Handler, HandlerError, Listener, Message, async_trait};
+/// use deimos_test::TestKit;
+/// use serde_json::{Value, json};
+///
+/// /// Fails the first attempt at each message, then succeeds.
+/// struct Flaky;
+///
+/// #[async_trait]
+/// impl Handler for Flaky {
+///     type Payload = Value;
+///     async fn consume(&self, message: Message<Value>) -> Result<(), HandlerError> {
+///         if message.metadata.retry_count == 0 {
+///             return Err("not yet".into());
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+/// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Flaky)
+///     .error_policy(ErrorPolicy::Fatal).max_attempts(3).build()?;
+/// let consumed = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await?;
+/// assert_eq!(consumed.attempts, 2); // retried once (at once: the backoff is not waited)
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Consumed {
@@ -59,12 +89,71 @@ impl<'a> ConsumeMessage<'a> {
     }
 
     /// Adds a header.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, Metadata, async_trait};
+    /// # use deimos_test::TestKit;
+    /// # use serde_json::{Value, json};
+    /// # #[derive(Clone, Default)]
+    /// # struct Last(Arc<Mutex<Option<Metadata>>>);
+    /// # #[async_trait]
+    /// # impl Handler for Last {
+    /// #     type Payload = Value;
+    /// #     async fn consume(&self, m: Message<Value>) -> Result<(), HandlerError> {
+    /// #         *self.0.lock().unwrap() = Some(m.metadata);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let last = Last::default();
+    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(last.clone()).build()?;
+    /// # let seen = || last.0.lock().unwrap().clone().unwrap();
+    /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
+    /// kit.consume_message(&listener, gadget).header("source", "billing").header("trace", "t-1").await?;
+    /// assert_eq!(seen().headers.get_str("source"), Some("billing")); // `seen()`: the handler's `message.metadata`
+    /// assert_eq!(seen().headers.get_str("trace"), Some("t-1"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.headers.push(name, Some(value.into()));
         self
     }
 
     /// The partition and offset the handler sees (default partition 1, offset 1, as Deimos).
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, Metadata, async_trait};
+    /// # use deimos_test::TestKit;
+    /// # use serde_json::{Value, json};
+    /// # #[derive(Clone, Default)]
+    /// # struct Last(Arc<Mutex<Option<Metadata>>>);
+    /// # #[async_trait]
+    /// # impl Handler for Last {
+    /// #     type Payload = Value;
+    /// #     async fn consume(&self, m: Message<Value>) -> Result<(), HandlerError> {
+    /// #         *self.0.lock().unwrap() = Some(m.metadata);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let last = Last::default();
+    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(last.clone()).build()?;
+    /// # let seen = || last.0.lock().unwrap().clone().unwrap();
+    /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
+    /// kit.consume_message(&listener, gadget.clone()).await?;
+    /// assert_eq!((seen().partition, seen().offset), (1, 1)); // `seen()`: the handler's `message.metadata`
+    /// kit.consume_message(&listener, gadget).at(3, 42).await?;
+    /// assert_eq!((seen().partition, seen().offset), (3, 42));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn at(mut self, partition: i32, offset: i64) -> Self {
         self.partition = partition;
         self.offset = offset;
@@ -72,6 +161,36 @@ impl<'a> ConsumeMessage<'a> {
     }
 
     /// The Kafka timestamp in milliseconds since the epoch (default: now); `None` for none.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, Metadata, async_trait};
+    /// # use deimos_test::TestKit;
+    /// # use serde_json::{Value, json};
+    /// # #[derive(Clone, Default)]
+    /// # struct Last(Arc<Mutex<Option<Metadata>>>);
+    /// # #[async_trait]
+    /// # impl Handler for Last {
+    /// #     type Payload = Value;
+    /// #     async fn consume(&self, m: Message<Value>) -> Result<(), HandlerError> {
+    /// #         *self.0.lock().unwrap() = Some(m.metadata);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let last = Last::default();
+    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(last.clone()).build()?;
+    /// # let seen = || last.0.lock().unwrap().clone().unwrap();
+    /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
+    /// kit.consume_message(&listener, gadget.clone()).timestamp(Some(1_700_000_000_000)).await?;
+    /// assert_eq!(seen().timestamp, Some(1_700_000_000_000)); // `seen()`: the handler's `message.metadata`
+    /// kit.consume_message(&listener, gadget).timestamp(None).await?;
+    /// assert_eq!(seen().timestamp, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn timestamp(mut self, millis: Option<i64>) -> Self {
         self.timestamp = millis;
         self
@@ -120,12 +239,73 @@ impl<'a> ConsumeBatch<'a> {
 
     /// The keys, in the payloads' order; a missing or `None` one takes Deimos's default (see
     /// [`ConsumeMessage::key`]).
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use deimos_consumer::{Batch, BatchHandler, BatchMetadata, HandlerError, KeyConfig, Listener, async_trait};
+    /// # use deimos_test::TestKit;
+    /// # use serde_json::{Value, json};
+    /// # #[derive(Clone, Default)]
+    /// # struct Last(Arc<Mutex<Option<BatchMetadata>>>);
+    /// # #[async_trait]
+    /// # impl BatchHandler for Last {
+    /// #     type Payload = Value;
+    /// #     async fn consume_batch(&self, batch: Batch<Value>) -> Result<(), HandlerError> {
+    /// #         *self.0.lock().unwrap() = Some(batch.metadata);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let last = Last::default();
+    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id")).batch_handler(last.clone()).build()?;
+    /// # let seen = || last.0.lock().unwrap().clone().unwrap();
+    /// let gadgets = vec![json!({"id": 7, "region": "eu", "name": "a"}), json!({"id": 8, "region": "eu", "name": "b"})];
+    /// kit.consume_batch(&listener, gadgets).keys([Some(7), None]).await?;
+    /// // `seen()`: the batch handler's `batch.metadata`; keys are decoded per the listener's key config.
+    /// let keys: Vec<Option<Value>> = seen().keys.into_iter().map(|k| k.map(|k| k.into_json())).collect();
+    /// assert_eq!(keys, [Some(json!(7)), Some(json!(1))]); // the `None` took Deimos's default
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn keys<K: Into<Json>>(mut self, keys: impl IntoIterator<Item = Option<K>>) -> Self {
         self.keys = keys.into_iter().map(|k| k.map(Into::into)).collect();
         self
     }
 
     /// The batch's partition (default 1, as Deimos).
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use deimos_consumer::{Batch, BatchHandler, BatchMetadata, HandlerError, KeyConfig, Listener, async_trait};
+    /// # use deimos_test::TestKit;
+    /// # use serde_json::{Value, json};
+    /// # #[derive(Clone, Default)]
+    /// # struct Last(Arc<Mutex<Option<BatchMetadata>>>);
+    /// # #[async_trait]
+    /// # impl BatchHandler for Last {
+    /// #     type Payload = Value;
+    /// #     async fn consume_batch(&self, batch: Batch<Value>) -> Result<(), HandlerError> {
+    /// #         *self.0.lock().unwrap() = Some(batch.metadata);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let last = Last::default();
+    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id")).batch_handler(last.clone()).build()?;
+    /// # let seen = || last.0.lock().unwrap().clone().unwrap();
+    /// let gadgets = vec![json!({"id": 7, "region": "eu", "name": "a"}), json!({"id": 8, "region": "eu", "name": "b"})];
+    /// kit.consume_batch(&listener, gadgets).partition(4).await?;
+    /// assert_eq!(seen().partition, 4); // `seen()`: the batch handler's `batch.metadata`
+    /// assert_eq!(seen().offsets, [1, 2]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn partition(mut self, partition: i32) -> Self {
         self.partition = partition;
         self

@@ -6,6 +6,14 @@ use deimos_consumer::{ConsumerError, DeadLetterMessage, ErrorStage, HandlerError
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Setting up the kit, a fixture or the inline consumer failed, or what it read could not be decoded.
+///
+/// ```
+/// use deimos_test::{TestError, TestKit};
+///
+/// let err = TestKit::new("no/such/schemas").unwrap_err();
+/// assert!(matches!(err, TestError::Schemas { .. }));
+/// assert!(err.to_string().contains("no/such/schemas"), "{err}");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestError {
@@ -168,6 +176,30 @@ pub enum ConsumeError {
 
 impl ConsumeError {
     /// The handler's (or decoder's) error, when the handler ran and failed.
+    ///
+    /// ```
+    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, async_trait};
+    /// # use deimos_test::TestKit;
+    /// # use serde_json::{Value, json};
+    /// # struct Failing;
+    /// # #[async_trait]
+    /// # impl Handler for Failing {
+    /// #     type Payload = Value;
+    /// #     async fn consume(&self, _: Message<Value>) -> Result<(), HandlerError> { Err("boom".into()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// // `Failing` returns `Err("boom".into())` for every message.
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Failing).build()?;
+    /// let err = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await.unwrap_err();
+    /// assert_eq!(err.handler_error().map(|e| e.to_string()).as_deref(), Some("boom"));
+    ///
+    /// let invalid = kit.consume_message(&listener, json!({"id": 1})).await.unwrap_err();
+    /// assert!(invalid.handler_error().is_none()); // refused before the handler ran
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn handler_error(&self) -> Option<&HandlerError> {
         match self {
             ConsumeError::Skipped { source, .. } | ConsumeError::Raised { source, .. } => Some(source),
@@ -175,7 +207,33 @@ impl ConsumeError {
         }
     }
 
-    /// What went to the dead-letter topic.
+    /// What went to the dead-letter topic: empty unless the error policy gave up on a listener with a
+    /// dead-letter topic.
+    ///
+    /// ```
+    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, async_trait};
+    /// # use deimos_test::TestKit;
+    /// # use serde_json::{Value, json};
+    /// # struct Failing;
+    /// # #[async_trait]
+    /// # impl Handler for Failing {
+    /// #     type Payload = Value;
+    /// #     async fn consume(&self, _: Message<Value>) -> Result<(), HandlerError> { Err("boom".into()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// // `Failing` returns `Err("boom".into())` for every message.
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Failing)
+    ///     .dead_letter_topic("gadgets.dlq").build()?;
+    /// let err = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await.unwrap_err();
+    /// let dead = err.dead_letters();
+    /// assert_eq!(dead.len(), 1);
+    /// assert_eq!(dead[0].topic, "gadgets.dlq");
+    /// assert_eq!(dead[0].headers.get_str("deimos.dlq.error.message"), Some("boom"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn dead_letters(&self) -> &[DeadLetterMessage] {
         match self {
             ConsumeError::Skipped { dead_letters, .. } => dead_letters,

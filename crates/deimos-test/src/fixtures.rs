@@ -45,6 +45,16 @@ impl MockKafka {
     }
 
     /// A cluster of `brokers` brokers (for leader changes and broker-down tests).
+    ///
+    /// ```
+    /// use deimos_test::MockKafka;
+    ///
+    /// let kafka = MockKafka::with_brokers(3)?;
+    /// kafka.create_topic("widgets", 6)?; // partitions spread over the three brokers
+    /// kafka.cluster().broker_down(2)?; // one broker lost; brokers are numbered from 1
+    /// kafka.cluster().broker_up(2)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_brokers(brokers: i32) -> Result<MockKafka, TestError> {
         let cluster = MockCluster::new(brokers).map_err(|e| TestError::MockKafka {
             action: "start".into(),
@@ -124,6 +134,21 @@ impl TestCluster {
     }
 
     /// The mock cluster's `bootstrap.servers`.
+    ///
+    /// ```
+    /// use deimos_producer::KafkaBackend;
+    /// use deimos_test::TestCluster;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = TestCluster::start().await?;
+    /// assert_eq!(cluster.bootstrap_servers(), cluster.kafka.bootstrap_servers());
+    /// // Give it to the service's producers and consumers as their `bootstrap.servers`:
+    /// let backend = KafkaBackend::builder().bootstrap_servers(cluster.bootstrap_servers()).build()?;
+    /// # drop(backend);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn bootstrap_servers(&self) -> &str {
         self.kafka.bootstrap_servers()
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use deimos_avro::SchemaStore;
-use deimos_consumer::{ConsumerError, InlineListener, Listener};
+use deimos_consumer::{ConsumerError, ErrorContext, HandlerError, InlineListener, Listener};
 use deimos_producer::{BuildError, MemoryBackend, Partitioner, Producer, ProducerBuilder, ProducerSetup, SentMessage};
 use deimos_registry::{MemoryRegistry, SchemaRegistry};
 use serde_json::Value as Json;
@@ -46,6 +46,17 @@ pub struct TestKit {
     backend: MemoryBackend,
     setup: ProducerSetup,
     reraise_errors: bool,
+    fatal_error: Option<FatalError>,
+}
+
+/// The consumer runner's global `fatal_error` predicate, shared by the kit's clones.
+#[derive(Clone)]
+struct FatalError(Arc<dyn Fn(&HandlerError, &ErrorContext) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for FatalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FatalError(..)")
+    }
 }
 
 /// Configures a [`TestKit`].
@@ -58,6 +69,7 @@ pub struct TestKitBuilder {
     max_message_bytes: Option<usize>,
     max_batch_size: Option<usize>,
     reraise_errors: bool,
+    fatal_error: Option<FatalError>,
 }
 
 impl TestKitBuilder {
@@ -80,7 +92,29 @@ impl TestKitBuilder {
         self
     }
 
-    /// Messages per backend call (default 500, as Deimos).
+    /// Messages per backend call (default 500, as Deimos). A publish call hands its messages to the backend
+    /// in groups of this size; a message that does not encode fails its group and the ones after it, while
+    /// earlier groups were already sent.
+    ///
+    /// ```
+    /// # use deimos_test::TestKit;
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+    /// let kit = TestKit::builder(schemas).max_batch_size(2).build()?;
+    /// let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::None)).await?;
+    /// let gadget = |id: i64| json!({"id": id, "region": "eu", "name": "g"});
+    /// let no_name = json!({"id": 3, "region": "eu"});
+    /// let err = producer.publish_list(vec![gadget(1), gadget(2), no_name]).await.unwrap_err();
+    /// assert_eq!(err.sent(), 2); // the first group of two went out before the third message failed
+    /// assert_eq!(kit.sent_messages().len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_batch_size(mut self, n: usize) -> Self {
         self.max_batch_size = Some(n);
         self
@@ -89,8 +123,82 @@ impl TestKitBuilder {
     /// Treat every consumer error as fatal in [`consume_message`](TestKit::consume_message) and
     /// [`consume_batch`](TestKit::consume_batch), as Deimos's test setup does (`reraise_errors = true`).
     /// Off by default: each listener's own error policy applies, as in production.
+    ///
+    /// ```
+    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, async_trait};
+    /// # use deimos_test::{ConsumeError, TestKit};
+    /// # use serde_json::{Value, json};
+    /// # struct Failing;
+    /// # #[async_trait]
+    /// # impl Handler for Failing {
+    /// #     type Payload = Value;
+    /// #     async fn consume(&self, _: Message<Value>) -> Result<(), HandlerError> { Err("boom".into()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+    /// // A listener that swallows errors (the default policy), with a handler that always fails.
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Failing).build()?;
+    /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
+    ///
+    /// let kit = TestKit::new(schemas)?;
+    /// let err = kit.consume_message(&listener, gadget.clone()).await.unwrap_err();
+    /// assert!(matches!(err, ConsumeError::Skipped { fatal: false, .. })); // swallowed, as in production
+    ///
+    /// let strict = TestKit::builder(schemas).reraise_errors(true).build()?;
+    /// let err = strict.consume_message(&listener, gadget).await.unwrap_err();
+    /// assert!(matches!(err, ConsumeError::Raised { .. })); // fatal, handed back
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reraise_errors(mut self, yes: bool) -> Self {
         self.reraise_errors = yes;
+        self
+    }
+
+    /// Deimos's global `fatal_error` predicate, as given to the consumer runner with
+    /// [`ConsumerRunnerBuilder::fatal_error`](deimos_consumer::ConsumerRunnerBuilder::fatal_error): in
+    /// [`consume_message`](TestKit::consume_message) and [`consume_batch`](TestKit::consume_batch), an error
+    /// for which it returns `true` is fatal whatever the listener's error policy, so it is retried up to the
+    /// listener's `max_attempts`, or, without `max_attempts`, handed back as
+    /// [`ConsumeError::Raised`](crate::ConsumeError::Raised) (the runner would retry it forever). Give it the
+    /// service's own predicate so the test sees what production does. Not set by default.
+    ///
+    /// ```
+    /// use deimos_consumer::{ErrorStage, Handler, HandlerError, Listener, Message, async_trait};
+    /// use deimos_test::{ConsumeError, TestKit};
+    /// use serde_json::{Value, json};
+    ///
+    /// struct Flaky;
+    ///
+    /// #[async_trait]
+    /// impl Handler for Flaky {
+    ///     type Payload = Value;
+    ///     async fn consume(&self, _: Message<Value>) -> Result<(), HandlerError> {
+    ///         Err("the database timed out".into())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+    /// let kit = TestKit::builder(schemas)
+    ///     .fatal_error(|error, context| {
+    ///         context.stage == ErrorStage::Handler && error.to_string().contains("timed out")
+    ///     })
+    ///     .build()?;
+    /// // The listener swallows errors (its default policy), but the predicate makes this one fatal.
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Flaky).build()?;
+    /// let err = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await.unwrap_err();
+    /// assert!(matches!(err, ConsumeError::Raised { attempts: 1, .. }), "{err}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fatal_error<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&HandlerError, &ErrorContext) -> bool + Send + Sync + 'static,
+    {
+        self.fatal_error = Some(FatalError(Arc::new(predicate)));
         self
     }
 
@@ -121,6 +229,7 @@ impl TestKitBuilder {
             backend,
             setup: setup.build(),
             reraise_errors: self.reraise_errors,
+            fatal_error: self.fatal_error,
         })
     }
 }
@@ -161,6 +270,7 @@ impl TestKit {
             max_message_bytes: None,
             max_batch_size: None,
             reraise_errors: false,
+            fatal_error: None,
         }
     }
 
@@ -171,26 +281,107 @@ impl TestKit {
 
     /// The producer setup (schema store, registry, memory backend), to build producers yourself or to hand
     /// to code under test.
+    ///
+    /// ```
+    /// # use deimos_test::TestKit;
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// let producer = Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::None).build(kit.setup()).await?;
+    /// producer.publish(json!({"id": 1, "region": "eu", "name": "g"})).await?;
+    /// assert_eq!(kit.sent_to("gadgets").len(), 1); // recorded by the kit's backend
+    /// assert_eq!(kit.setup().topic_prefix(), "");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn setup(&self) -> &ProducerSetup {
         &self.setup
     }
 
     /// The schema store.
+    ///
+    /// ```
+    /// # use deimos_test::TestKit;
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// let gadget = kit.store().get("com.acme.keys.Gadget")?;
+    /// assert!(gadget.has_field("region"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn store(&self) -> &Arc<SchemaStore> {
         &self.store
     }
 
     /// The in-memory registry, to inspect subjects and versions.
+    ///
+    /// ```
+    /// # use deimos_test::TestKit;
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// use deimos_registry::SchemaRegistry;
+    ///
+    /// kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::None)).await?; // registers the value schema, as the preflight does
+    /// let subjects = SchemaRegistry::subjects(kit.memory_registry().as_ref()).await?;
+    /// assert!(subjects.contains(&"gadgets-value".to_string()), "{subjects:?}");
+    /// assert_eq!(SchemaRegistry::versions(kit.memory_registry().as_ref(), "gadgets-value").await?, [1u32]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn memory_registry(&self) -> &Arc<MemoryRegistry> {
         &self.registry
     }
 
     /// The registry as the trait object producers and consumers take.
+    ///
+    /// ```
+    /// # use deimos_test::TestKit;
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// use std::sync::Arc;
+    /// use deimos_registry::SchemaRegistry;
+    ///
+    /// let registry: Arc<dyn SchemaRegistry> = kit.registry(); // hand it to the code under test
+    /// let id = registry.register("gadgets-value", &kit.store().get("com.acme.keys.Gadget")?).await?;
+    /// assert!(registry.schema_by_id(id).await?.has_field("name"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn registry(&self) -> Arc<dyn SchemaRegistry> {
         Arc::clone(&self.registry) as Arc<dyn SchemaRegistry>
     }
 
-    /// The memory backend.
+    /// The memory backend. It shares its record with the kit: clone it for code that takes a backend.
+    ///
+    /// ```
+    /// # use deimos_test::TestKit;
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// let backend = kit.backend().clone();
+    /// let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::None)).await?;
+    /// producer.publish(json!({"id": 1, "region": "eu", "name": "g"})).await?;
+    /// assert_eq!(backend.sent_to("gadgets")[0].offset, 0);
+    /// backend.clear();
+    /// assert!(kit.sent_messages().is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn backend(&self) -> &MemoryBackend {
         &self.backend
     }
@@ -211,16 +402,56 @@ impl TestKit {
     }
 
     /// Whether errors are made fatal in the consume helpers (see [`TestKitBuilder::reraise_errors`]).
+    ///
+    /// ```
+    /// # use deimos_test::TestKit;
+    /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+    /// assert!(!TestKit::new(schemas)?.reraise_errors());
+    /// assert!(TestKit::builder(schemas).reraise_errors(true).build()?.reraise_errors());
+    /// # Ok::<(), deimos_test::TestError>(())
+    /// ```
     pub fn reraise_errors(&self) -> bool {
         self.reraise_errors
     }
 
     /// An [`InlineListener`] for `listener` over the kit's schemas and registry, honouring the kit's
-    /// `reraise_errors`.
+    /// [`reraise_errors`](TestKitBuilder::reraise_errors) and [`fatal_error`](TestKitBuilder::fatal_error):
+    /// what the consume helpers run messages through, for messages encoded by hand.
+    ///
+    /// ```
+    /// # use deimos_consumer::{Handler, HandlerError, KeyConfig, Listener, Message, async_trait};
+    /// # use deimos_test::{InlineMessage, TestKit};
+    /// # use serde_json::{Value, json};
+    /// # struct Noop;
+    /// # #[async_trait]
+    /// # impl Handler for Noop {
+    /// #     type Payload = Value;
+    /// #     async fn consume(&self, _: Message<Value>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    ///     .key_config(KeyConfig::None).handler(Noop).build()?;
+    /// let inline = kit.inline_listener(&listener)?;
+    /// assert_eq!(inline.topic(), "gadgets");
+    ///
+    /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
+    /// let value = kit.setup().codec().encode_value("gadgets-value", inline.value_schema(), &gadget).await?;
+    /// let outcome = inline.process_message(InlineMessage::new(None, Some(value))).await?;
+    /// assert!(outcome.is_handled());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn inline_listener(&self, listener: &Listener) -> Result<InlineListener, ConsumerError> {
-        InlineListener::builder(listener, &self.store, self.registry())
-            .reraise_errors(self.reraise_errors)
-            .build()
+        let mut builder =
+            InlineListener::builder(listener, &self.store, self.registry()).reraise_errors(self.reraise_errors);
+        if let Some(FatalError(predicate)) = &self.fatal_error {
+            let predicate = Arc::clone(predicate);
+            builder =
+                builder.fatal_error(move |error: &HandlerError, context: &ErrorContext| predicate(error, context));
+        }
+        builder.build()
     }
 
     /// Consumes one message through `listener`'s handler (Deimos's `test_consume_message`): the payload is

@@ -29,6 +29,15 @@ pub fn any() -> Json {
 }
 
 /// Matches any value but `null` (and a tombstone).
+///
+/// ```
+/// use deimos_test::matchers::{matches, not_null};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"id": not_null()}), &json!({"id": 0})));
+/// assert!(!matches(&json!({"id": not_null()}), &json!({"id": null})));
+/// assert!(!matches(&json!({"id": not_null()}), &json!({}))); // missing
+/// ```
 pub fn not_null() -> Json {
     matcher("not_null", Json::Null)
 }
@@ -39,37 +48,92 @@ pub fn any_string() -> Json {
 }
 
 /// Matches any number.
+///
+/// ```
+/// use deimos_test::matchers::{any_number, matches};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"price": any_number()}), &json!({"price": 9.99})));
+/// assert!(matches(&any_number(), &json!(3)));
+/// assert!(!matches(&any_number(), &json!("9.99")));
+/// ```
 pub fn any_number() -> Json {
     matcher("number", Json::Null)
 }
 
 /// Matches any integer.
+///
+/// ```
+/// use deimos_test::matchers::{any_integer, matches};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"id": any_integer()}), &json!({"id": -3})));
+/// assert!(!matches(&any_integer(), &json!(2.5)));
+/// assert!(!matches(&any_integer(), &json!("3")));
+/// ```
 pub fn any_integer() -> Json {
     matcher("integer", Json::Null)
 }
 
 /// Matches `true` or `false`.
+///
+/// ```
+/// use deimos_test::matchers::{any_bool, matches};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"active": any_bool()}), &json!({"active": false})));
+/// assert!(!matches(&any_bool(), &json!("true")));
+/// assert!(!matches(&any_bool(), &json!(null)));
+/// ```
 pub fn any_bool() -> Json {
     matcher("bool", Json::Null)
 }
 
 /// Matches any array.
+///
+/// ```
+/// use deimos_test::matchers::{any_array, matches};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"tags": any_array()}), &json!({"tags": ["a", "b"]})));
+/// assert!(matches(&any_array(), &json!([])));
+/// assert!(!matches(&any_array(), &json!({"0": "a"})));
+/// ```
 pub fn any_array() -> Json {
     matcher("array", Json::Null)
 }
 
 /// Matches any object (record or map).
+///
+/// ```
+/// use deimos_test::matchers::{any_object, matches};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"meta": any_object()}), &json!({"meta": {"v": 2}})));
+/// assert!(matches(&any_object(), &json!({})));
+/// assert!(!matches(&any_object(), &json!([1])));
+/// ```
 pub fn any_object() -> Json {
     matcher("object", Json::Null)
 }
 
 /// Matches a string that contains `part`.
+///
+/// ```
+/// use deimos_test::matchers::{matches, string_containing};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"message": string_containing("ell")}), &json!({"message": "hello"})));
+/// assert!(!matches(&string_containing("ell"), &json!("world")));
+/// assert!(!matches(&string_containing("1"), &json!(1))); // not a string
+/// ```
 pub fn string_containing(part: &str) -> Json {
     matcher("containing", Json::String(part.to_string()))
 }
 
 /// Matches an object that has at least these keys with matching values (RSpec's `include`); nested values
-/// are matched exactly unless they are matchers themselves.
+/// are matched exactly unless they are matchers themselves. Given a matcher instead of an object
+/// (`including(any())`), it matches what that matcher matches.
 pub fn including(subset: Json) -> Json {
     matcher("including", subset)
 }
@@ -83,6 +147,16 @@ pub fn matches(expected: &Json, actual: &Json) -> bool {
 }
 
 /// Whether `actual` is an object holding every key of `expected` (an object) with a matching value.
+///
+/// ```
+/// use deimos_test::matchers::{any_string, matches_including};
+/// use serde_json::json;
+///
+/// let actual = json!({"id": 1, "name": "w", "extra": true});
+/// assert!(matches_including(&json!({"name": any_string()}), &actual)); // `id` and `extra` may be there
+/// assert!(!matches_including(&json!({"name": "x"}), &actual));
+/// assert!(!matches_including(&json!({"id": 1}), &json!("not an object")));
+/// ```
 pub fn matches_including(expected: &Json, actual: &Json) -> bool {
     let mut diffs = Vec::new();
     compare(&including(expected.clone()), Some(actual), "", &mut diffs);
@@ -109,6 +183,7 @@ pub(crate) fn describe(value: &Json) -> String {
     match as_matcher(value) {
         Some((kind, arg)) => match kind {
             "containing" => format!("a string containing {arg}"),
+            "including" if as_matcher(arg).is_some() => describe(arg),
             "including" => format!("an object including {}", describe(arg)),
             "not_null" => "anything but null".to_string(),
             "any" => "anything".to_string(),
@@ -177,6 +252,12 @@ pub(crate) fn compare(expected: &Json, actual: Option<&Json>, path: &str, diffs:
         });
     };
     if let Some((kind, arg)) = as_matcher(expected) {
+        // `including(any())`, `including(any_string())`, …: the wildcard stands for the whole value. It is not
+        // a subset of keys (its reserved key is never in `actual`), so it is matched as itself.
+        if kind == "including" && as_matcher(arg).is_some() {
+            compare(arg, actual, path, diffs);
+            return;
+        }
         let ok = match (kind, actual) {
             ("any", _) => true,
             (_, None) => false,
@@ -280,6 +361,39 @@ mod tests {
         assert_eq!(
             diffs(&json!({"o": including(json!({"x": 2}))}), &json!({"o": {"x": 1}})),
             ["o.x: 2 / 1"]
+        );
+    }
+
+    #[test]
+    fn a_wildcard_given_to_including_matches_as_itself_at_every_level() {
+        let actual = json!({"a": 1, "o": {"x": "s"}, "t": "text"});
+        // At the top, as `assert_sent_including!(kit, topic, any())` and `matches_including(&any(), …)` give it.
+        assert!(matches(&including(any()), &actual));
+        assert!(matches(&including(any()), &Json::Null));
+        let mut missing = Vec::new();
+        compare(&including(any()), None, "payload", &mut missing);
+        assert!(missing.is_empty());
+        assert!(matches_including(&any(), &actual));
+        assert!(matches_including(&not_null(), &actual));
+        assert!(!matches_including(&not_null(), &Json::Null));
+        // Nested, inside an exact object and inside another `including`.
+        assert!(matches(
+            &json!({"a": 1, "o": including(any_object()), "t": including(any_string())}),
+            &actual
+        ));
+        assert!(matches(
+            &including(json!({"o": including(json!({"x": including(any_string())}))})),
+            &actual
+        ));
+        assert!(matches(&including(including(not_null())), &actual));
+        // A wildcard that does not match still fails, described as itself.
+        assert_eq!(
+            diffs(&json!({"a": 1, "o": including(any_string()), "t": "text"}), &actual),
+            [r#"o: any string / {"x": "s"}"#]
+        );
+        assert_eq!(
+            diffs(&including(json!({"a": including(any_bool())})), &actual),
+            ["a: any bool / 1"]
         );
     }
 }

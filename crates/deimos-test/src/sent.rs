@@ -9,7 +9,30 @@ use serde_json::Value as Json;
 use crate::matchers::{self, Diff, describe};
 
 /// Anything that holds sent messages: a [`TestKit`](crate::TestKit), a [`MemoryBackend`], or a list of
-/// [`SentMessage`]s.
+/// [`SentMessage`]s. The assertions take any of them; so can helpers of your own.
+///
+/// ```
+/// use deimos_test::{SentMessages, TestKit};
+/// # use deimos_producer::Producer;
+/// # use deimos_keys::KeyConfig;
+/// # use serde_json::json;
+///
+/// fn count_to(sent: &impl SentMessages, topic: &str) -> usize {
+///     sent.sent_messages().iter().filter(|m| m.topic == topic).count()
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+/// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+/// #     .key_config(KeyConfig::None)).await?;
+/// producer.publish(json!({"id": 7, "region": "eu", "name": "red"})).await?;
+/// assert_eq!(count_to(&kit, "gadgets"), 1);
+/// assert_eq!(count_to(kit.backend(), "gadgets"), 1);
+/// assert_eq!(count_to(&kit.sent_messages(), "gadgets"), 1);
+/// # Ok(())
+/// # }
+/// ```
 pub trait SentMessages {
     /// The messages sent so far, in order.
     fn sent_messages(&self) -> Vec<SentMessage>;
@@ -64,6 +87,25 @@ pub struct Expectation {
 impl Expectation {
     /// A message to `topic` (with the producer's topic prefix, as sent) whose payload matches `payload`
     /// (`Json::Null`: a tombstone).
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_test::matchers::{any, any_integer, string_containing};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::{Value, json};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id"))).await?;
+    /// producer.publish(json!({"id": 7, "region": "eu", "name": "red"})).await?;
+    /// let expected = Expectation::new("gadgets", json!({"id": 7, "region": "eu", "name": "red"}));
+    /// expected.assert_in(&kit);
+    /// Expectation::new("gadgets", Value::Null).assert_not_in(&kit); // no tombstone was sent
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(topic: impl Into<String>, payload: Json) -> Expectation {
         Expectation {
             topic: topic.into(),
@@ -76,30 +118,127 @@ impl Expectation {
     }
 
     /// The payload includes the expected keys; others are allowed (Deimos's `have_sent_including`).
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_test::matchers::{any, any_integer, string_containing};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::{Value, json};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id"))).await?;
+    /// producer.publish(json!({"id": 7, "region": "eu", "name": "red"})).await?;
+    /// Expectation::new("gadgets", json!({"name": "red"})).including().assert_in(&kit);
+    /// // Exact: `id` and `region` were sent too.
+    /// Expectation::new("gadgets", json!({"name": "red"})).assert_not_in(&kit);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn including(mut self) -> Self {
         self.including = true;
         self
     }
 
     /// The unencoded key matches `key` (a value or a matcher).
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_test::matchers::{any, any_integer, string_containing};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::{Value, json};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id"))).await?;
+    /// producer.publish(json!({"id": 7, "region": "eu", "name": "red"})).await?;
+    /// Expectation::new("gadgets", any()).key(7).assert_in(&kit);
+    /// Expectation::new("gadgets", any()).key(any_integer()).assert_in(&kit);
+    /// Expectation::new("gadgets", any()).key(8).assert_not_in(&kit);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn key(mut self, key: impl Into<Json>) -> Self {
         self.key = Some(key.into());
         self
     }
 
     /// The partition key (as text; the key when there was none) matches.
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_test::matchers::{any, any_integer, string_containing};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::{Value, json};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id"))).await?;
+    /// producer.publish(json!({"id": 7, "region": "eu", "name": "red"})).await?;
+    /// Expectation::new("gadgets", any()).partition_key("7").assert_in(&kit); // the key `7`, as text
+    /// Expectation::new("gadgets", any()).partition_key(string_containing("7")).assert_in(&kit);
+    /// Expectation::new("gadgets", any()).partition_key("8").assert_not_in(&kit);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn partition_key(mut self, partition_key: impl Into<Json>) -> Self {
         self.partition_key = Some(partition_key.into());
         self
     }
 
     /// A header `name` is present with a value (as UTF-8 text) matching `value`.
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_test::matchers::{any, any_integer, string_containing};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::{Value, json};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id"))).await?;
+    /// let options = deimos_producer::PublishOptions::new().header("source", "billing").header("region", "eu");
+    /// producer.publish_list_with(vec![json!({"id": 7, "region": "eu", "name": "red"})], &options).await?;
+    /// Expectation::new("gadgets", any()).header("source", "billing").assert_in(&kit);
+    /// Expectation::new("gadgets", any()).header("source", string_containing("bill")).assert_in(&kit);
+    /// Expectation::new("gadgets", any()).header("source", "crm").assert_not_in(&kit);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Json>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Every one of these headers is present with a matching value.
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_test::matchers::{any, any_integer, string_containing};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::{Value, json};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id"))).await?;
+    /// let options = deimos_producer::PublishOptions::new().header("source", "billing").header("region", "eu");
+    /// producer.publish_list_with(vec![json!({"id": 7, "region": "eu", "name": "red"})], &options).await?;
+    /// Expectation::new("gadgets", any()).headers([("source", "billing"), ("region", "eu")]).assert_in(&kit);
+    /// // No `trace` header was sent.
+    /// Expectation::new("gadgets", any()).headers([("source", any()), ("trace", any())]).assert_not_in(&kit);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn headers<K: Into<String>, V: Into<Json>>(mut self, headers: impl IntoIterator<Item = (K, V)>) -> Self {
         self.headers
             .extend(headers.into_iter().map(|(k, v)| (k.into(), v.into())));
@@ -144,7 +283,27 @@ impl Expectation {
     }
 
     /// Panics, listing what was sent to the topic and the closest message with its differences, unless a
-    /// sent message matches.
+    /// sent message matches. `sent` is anything that holds sent messages (see [`SentMessages`]).
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_test::matchers::{any, any_integer, string_containing};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::{Value, json};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id"))).await?;
+    /// producer.publish(json!({"id": 7, "region": "eu", "name": "red"})).await?;
+    /// let expected = Expectation::new("gadgets", json!({"name": "red"})).including().key(7);
+    /// expected.assert_in(&kit);
+    /// expected.assert_in(kit.backend());
+    /// expected.assert_in(&kit.sent_messages());
+    /// # Ok(())
+    /// # }
+    /// ```
     #[track_caller]
     #[allow(clippy::panic)] // an assertion
     pub fn assert_in(&self, sent: &impl SentMessages) {
@@ -155,6 +314,24 @@ impl Expectation {
     }
 
     /// Panics, showing the message, if a sent message matches.
+    ///
+    /// ```
+    /// # use deimos_test::{Expectation, TestKit};
+    /// # use deimos_test::matchers::{any, any_integer, string_containing};
+    /// # use deimos_producer::Producer;
+    /// # use deimos_keys::KeyConfig;
+    /// # use serde_json::{Value, json};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+    /// # let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id"))).await?;
+    /// producer.publish(json!({"id": 7, "region": "eu", "name": "red"})).await?;
+    /// Expectation::new("gadgets", json!({"name": "blue"})).including().assert_not_in(&kit);
+    /// Expectation::new("widgets", any()).assert_not_in(&kit); // nothing at all went to `widgets`
+    /// # Ok(())
+    /// # }
+    /// ```
     #[track_caller]
     #[allow(clippy::panic)] // an assertion
     pub fn assert_not_in(&self, sent: &impl SentMessages) {
@@ -329,6 +506,27 @@ impl std::error::Error for Mismatch {}
 ///
 /// assert_sent!(kit, "gadgets", json!({"id": 7, "region": "eu", "name": "red"}), key = 7);
 /// assert_sent!(kit, "gadgets", json!({"id": any(), "region": "eu", "name": "red"}), partition_key = "7");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Headers, each `(name, value)` with a value or a matcher; other headers may be there too:
+///
+/// ```
+/// # use deimos_test::{TestKit, assert_sent, matchers::{any, string_containing}};
+/// # use deimos_producer::{Producer, PublishOptions};
+/// # use deimos_keys::KeyConfig;
+/// # use serde_json::json;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
+/// let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+///     .key_config(KeyConfig::field("id"))).await?;
+/// let options = PublishOptions::new().header("source", "billing").header("request-id", "req-42");
+/// producer.publish_list_with(vec![json!({"id": 7, "region": "eu", "name": "red"})], &options).await?;
+///
+/// assert_sent!(kit, "gadgets", any(), headers = [("source", "billing")]);
+/// assert_sent!(kit, "gadgets", any(), key = 7, headers = [("source", any()), ("request-id", string_containing("42"))]);
 /// # Ok(())
 /// # }
 /// ```

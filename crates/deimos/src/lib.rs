@@ -25,6 +25,11 @@ pub use deimos_producer as producer;
 #[cfg(feature = "consumer")]
 pub use deimos_consumer as consumer;
 
+/// Configuration from one TOML file with `DEIMOS_*` environment overrides: Kafka, schemas, producers, consumers
+/// and the outbox (crate `deimos-config`, feature `config`).
+#[cfg(feature = "config")]
+pub use deimos_config as config;
+
 /// The transactional outbox on Diesel: messages written in the business transaction, relayed to Kafka per
 /// partition with leases (crate `deimos-outbox-diesel`, feature `outbox`).
 #[cfg(feature = "outbox")]

@@ -1,0 +1,197 @@
+//! The configuration file as a user writes it: errors that point at the mistake, and the objects it builds.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deimos_config::{Config, ConfigError};
+use deimos_consumer::{Handler, HandlerError, Message};
+use deimos_producer::MemoryBackend;
+use deimos_registry::{MemoryRegistry, SchemaRegistry};
+use serde_json::{Value as Json, json};
+
+const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+const DOC: &str = include_str!("../../../docs/CONFIGURATION.md");
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The first ```toml block of docs/CONFIGURATION.md.
+fn documented_example() -> String {
+    let start = DOC.find("```toml\n").expect("CONFIGURATION.md has a ```toml example") + "```toml\n".len();
+    let end = DOC[start..].find("```").unwrap() + start;
+    DOC[start..end].to_string()
+}
+
+#[test]
+fn the_documented_example_parses_and_builds_its_listeners() {
+    let config = Config::from_toml_str(&documented_example()).unwrap();
+    assert!(!config.producer_list.is_empty() && !config.consumer_list.is_empty());
+    for p in &config.producer_list {
+        let _ = config.producer(&p.name).unwrap();
+    }
+    for c in config.enabled_consumers() {
+        let _ = config.listener(&c.name).unwrap();
+    }
+}
+
+#[test]
+fn mistakes_are_named_with_their_place() {
+    let err = Config::from_toml_str("[producers]\ntopic_prefx = \"dev.\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("topic_prefx") && text.contains("line 2"), "{text}");
+
+    let err = Config::from_toml_str("[[producer]]\nname = \"P\"\nkey_config = { field = \"id\", plain = true }\n")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("producer `P`: key_config: choose exactly one"),
+        "{err}"
+    );
+
+    let err = Config::from_toml_str("[consumers]\nsession_timeout = \"30 seconds\"\n").unwrap_err();
+    assert!(err.to_string().contains("unknown unit `seconds`"), "{err}");
+
+    let err = Config::from_toml_str("[consumers]\nbackoff = [\"60s\", \"1s\"]\n").unwrap_err();
+    assert!(err.to_string().contains("larger than the second"), "{err}");
+
+    let err = Config::from_toml_str("[[consumer]]\nname = \"C\"\nerror_policy = \"ignore\"\n").unwrap_err();
+    assert!(err.to_string().contains("use \"swallow\" or \"fatal\""), "{err}");
+
+    let config = Config::from_toml_str("[[consumer]]\nname = \"C\"\ntopic = \"t\"\n").unwrap();
+    let err = config.listener("C").err().unwrap();
+    assert!(err.to_string().contains("consumer `C`: group_id is not set"), "{err}");
+    let err = config.listener("D").err().unwrap();
+    assert!(matches!(err, ConfigError::Unknown { .. }), "{err}");
+    assert!(err.to_string().contains("configured: C"), "{err}");
+
+    let err = Config::default().brokers().unwrap_err();
+    assert!(err.to_string().contains("DEIMOS_KAFKA__BROKERS"), "{err}");
+}
+
+#[test]
+fn the_environment_overrides_the_file() {
+    let file =
+        "[kafka]\nbrokers = \"a:9092\"\n[[consumer]]\nname = \"WidgetConsumer\"\ntopic = \"w\"\ngroup_id = \"g\"\n";
+    let config = Config::from_toml_with_env(
+        file,
+        "deimos.toml",
+        env(&[
+            ("DEIMOS_KAFKA__BROKERS", "b:9092"),
+            ("DEIMOS_CONSUMERS__SESSION_TIMEOUT", "45s"),
+            ("DEIMOS_CONSUMER__WIDGETCONSUMER__MAX_ATTEMPTS", "5"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.brokers().unwrap(), "b:9092");
+    assert_eq!(config.consumers.session_timeout, Some(Duration::from_secs(45)));
+    assert_eq!(config.consumer_config("widgetconsumer").unwrap().max_attempts, Some(5));
+
+    // A bad override names the variable and what the setting wanted.
+    let err =
+        Config::from_toml_with_env(file, "deimos.toml", env(&[("DEIMOS_CONSUMERS__REPORT_LAG", "maybe")])).unwrap_err();
+    assert!(err.to_string().contains("with DEIMOS_* environment overrides"), "{err}");
+}
+
+#[tokio::test]
+async fn producers_publish_as_configured() {
+    let config = Config::from_toml_str(
+        r#"
+        [producers]
+        topic_prefix = "dev."
+        schema_namespace = "com.acme"
+
+        [[producer]]
+        name = "WidgetProducer"
+        topic = "widgets"
+        schema = "Widget"
+        key_config = { field = "id" }
+        "#,
+    )
+    .unwrap();
+    let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
+    let backend = MemoryBackend::new();
+    let store = Arc::new(deimos_avro::SchemaStore::load_all(SCHEMAS).unwrap());
+    let setup = config.producer_setup(store, registry, backend.clone()).unwrap().build();
+    let producer = config.producer("WidgetProducer").unwrap().build(&setup).await.unwrap();
+    assert_eq!(producer.topic(), "dev.widgets");
+    assert_eq!(producer.value_subject(), "dev.widgets-value");
+    assert_eq!(producer.key_subject(), "dev.widgets-key");
+    producer
+        .publish(
+            json!({"id": 7, "name": "w", "description": "", "price": 1.0, "quantity": 1,
+                        "status": "ACTIVE", "tags": [], "updated_at": 0}),
+        )
+        .await
+        .unwrap();
+    let sent = backend.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].key, Some(json!(7)));
+}
+
+struct Nothing;
+
+#[async_trait::async_trait]
+impl Handler for Nothing {
+    type Payload = Json;
+    async fn consume(&self, _message: Message<Json>) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn listeners_take_the_consumer_defaults_and_their_own_settings() {
+    let config = Config::from_toml_str(
+        r#"
+        [kafka]
+        brokers = "localhost:9092"
+        [consumers]
+        backoff = ["100ms", "10s"]
+        [[consumer]]
+        name = "WidgetConsumer"
+        topic = "dev.widgets"
+        group_id = "widgets"
+        schema = "Widget"
+        namespace = "com.acme"
+        key_config = { field = "id" }
+        delivery = "message"
+        error_policy = "fatal"
+        max_attempts = 3
+        dead_letter_topic = "dev.widgets.dead"
+        [[consumer]]
+        name = "Off"
+        topic = "x"
+        group_id = "y"
+        disabled = true
+        "#,
+    )
+    .unwrap();
+    let listener = config
+        .listener("WidgetConsumer")
+        .unwrap()
+        .handler(Nothing)
+        .build()
+        .unwrap();
+    assert_eq!(listener.topic(), "dev.widgets");
+    assert_eq!(listener.group_id(), "widgets");
+    assert_eq!(listener.dead_letter_topic(), Some("dev.widgets.dead"));
+    assert!(!config.consumer_config("WidgetConsumer").unwrap().is_batch());
+    let enabled: Vec<&str> = config.enabled_consumers().map(|c| c.name.as_str()).collect();
+    assert_eq!(enabled, ["WidgetConsumer"]);
+    let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
+    let _ = config.runner(registry).unwrap().listener(listener);
+}
+
+#[cfg(feature = "outbox")]
+#[test]
+fn the_outbox_section_sets_the_relay() {
+    let config = Config::from_toml_str(
+        "[outbox]\ndatabase_url = \"sqlite://app.db\"\nbatch_size = 500\nlease_ttl = \"10s\"\ncompact_topics = [\"all\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.database_url().unwrap(), "sqlite://app.db");
+    let relay = config.relay_config();
+    assert_eq!(relay.batch_size, 500);
+    assert_eq!(relay.lease_ttl, Duration::from_secs(10));
+    assert!(matches!(relay.compact_topics, deimos_outbox_diesel::Topics::All));
+}
