@@ -114,6 +114,18 @@ pub enum ConsumerError {
         source: BoxError,
     },
 
+    /// Reading the last messages of a topic ([`tail::last_messages`](crate::tail::last_messages)) failed.
+    #[error("reading the last messages of `{topic}`: {message}{}", source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Read {
+        /// The topic.
+        topic: String,
+        /// What failed and what to check.
+        message: String,
+        /// librdkafka's error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// A consumer could not subscribe to its topic.
     #[error("the consumer for topic `{topic}` (group `{group_id}`) could not subscribe: {source}")]
     Subscribe {

@@ -8,6 +8,7 @@ mod handler;
 mod inline;
 mod listener;
 mod runner;
+pub mod tail;
 mod worker;
 
 pub use dead_letter::{

@@ -5,11 +5,13 @@ mod error;
 pub mod headers;
 mod relay;
 pub mod schema;
+mod status;
 mod writer;
 
 pub use db::{Backlog, Conn, Dialect, Lease, Migrations};
 pub use error::OutboxError;
 pub use relay::{Relay, RelayConfig, RelayStats, Topics, shutdown_signal};
+pub use status::Status;
 pub use writer::{
     AsyncOutboxConnection, NOTIFY_CHANNEL, NewMessage, Outbox, OutboxBuilder, OutboxReport, SyncOutboxConnection,
 };

@@ -1,27 +1,72 @@
 //! [`InlineConsumer`]: reads the last messages of a topic from a real broker, for integration tests (Deimos's
 //! `InlineConsumer`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deimos_avro::{AvroSchema, SchemaStore};
-use deimos_consumer::{Headers, InlineListener, InlineMessage, InlineOutcome, Listener};
+use deimos_consumer::{ConsumerError, Headers, InlineListener, InlineMessage, InlineOutcome, Listener};
 use deimos_keys::{KeyConfig, KeyDecoder, KeySpec};
 use deimos_producer::Producer;
 use deimos_registry::{SchemaCodec, SchemaRegistry};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Headers as _;
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use serde_json::Value as Json;
 
 use crate::error::TestError;
 
-/// How long a read may take by default before it fails.
+/// How long a read may take by default before it fails; change it per consumer with
+/// [`InlineConsumer::timeout`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use deimos_avro::SchemaStore;
+/// use deimos_registry::MemoryRegistry;
+/// use deimos_test::{DEFAULT_TIMEOUT, InlineConsumer};
+///
+/// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+/// assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(30));
+/// let store = SchemaStore::load_all(schemas)?;
+/// let inline = InlineConsumer::new("127.0.0.1:9092", Arc::new(MemoryRegistry::new()), store)
+///     .timeout(DEFAULT_TIMEOUT * 2); // a slow CI broker
+/// # drop(inline);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A message read by the [`InlineConsumer`], decoded.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use deimos_producer::{KafkaBackend, Producer, ProducerSetup, PublishOptions};
+/// # use deimos_keys::KeyConfig;
+/// # use deimos_test::{InlineConsumer, MockKafka};
+/// # use deimos_registry::MemoryRegistry;
+/// # use deimos_avro::SchemaStore;
+/// # use serde_json::json;
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let kafka = MockKafka::start()?;
+/// # kafka.create_topic("gadgets", 1)?;
+/// # let store = Arc::new(SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?);
+/// # let registry = Arc::new(MemoryRegistry::new());
+/// # let backend = KafkaBackend::builder().bootstrap_servers(kafka.bootstrap_servers()).build()?;
+/// # let setup = ProducerSetup::builder(Arc::clone(&store), registry.clone(), backend).build();
+/// # let producer = Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+/// #     .key_config(KeyConfig::field("id")).build(&setup).await?;
+/// # let inline = InlineConsumer::new(kafka.bootstrap_servers(), registry, store);
+/// let options = PublishOptions::new().header("source", "billing");
+/// producer.publish_list_with(vec![json!({"id": 7, "region": "eu", "name": "g"})], &options).await?;
+///
+/// let received = inline.messages_for_producer(&producer, 1).await?.remove(0);
+/// assert_eq!(received.key, Some(json!(7)));
+/// assert_eq!(received.payload, Some(json!({"id": 7, "region": "eu", "name": "g"})));
+/// assert_eq!((received.topic.as_str(), received.partition, received.offset), ("gadgets", 0, 0));
+/// assert!(received.timestamp.is_some());
+/// assert_eq!(received.headers.get_str("source"), Some("billing"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ReceivedMessage {
@@ -115,13 +160,67 @@ impl InlineConsumer {
     }
 
     /// A librdkafka consumer setting (TLS, SASL, …), passed through.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use deimos_producer::{KafkaBackend, Producer, ProducerSetup};
+    /// # use deimos_keys::KeyConfig;
+    /// # use deimos_test::{InlineConsumer, MockKafka};
+    /// # use deimos_registry::MemoryRegistry;
+    /// # use deimos_avro::SchemaStore;
+    /// # use serde_json::json;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kafka = MockKafka::start()?;
+    /// # kafka.create_topic("gadgets", 2)?;
+    /// # let store = Arc::new(SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?);
+    /// # let registry = Arc::new(MemoryRegistry::new());
+    /// # let backend = KafkaBackend::builder().bootstrap_servers(kafka.bootstrap_servers()).build()?;
+    /// # let setup = ProducerSetup::builder(Arc::clone(&store), registry.clone(), backend).build();
+    /// # let producer = Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id")).build(&setup).await?;
+    /// # for id in 0..3 { producer.publish(json!({"id": id, "region": "eu", "name": "g"})).await?; }
+    /// let inline = InlineConsumer::new(kafka.bootstrap_servers(), registry, store)
+    ///     .setting("client.id", "inline-reader")
+    ///     .setting("fetch.wait.max.ms", "50");
+    /// assert_eq!(inline.last_messages("gadgets", 10).await?.len(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.insert(key.into(), value.into());
         self
     }
 
-    /// How long one read may take before it fails (default 30 s).
+    /// How long one read may take before it fails (default [30 s](DEFAULT_TIMEOUT)).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use deimos_producer::{KafkaBackend, Producer, ProducerSetup};
+    /// # use deimos_keys::KeyConfig;
+    /// # use deimos_test::{InlineConsumer, MockKafka};
+    /// # use deimos_registry::MemoryRegistry;
+    /// # use deimos_avro::SchemaStore;
+    /// # use serde_json::json;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kafka = MockKafka::start()?;
+    /// # kafka.create_topic("gadgets", 2)?;
+    /// # let store = Arc::new(SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?);
+    /// # let registry = Arc::new(MemoryRegistry::new());
+    /// # let backend = KafkaBackend::builder().bootstrap_servers(kafka.bootstrap_servers()).build()?;
+    /// # let setup = ProducerSetup::builder(Arc::clone(&store), registry.clone(), backend).build();
+    /// # let producer = Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")
+    /// #     .key_config(KeyConfig::field("id")).build(&setup).await?;
+    /// # for id in 0..3 { producer.publish(json!({"id": id, "region": "eu", "name": "g"})).await?; }
+    /// use std::time::Duration;
+    ///
+    /// let inline = InlineConsumer::new(kafka.bootstrap_servers(), registry, store).timeout(Duration::from_secs(10));
+    /// assert_eq!(inline.last_messages("gadgets", 2).await?.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -157,28 +256,16 @@ impl InlineConsumer {
     /// # }
     /// ```
     pub async fn last_messages(&self, topic: &str, n: usize) -> Result<Vec<InlineMessage>, TestError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .set(
-                "group.id",
-                format!("deimos-test-inline-{}", uuid::Uuid::new_v4().simple()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true");
-        for (k, v) in &self.settings {
-            config.set(k, v);
-        }
-        let topic = topic.to_string();
-        let timeout = self.timeout;
-        tokio::task::spawn_blocking(move || read_last(&config, &topic, n, timeout))
+        deimos_consumer::tail::last_messages(&self.bootstrap_servers, &self.settings, topic, n, self.timeout)
             .await
-            .map_err(|e| TestError::Kafka {
-                topic: String::new(),
-                message: format!("the reading task failed: {e}"),
-                source: None,
-            })?
+            .map_err(|e| match e {
+                ConsumerError::Read { topic, message, source } => TestError::Kafka { topic, message, source },
+                other => TestError::Kafka {
+                    topic: topic.to_string(),
+                    message: other.to_string(),
+                    source: None,
+                },
+            })
     }
 
     /// The last `n` messages of the producer's topic, decoded with its value schema and key config (Deimos's
@@ -402,91 +489,4 @@ impl InlineConsumer {
         }
         Ok(out)
     }
-}
-
-fn read_last(config: &ClientConfig, topic: &str, n: usize, timeout: Duration) -> Result<Vec<InlineMessage>, TestError> {
-    let kafka = |message: &str, e: KafkaError| TestError::Kafka {
-        topic: topic.to_string(),
-        message: message.to_string(),
-        source: Some(Box::new(e)),
-    };
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| kafka("the consumer could not be created (check the settings)", e))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| kafka("no metadata (is the broker reachable at bootstrap.servers?)", e))?;
-    let partitions: Vec<i32> = match metadata.topics().iter().find(|t| t.name() == topic) {
-        Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
-        _ => Vec::new(),
-    };
-    if partitions.is_empty() {
-        return Err(TestError::Kafka {
-            topic: topic.to_string(),
-            message: "the topic does not exist on the broker (create it, or produce to it first)".into(),
-            source: None,
-        });
-    }
-    let want = i64::try_from(n).unwrap_or(i64::MAX);
-    let mut tpl = TopicPartitionList::new();
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(|e| kafka(&format!("the watermarks of partition {p} could not be read"), e))?;
-        if high > low && n > 0 {
-            let start = low.max(high.saturating_sub(want));
-            tpl.add_partition_offset(topic, p, Offset::Offset(start))
-                .map_err(|e| kafka("bad partition", e))?;
-            ends.insert(p, high);
-        }
-    }
-    let mut messages = Vec::new();
-    if ends.is_empty() {
-        return Ok(messages);
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| kafka("the partitions could not be assigned", e))?;
-    let deadline = Instant::now() + timeout;
-    let mut last_error = None;
-    while !ends.is_empty() {
-        if Instant::now() >= deadline {
-            return Err(TestError::Kafka {
-                topic: topic.to_string(),
-                message: format!(
-                    "timed out after {timeout:?} with partitions {:?} not read to their end ({} messages read)",
-                    ends.keys().collect::<Vec<_>>(),
-                    messages.len()
-                ),
-                source: last_error.map(|e: KafkaError| Box::new(e) as _),
-            });
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Ok(m)) => {
-                let partition = m.partition();
-                if ends.get(&partition).is_some_and(|end| m.offset() + 1 >= *end) {
-                    ends.remove(&partition);
-                }
-                let headers = m.headers().map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                        .collect::<Vec<_>>()
-                });
-                let mut message = InlineMessage::new(m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec))
-                    .at(partition, m.offset())
-                    .headers(Headers::from(headers.unwrap_or_default()));
-                message.timestamp = m.timestamp().to_millis();
-                messages.push(message);
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                ends.remove(&p);
-            }
-            Some(Err(e)) => last_error = Some(e),
-        }
-    }
-    messages.sort_by_key(|m| (m.timestamp.unwrap_or(i64::MIN), m.partition, m.offset));
-    let skip = messages.len().saturating_sub(n);
-    Ok(messages.split_off(skip))
 }

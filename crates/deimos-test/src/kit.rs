@@ -51,7 +51,9 @@ pub struct TestKit {
 
 /// The consumer runner's global `fatal_error` predicate, shared by the kit's clones.
 #[derive(Clone)]
-struct FatalError(Arc<dyn Fn(&HandlerError, &ErrorContext) -> bool + Send + Sync>);
+struct FatalError(Arc<FatalPredicate>);
+
+type FatalPredicate = dyn Fn(&HandlerError, &ErrorContext) -> bool + Send + Sync;
 
 impl std::fmt::Debug for FatalError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -24,6 +24,15 @@ fn matcher(kind: &str, arg: Json) -> Json {
 }
 
 /// Matches anything, including `null`, a missing value and a tombstone (RSpec's `anything`).
+///
+/// ```
+/// use deimos_test::matchers::{any, matches};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"id": 1, "note": any()}), &json!({"id": 1, "note": [1, 2]})));
+/// assert!(matches(&json!({"id": 1, "note": any()}), &json!({"id": 1}))); // missing
+/// assert!(matches(&any(), &json!(null)));
+/// ```
 pub fn any() -> Json {
     matcher("any", Json::Null)
 }
@@ -43,6 +52,15 @@ pub fn not_null() -> Json {
 }
 
 /// Matches any string (`a_kind_of(String)`).
+///
+/// ```
+/// use deimos_test::matchers::{any_string, matches};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"name": any_string()}), &json!({"name": ""})));
+/// assert!(!matches(&any_string(), &json!(1)));
+/// assert!(!matches(&any_string(), &json!(null)));
+/// ```
 pub fn any_string() -> Json {
     matcher("string", Json::Null)
 }
@@ -134,12 +152,32 @@ pub fn string_containing(part: &str) -> Json {
 /// Matches an object that has at least these keys with matching values (RSpec's `include`); nested values
 /// are matched exactly unless they are matchers themselves. Given a matcher instead of an object
 /// (`including(any())`), it matches what that matcher matches.
+///
+/// ```
+/// use deimos_test::matchers::{any, including, matches};
+/// use serde_json::json;
+///
+/// let actual = json!({"id": 1, "meta": {"v": 2, "extra": true}});
+/// assert!(matches(&json!({"id": 1, "meta": including(json!({"v": 2}))}), &actual));
+/// assert!(!matches(&json!({"id": 1, "meta": including(json!({"v": 3}))}), &actual));
+/// assert!(matches(&including(any()), &actual));
+/// ```
 pub fn including(subset: Json) -> Json {
     matcher("including", subset)
 }
 
 /// Whether `actual` matches `expected` exactly: objects have the same keys, arrays the same length, numbers
 /// the same value (`1` matches `1.0`), and matchers match what they say.
+///
+/// ```
+/// use deimos_test::matchers::{any_integer, matches};
+/// use serde_json::json;
+///
+/// assert!(matches(&json!({"id": 1, "tags": ["a"]}), &json!({"id": 1.0, "tags": ["a"]})));
+/// assert!(!matches(&json!({"id": 1}), &json!({"id": 1, "extra": true}))); // no other keys
+/// assert!(!matches(&json!({"tags": ["a"]}), &json!({"tags": ["a", "b"]}))); // the same length
+/// assert!(matches(&json!([any_integer(), 2]), &json!([7, 2])));
+/// ```
 pub fn matches(expected: &Json, actual: &Json) -> bool {
     let mut diffs = Vec::new();
     compare(expected, Some(actual), "", &mut diffs);

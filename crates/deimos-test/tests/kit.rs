@@ -420,6 +420,78 @@ async fn errors_follow_the_listener_policy() {
     assert!(matches!(err, ConsumeError::Raised { .. }), "{err:?}");
 }
 
+#[tokio::test]
+async fn the_global_fatal_error_predicate_applies_to_the_consume_helpers() {
+    // Deimos's global `fatal_error`, as the runner takes it: what it picks is fatal, whatever the listener's
+    // policy; it sees the error and its context.
+    let contexts = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&contexts);
+    let picky = TestKit::builder(SCHEMAS)
+        .fatal_error(move |error, context| {
+            seen.lock()
+                .unwrap()
+                .push((context.topic.to_string(), context.stage, context.retry_count));
+            error.to_string() == "bad gadget"
+        })
+        .build()
+        .unwrap();
+
+    // A swallowing listener (the default policy) without max_attempts: the runner would retry forever, so
+    // the helper hands the error back after the first attempt.
+    let handler = Recorder::default();
+    let l = listener("policy.global", KeyConfig::field("id"), handler.clone());
+    let err = picky.consume_message(&l, gadget(1, "bad")).await.unwrap_err();
+    assert!(matches!(err, ConsumeError::Raised { attempts: 1, .. }), "{err:?}");
+    assert_eq!(*handler.calls.lock().unwrap(), 1);
+    assert_eq!(
+        contexts.lock().unwrap().as_slice(),
+        [("policy.global".to_string(), ErrorStage::Handler, 0u32)]
+    );
+
+    // With max_attempts it is retried (clones of the kit share the predicate), then given up on as fatal.
+    let handler = Recorder::default();
+    let l = Listener::builder("policy.global.retried", "g")
+        .value_schema("com.acme.keys.Gadget")
+        .key_config(KeyConfig::field("id"))
+        .handler(handler.clone())
+        .max_attempts(2)
+        .dead_letter_topic("policy.global.dead")
+        .build()
+        .unwrap();
+    let err = picky.clone().consume_message(&l, gadget(2, "bad")).await.unwrap_err();
+    match &err {
+        ConsumeError::Skipped {
+            attempts,
+            fatal,
+            dead_letters,
+            ..
+        } => {
+            assert_eq!((*attempts, *fatal), (2, true));
+            assert_eq!(dead_letters.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(*handler.calls.lock().unwrap(), 2);
+
+    // An error the predicate does not pick keeps the listener's policy; so does a kit without one.
+    let lenient = TestKit::builder(SCHEMAS).fatal_error(|_, _| false).build().unwrap();
+    let l = listener("policy.global.lenient", KeyConfig::field("id"), Recorder::default());
+    let err = lenient.consume_message(&l, gadget(3, "bad")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConsumeError::Skipped {
+                fatal: false,
+                attempts: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = kit().consume_message(&l, gadget(3, "bad")).await.unwrap_err();
+    assert!(matches!(err, ConsumeError::Skipped { fatal: false, .. }), "{err:?}");
+}
+
 /// Records batches; fails a batch holding a gadget named "bad".
 type SeenBatch = (Vec<Option<Value>>, Vec<Option<Value>>, Vec<i64>);
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use deimos_outbox_diesel::{Conn, Relay, RelayConfig, Topics};
+use deimos_outbox_diesel::{Relay, RelayConfig, Status, Topics};
 use deimos_producer::{KafkaBackend, Partitioner};
 
 #[derive(Parser)]
@@ -167,44 +167,7 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn status(url: &str) -> Result<()> {
-    let mut conn = Conn::connect(url).await?;
-    let backlog = conn
-        .backlog()
-        .await
-        .context("reading the outbox (did you run `deimos-outbox migrate`?)")?;
-    let leases = conn.leases().await?;
-    let dead = conn.dead_count().await?;
-    println!(
-        "{:<40} {:>9} {:>10} {:>14}  lease",
-        "topic", "partition", "pending", "oldest (s)"
-    );
-    for b in &backlog {
-        let partition = b.partition;
-        let lease = leases
-            .iter()
-            .find(|l| l.topic == b.topic && l.partition == partition)
-            .and_then(|l| match (&l.locked_by, l.expires_in_ms) {
-                (Some(owner), Some(ms)) if ms > 0 => {
-                    Some(format!("{owner} ({:.1} s left, fence {})", ms as f64 / 1000.0, l.fence))
-                }
-                (Some(owner), _) => Some(format!("{owner} (expired)")),
-                _ => None,
-            })
-            .unwrap_or_else(|| "-".to_string());
-        let shown = if partition < 0 {
-            "none".to_string()
-        } else {
-            partition.to_string()
-        };
-        println!(
-            "{:<40} {:>9} {:>10} {:>14.1}  {lease}",
-            b.topic, shown, b.count, b.max_wait_seconds
-        );
-    }
-    let total: i64 = backlog.iter().map(|b| b.count).sum();
-    println!(
-        "{total} messages pending in {} partitions; {dead} in kafka_messages_dead",
-        backlog.len()
-    );
+    let status = Status::read(url).await?;
+    println!("{status}");
     Ok(())
 }
