@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("deimos-records-diesel", 7),
     ("deimos-config", 7),
     ("deimos-test", 8),
+    ("deimos-cli", 8),
     ("deimos", 9),
 ];
 

@@ -1,0 +1,179 @@
+#![doc = include_str!("../README.md")]
+// The crate is the `deimos` program; its library holds the commands so that they are documented and tested.
+// As an application it reports errors with `anyhow`, as the `deimos-outbox` binary does.
+
+mod dlq;
+mod outbox;
+mod schema;
+mod tail;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use deimos_avro::CompatibilityLevel;
+use deimos_config::{Config, parse_duration};
+
+/// `deimos`: operate a deimos-rs deployment from the shell.
+#[derive(Debug, Parser)]
+#[command(
+    name = "deimos",
+    version,
+    about = "deimos-rs: tail topics, check and register schemas, run the outbox relay, redrive dead letters"
+)]
+pub struct Cli {
+    /// The configuration file (TOML, docs/CONFIGURATION.md); DEIMOS_* environment variables override it.
+    #[arg(long, env = "DEIMOS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers (overrides kafka.brokers).
+    #[arg(long, global = true)]
+    pub brokers: Option<String>,
+    /// Schema registry URL (overrides schema.registry_url).
+    #[arg(long, global = true)]
+    pub registry: Option<String>,
+    /// The folder of .avsc files (overrides schema.path; default `schemas`).
+    #[arg(long, global = true)]
+    pub schemas: Option<PathBuf>,
+    /// The outbox database: postgres://…, mysql://… or sqlite://PATH (overrides outbox.database_url).
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the last messages of a topic as JSON lines, decoded with their writer schemas (Deimos's
+    /// InlineConsumer).
+    Tail {
+        /// The topic, as it is on the broker.
+        topic: String,
+        /// How many messages (across all partitions, newest last).
+        #[arg(short = 'n', long, default_value_t = 10)]
+        count: usize,
+        /// How long reading may take.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Check or register the local schemas of the configured producers.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// The transactional outbox: migrate, status, relay.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// Dead-letter topics.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `deimos schema …`.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Check each local schema against the versions registered under its subject; exits 1 if one is
+    /// incompatible (for CI).
+    Check {
+        /// The compatibility mode to check under (BACKWARD, FORWARD, FULL, their _TRANSITIVE forms, NONE);
+        /// default: each subject's level in the registry.
+        #[arg(long)]
+        compatibility: Option<CompatibilityLevel>,
+        /// `SUBJECT=full.schema.Name`, repeatable; default: the value and key subjects of every [[producer]].
+        #[arg(long = "subject")]
+        subjects: Vec<String>,
+    },
+    /// Register each local schema under its subject (the registry enforces the subject's compatibility).
+    Register {
+        /// `SUBJECT=full.schema.Name`, repeatable; default: the value and key subjects of every [[producer]].
+        #[arg(long = "subject")]
+        subjects: Vec<String>,
+    },
+}
+
+/// `deimos outbox …`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Create or upgrade the outbox tables.
+    Migrate,
+    /// Print the backlog per topic and partition, the leases and the dead rows.
+    Status,
+    /// Send outbox rows to Kafka until SIGTERM / ctrl-c ([outbox] settings of the configuration).
+    Relay,
+}
+
+/// `deimos dlq …`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Send dead-lettered messages back to their original topic (header deimos.dlq.original.topic), with
+    /// their key, value and original headers. Progress is committed under a consumer group, so a second run
+    /// sends only what arrived since.
+    Redrive {
+        /// The dead-letter topic.
+        topic: String,
+        /// The consumer group that remembers what was redriven.
+        #[arg(long, default_value = "deimos-dlq-redrive")]
+        group: String,
+        /// Send every message to this topic instead of its original one.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only print what would be sent where; commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long reading and each delivery may take.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Runs a parsed command line. `Ok(ExitCode::FAILURE)` is a finding (an incompatible schema, a message that
+/// could not be redriven) rather than an error.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = load(&cli)?;
+    match cli.command {
+        Command::Tail { topic, count, timeout } => tail::run(&config, &topic, count, timeout).await,
+        Command::Schema(SchemaCommand::Check {
+            compatibility,
+            subjects,
+        }) => schema::check(&config, compatibility, &subjects).await,
+        Command::Schema(SchemaCommand::Register { subjects }) => schema::register(&config, &subjects).await,
+        Command::Outbox(command) => outbox::run(&config, command).await,
+        Command::Dlq(DlqCommand::Redrive {
+            topic,
+            group,
+            to,
+            dry_run,
+            timeout,
+        }) => dlq::redrive(&config, &topic, &group, to.as_deref(), dry_run, timeout).await,
+    }
+}
+
+/// The configuration file (if any) with the environment's and then the command line's overrides.
+fn load(cli: &Cli) -> Result<Config> {
+    let mut config = Config::load_or_default(cli.config.as_deref()).context("reading the configuration")?;
+    if let Some(brokers) = &cli.brokers {
+        config.kafka.brokers = Some(brokers.clone());
+    }
+    if let Some(url) = &cli.registry {
+        config.schema.registry_url = Some(url.clone());
+    }
+    if let Some(path) = &cli.schemas {
+        config.schema.path = Some(path.clone());
+    }
+    if let Some(url) = &cli.database_url {
+        config.outbox.database_url = Some(url.clone());
+    }
+    Ok(config)
+}
+
+/// librdkafka settings of the command's clients: `client.id`, `[kafka] settings`, `[consumers] settings`.
+fn consumer_settings(config: &Config) -> std::collections::BTreeMap<String, String> {
+    let mut settings = std::collections::BTreeMap::new();
+    if let Some(id) = &config.kafka.client_id {
+        settings.insert("client.id".to_string(), id.clone());
+    }
+    settings.extend(config.kafka.settings.clone());
+    settings.extend(config.consumers.settings.clone());
+    settings
+}

@@ -1,0 +1,46 @@
+//! `deimos outbox migrate | status | relay`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use deimos_config::Config;
+use deimos_outbox_diesel::{Relay, Status};
+use deimos_producer::KafkaBackend;
+
+use crate::OutboxCommand;
+
+pub(crate) async fn run(config: &Config, command: OutboxCommand) -> Result<ExitCode> {
+    let url = config.database_url()?;
+    match command {
+        OutboxCommand::Migrate => {
+            let applied = deimos_outbox_diesel::migrate(url).await?;
+            if applied.is_empty() {
+                println!("outbox tables are up to date");
+            }
+            for version in applied {
+                println!("applied migration {version}");
+            }
+        }
+        OutboxCommand::Status => println!("{}", Status::read(url).await?),
+        OutboxCommand::Relay => {
+            let mut settings = config.producer_settings();
+            // The relay hands over whole batches, so waiting for more messages only adds latency.
+            settings
+                .entry("linger.ms".to_string())
+                .or_insert_with(|| "1".to_string());
+            let backend = KafkaBackend::builder()
+                .bootstrap_servers(config.brokers()?)
+                .partitioner(config.partitioner()?)
+                .settings(&settings)
+                .build()?;
+            let stats = Relay::new(url, backend.clone(), config.relay_config())?.run().await?;
+            backend.flush(Duration::from_secs(10)).await.ok();
+            println!(
+                "relay stopped: {} sent, {} compacted away, {} too large (moved to kafka_messages_dead), {} batches",
+                stats.sent, stats.compacted, stats.too_large, stats.batches
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
