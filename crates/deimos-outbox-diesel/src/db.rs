@@ -149,10 +149,45 @@ macro_rules! in_transaction {
     }};
 }
 
-async fn begin<C: AsyncConnection>(c: &mut C) -> Result<(), OutboxError> {
-    C::TransactionManager::begin_transaction(c)
+async fn begin<C: BeginTransaction>(c: &mut C) -> Result<(), OutboxError> {
+    c.begin_transaction()
         .await
         .map_err(OutboxError::db("beginning a transaction"))
+}
+
+/// Begins a transaction, or a savepoint inside one, the way each database needs for a writer that reads first.
+///
+/// SQLite begins `IMMEDIATE`: the write lock is taken up front and waited for (busy_timeout). A deferred
+/// `BEGIN` that reads before it writes fails at once with "database is locked" when another connection wrote
+/// in between, as a relay and a writer on the same file do. PostgreSQL and MySQL begin as diesel does.
+pub trait BeginTransaction: AsyncConnection {
+    /// Begins the transaction (or a savepoint).
+    fn begin_transaction(&mut self) -> impl std::future::Future<Output = diesel::QueryResult<()>> + Send;
+}
+
+impl BeginTransaction for AsyncPgConnection {
+    async fn begin_transaction(&mut self) -> diesel::QueryResult<()> {
+        <Self as AsyncConnection>::TransactionManager::begin_transaction(self).await
+    }
+}
+
+impl BeginTransaction for AsyncMysqlConnection {
+    async fn begin_transaction(&mut self) -> diesel::QueryResult<()> {
+        <Self as AsyncConnection>::TransactionManager::begin_transaction(self).await
+    }
+}
+
+impl BeginTransaction for SyncConnectionWrapper<SqliteConnection> {
+    async fn begin_transaction(&mut self) -> diesel::QueryResult<()> {
+        self.spawn_blocking(|inner| {
+            use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
+            match AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE") {
+                Err(diesel::result::Error::AlreadyInTransaction) => AnsiTransactionManager::begin_transaction(inner),
+                other => other,
+            }
+        })
+        .await
+    }
 }
 
 async fn rollback<C: AsyncConnection>(c: &mut C) -> Result<(), OutboxError> {

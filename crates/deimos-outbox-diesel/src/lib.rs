@@ -8,7 +8,7 @@ pub mod schema;
 mod status;
 mod writer;
 
-pub use db::{Backlog, Conn, Dialect, Lease, Migrations};
+pub use db::{Backlog, BeginTransaction, Conn, Dialect, Lease, Migrations};
 pub use error::OutboxError;
 pub use relay::{Relay, RelayConfig, RelayStats, Topics, shutdown_signal};
 pub use status::Status;

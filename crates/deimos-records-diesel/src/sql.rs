@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use deimos_outbox_diesel::{AsyncOutboxConnection, Conn, Dialect};
+use deimos_outbox_diesel::{AsyncOutboxConnection, BeginTransaction, Conn, Dialect};
 use diesel::result::QueryResult;
 use diesel::sql_types::{BigInt, Binary, Bool, Date, Double, Nullable, Text, Timestamp};
 use diesel::{QueryableByName, SqliteConnection};
@@ -95,7 +95,7 @@ macro_rules! impl_record_connection {
             }
 
             async fn begin_tx(&mut self) -> QueryResult<()> {
-                <$conn as AsyncConnection>::TransactionManager::begin_transaction(self).await
+                BeginTransaction::begin_transaction(self).await
             }
 
             async fn commit_tx(&mut self) -> QueryResult<()> {
@@ -111,6 +111,7 @@ macro_rules! impl_record_connection {
 
 impl_record_connection!(AsyncPgConnection, diesel::pg::Pg, Dialect::Postgres);
 impl_record_connection!(AsyncMysqlConnection, diesel::mysql::Mysql, Dialect::Mysql);
+// SQLite begins IMMEDIATE (BeginTransaction): an update reads its row before writing it.
 impl_record_connection!(
     SyncConnectionWrapper<SqliteConnection>,
     diesel::sqlite::Sqlite,
