@@ -1,16 +1,19 @@
-//! Capturing metrics in tests (feature `testing`): a global debugging recorder and a snapshot of what was
+//! Capturing metrics in tests (feature `testing`): a global recorder and a reading of what was
 //! emitted, by name and labels.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_util::registry::{AtomicStorage, Registry};
 
 /// A metric's name and sorted labels.
 type Id = (String, Vec<(String, String)>);
 
-/// Every metric emitted so far in this process (the recorder is installed by the first call and stays: the
-/// `metrics` facade has one global recorder).
+/// The metrics emitted in this process since [`install`], as they stand at the time of [`capture`]: counters
+/// are totals, gauges hold their last value, histograms every value recorded. Capturing reads without resetting
+/// anything, so a test may capture as often as it likes and compare two captures to see what happened between.
 #[derive(Debug, Clone, Default)]
 pub struct Captured {
     counters: BTreeMap<Id, u64>,
@@ -18,46 +21,75 @@ pub struct Captured {
     histograms: BTreeMap<Id, Vec<f64>>,
 }
 
-fn snapshotter() -> &'static Snapshotter {
-    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        if recorder.install().is_err() {
+/// The recorder: metrics-util's registry with atomic storage, read without the swap-to-zero of its debugging
+/// recorder's snapshots (which would make a second capture see counters at 0 and gauges at 0.0).
+struct CaptureRecorder {
+    registry: Registry<Key, AtomicStorage>,
+}
+
+impl Recorder for CaptureRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        self.registry
+            .get_or_create_counter(key, |c| Counter::from_arc(c.clone()))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        self.registry.get_or_create_gauge(key, |g| Gauge::from_arc(g.clone()))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        self.registry
+            .get_or_create_histogram(key, |h| Histogram::from_arc(h.clone()))
+    }
+}
+
+fn registry() -> &'static Registry<Key, AtomicStorage> {
+    static RECORDER: OnceLock<&'static CaptureRecorder> = OnceLock::new();
+    let recorder = RECORDER.get_or_init(|| {
+        let recorder: &'static CaptureRecorder = Box::leak(Box::new(CaptureRecorder {
+            registry: Registry::atomic(),
+        }));
+        if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("another metrics recorder is installed: deimos_metrics::testing captures nothing");
         }
-        snapshotter
-    })
+        recorder
+    });
+    &recorder.registry
 }
 
 /// Installs the capturing recorder (call it before the code under test registers its metrics).
 pub fn install() {
-    snapshotter();
+    registry();
 }
 
-/// What has been emitted so far.
+fn id(key: &Key) -> Id {
+    let mut labels: Vec<(String, String)> = key
+        .labels()
+        .map(|l| (l.key().to_string(), l.value().to_string()))
+        .collect();
+    labels.sort();
+    (key.name().to_string(), labels)
+}
+
+/// What has been emitted so far (see [`Captured`]).
 pub fn capture() -> Captured {
+    let registry = registry();
     let mut out = Captured::default();
-    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        let key = key.key();
-        let mut labels: Vec<(String, String)> = key
-            .labels()
-            .map(|l| (l.key().to_string(), l.value().to_string()))
-            .collect();
-        labels.sort();
-        let id = (key.name().to_string(), labels);
-        match value {
-            DebugValue::Counter(n) => {
-                out.counters.insert(id, n);
-            }
-            DebugValue::Gauge(g) => {
-                out.gauges.insert(id, g.into_inner());
-            }
-            DebugValue::Histogram(h) => {
-                out.histograms
-                    .insert(id, h.into_iter().map(|v| v.into_inner()).collect());
-            }
-        }
+    for (key, counter) in registry.get_counter_handles() {
+        *out.counters.entry(id(&key)).or_default() += counter.load(Ordering::SeqCst);
+    }
+    for (key, gauge) in registry.get_gauge_handles() {
+        out.gauges
+            .insert(id(&key), f64::from_bits(gauge.load(Ordering::SeqCst)));
+    }
+    for (key, histogram) in registry.get_histogram_handles() {
+        out.histograms.entry(id(&key)).or_default().extend(histogram.data());
     }
     out
 }
@@ -84,7 +116,7 @@ impl Captured {
             .map(|(_, v)| *v)
     }
 
-    /// The values recorded since the last capture by the histograms named `name` whose labels include `labels`.
+    /// Every value recorded by the histograms named `name` whose labels include `labels`.
     pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         self.histograms
             .iter()
