@@ -181,10 +181,12 @@ async fn one_trace_links_producer_outbox_relay_and_consumer() {
 
     // The business transaction: the message goes to the outbox with the trace context in its headers.
     let request = tracing::info_span!("handle request");
-    let trace = {
+    let (trace, request_id) = {
         use opentelemetry::trace::TraceContextExt;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
-        request.context().span().span_context().trace_id()
+        let context = request.context();
+        let span = context.span();
+        (span.span_context().trace_id(), span.span_context().span_id())
     };
     let mut conn = Conn::connect(&url).await.unwrap();
     async {
@@ -217,10 +219,9 @@ async fn one_trace_links_producer_outbox_relay_and_consumer() {
     let create = find(&spans, "create traced-outbox", trace);
     let send = find(&spans, "send traced-outbox", trace);
     let process = find(&spans, "process traced-outbox", trace);
-    assert_ne!(
-        create.parent_span_id,
-        SpanId::INVALID,
-        "the outbox write is inside the request's span"
+    assert_eq!(
+        create.parent_span_id, request_id,
+        "the outbox write is a child of the request's span"
     );
     assert_eq!(
         send.parent_span_id,
@@ -232,6 +233,59 @@ async fn one_trace_links_producer_outbox_relay_and_consumer() {
         create.span_context.span_id(),
         "the consumer continues the message's creation"
     );
+    for p in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{p}", path.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_relay_send_marks_its_span() {
+    telemetry();
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("traced-too-large", 1, 1).unwrap();
+    let registry = Arc::new(MemoryRegistry::new());
+    let outbox = Outbox::builder().partitions("traced-too-large", 1).build();
+    let producer = producer(registry, "traced-too-large", outbox.clone()).await;
+    let path = std::env::temp_dir().join(format!("deimos-tracing-large-{}.db", std::process::id()));
+    let url = format!("sqlite://{}", path.display());
+    deimos::outbox::migrate(&url).await.unwrap();
+    let request = tracing::info_span!("handle request");
+    let trace = {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        request.context().span().span_context().trace_id()
+    };
+    let mut conn = Conn::connect(&url).await.unwrap();
+    let mut big = widget(3);
+    big["description"] = json!("x".repeat(5000));
+    async {
+        conn.begin().await.unwrap();
+        outbox
+            .publish(&producer, &mut conn, vec![big], &PublishOptions::new())
+            .await
+            .unwrap();
+        conn.commit().await.unwrap();
+    }
+    .instrument(request)
+    .await;
+
+    // The relay's producer refuses messages over 2000 bytes: the row moves to kafka_messages_dead.
+    let backend = KafkaBackend::builder()
+        .bootstrap_servers(mock.bootstrap_servers())
+        .setting("message.max.bytes", "2000")
+        .build()
+        .unwrap();
+    let relay = Relay::new(&url, backend, RelayConfig::default()).unwrap();
+    let stats = relay
+        .run_until(tokio::time::sleep(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(stats.too_large, 1);
+
+    let spans = spans();
+    let send = find(&spans, "send traced-too-large", trace);
+    assert_eq!(send.status, opentelemetry::trace::Status::error(""), "{send:?}");
+    assert_eq!(attr(send, "error.type").as_deref(), Some("MessageSizeTooLarge"));
     for p in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{p}", path.display()));
     }

@@ -242,8 +242,10 @@ pub struct ConsumerConfig {
     pub key_config: Option<KeyConfigSpec>,
     /// Left out of the runner (Deimos's `disabled`).
     pub disabled: bool,
-    /// `message` or `batch` (Deimos's `delivery`; `inline_batch` is `batch`). Checked against the handler the
-    /// service gives: see [`Config::listener`].
+    /// Deimos's `delivery`: `message` or `batch` (both call a [`Handler`](deimos_consumer::Handler) once per
+    /// message, as Deimos's `consume` is), or `inline_batch` (a [`BatchHandler`](deimos_consumer::BatchHandler)
+    /// gets the batch, Deimos's `consume_batch`). Checked against the handler the service gives: see
+    /// [`Config::listener`] and [`ConsumerConfig::is_batch`].
     pub delivery: Option<String>,
     /// Start a new group at the earliest offset (default true, as Deimos).
     pub start_from_beginning: Option<bool>,
@@ -705,7 +707,7 @@ impl Config {
 }
 
 impl ConsumerConfig {
-    /// Whether `delivery` asks for batches (`batch` or `inline_batch`); `message` and unset are not.
+    /// Whether `delivery` asks for a batch handler (`inline_batch`); `message`, `batch` and unset are per message.
     pub fn is_batch(&self) -> bool {
         matches!(delivery(self), Ok(Some(true)))
     }
@@ -726,11 +728,13 @@ fn error_policy(c: &ConsumerConfig) -> Result<Option<ErrorPolicy>, ConfigError> 
 fn delivery(c: &ConsumerConfig) -> Result<Option<bool>, ConfigError> {
     match c.delivery.as_deref().map(str::trim) {
         None => Ok(None),
-        Some("message") => Ok(Some(false)),
-        Some("batch" | "inline_batch") => Ok(Some(true)),
+        Some("message" | "batch") => Ok(Some(false)),
+        Some("inline_batch") => Ok(Some(true)),
         Some(other) => Err(ConfigError::Invalid {
             setting: format!("consumer `{}`: delivery", c.name),
-            message: format!("`{other}` is not a delivery: use \"message\" or \"batch\""),
+            message: format!(
+                "`{other}` is not a delivery: use \"message\" or \"batch\" (a Handler per message) or \"inline_batch\" (a BatchHandler)"
+            ),
         }),
     }
 }

@@ -34,6 +34,12 @@ fn the_documented_example_parses_and_builds_its_listeners() {
     for c in config.enabled_consumers() {
         let _ = config.listener(&c.name).unwrap();
     }
+    // Deimos's deliveries: `inline_batch` is a batch handler, `message` and `batch` a handler per message.
+    assert!(config.consumer_config("WidgetConsumer").unwrap().is_batch());
+    for (delivery, batch) in [("message", false), ("batch", false), ("inline_batch", true)] {
+        let c = Config::from_toml_str(&format!("[[consumer]]\nname = \"C\"\ndelivery = \"{delivery}\"\n")).unwrap();
+        assert_eq!(c.consumer_config("C").unwrap().is_batch(), batch, "{delivery}");
+    }
 }
 
 #[test]

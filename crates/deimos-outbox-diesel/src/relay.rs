@@ -759,11 +759,22 @@ impl Worker {
         );
         // Handing over can wait on a full librdkafka queue: keep the lease meanwhile.
         let backend = self.relay.backend.clone();
-        let pending = self.renewing(conn, backend.enqueue(batch).instrument(span)).await?;
+        let pending = self
+            .renewing(conn, backend.enqueue(batch).instrument(span.clone()))
+            .await?;
+        // The span lasts until the broker has answered for every message, and a failed delivery marks it.
+        let wait = async move {
+            let results = pending.wait().await;
+            if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+                trace::record_error(&span, &e.kind());
+            }
+            drop(span);
+            results
+        };
         Ok(Some(Flight {
             sent,
             compacted,
-            wait: Box::pin(pending.wait()),
+            wait: Box::pin(wait),
         }))
     }
 
