@@ -13,7 +13,7 @@ use deimos::keys::KeyConfig;
 use deimos::outbox::{Conn, Outbox, Relay, RelayConfig};
 use deimos::producer::{KafkaBackend, Producer, ProducerSetup, PublishOptions};
 use deimos::registry::{MemoryRegistry, SchemaRegistry};
-use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry::trace::{TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData};
 use rdkafka::mocking::MockCluster;
 use serde_json::{Value as Json, json};
