@@ -4,6 +4,7 @@
 //! - `test`: the tests only (nextest, then doctests).
 //! - `tidy`: checks the workspace layout and crate layering against `STYLE.md`.
 //! - `bench [suite]`: runs bench suites and prints their results as one table.
+//! - `codegen`: regenerates the Rust types of `schemas/` into `tests/src/generated.rs`.
 //!
 //! Everything shells out to `cargo` through [`std::process::Command`].
 
@@ -27,6 +28,7 @@ commands:
   test           nextest over the workspace, then doctests
   tidy           check crate names, manifests, READMEs, layering and the facade (rules in STYLE.md)
   bench [suite]  run a bench suite (or all), print one table, write target/deimos-bench/<suite>.json
+  codegen        regenerate the Rust types of schemas/ into tests/src/generated.rs (a test checks it is current)
   help           this text";
 
 fn main() -> ExitCode {
@@ -67,6 +69,10 @@ fn run() -> Result<()> {
             [suite] => bench::run(&root, Some(suite)),
             _ => bail!("`bench` takes at most one suite name, got {rest:?}"),
         },
+        "codegen" => {
+            no_arguments(command, rest)?;
+            codegen(&root)
+        }
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(())
@@ -74,6 +80,24 @@ fn run() -> Result<()> {
         other => bail!("unknown command `{other}`\n\n{HELP}"),
     }
 }
+
+/// The generated types of this repository's fixtures: what `tests/tests/codegen.rs` compares with a fresh run.
+fn codegen(root: &Path) -> Result<()> {
+    let out = root.join(GENERATED);
+    let wrote = deimos_codegen::Codegen::from_dir(root.join("schemas"))?
+        .runtime("::deimos::avro")
+        .source_name("schemas/")
+        .write(&out)?;
+    println!(
+        "xtask codegen: {} {}",
+        if wrote { "wrote" } else { "up to date:" },
+        out.display()
+    );
+    Ok(())
+}
+
+/// Where `cargo xtask codegen` writes.
+const GENERATED: &str = "tests/src/generated.rs";
 
 fn no_arguments(command: &str, rest: &[String]) -> Result<()> {
     if rest.is_empty() {

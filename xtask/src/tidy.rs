@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("deimos-core", 0),
     ("deimos-avro", 1),
     ("deimos-registry", 2),
+    ("deimos-codegen", 2),
     ("deimos-keys", 3),
     ("deimos-metrics", 4),
     ("deimos-producer", 5),

@@ -280,6 +280,10 @@ pub(crate) struct De<'r, 'b, 'p> {
     pub(crate) plan: &'p PlanInner,
     pub(crate) step: StepId,
     pub(crate) depth: usize,
+    /// Set when `deserialize_option` has read the index of a union and this is its non-null branch (with the
+    /// reader's branch name, if known): an `Option<Enum>` of a union with several non-null branches then
+    /// reads the enum's variant from it.
+    pub(crate) branch: Option<Option<&'p str>>,
 }
 
 fn latin1(b: &[u8]) -> String {
@@ -323,11 +327,20 @@ fn format_decimal(b: &[u8], scale: usize) -> Result<String> {
     Ok(if neg { format!("-{s}") } else { s })
 }
 
-fn format_timestamp(v: i64, unit: i64) -> String {
+/// RFC 3339 in UTC (`…Z`), or without a zone for a local timestamp (what chrono's `NaiveDateTime` reads).
+fn format_timestamp(v: i64, unit: i64, local: bool) -> String {
     let secs = v.div_euclid(unit);
     let sub = v.rem_euclid(unit);
     let nanos = u32::try_from(sub * (1_000_000_000 / unit)).unwrap_or_default();
     match chrono::DateTime::from_timestamp(secs, nanos) {
+        Some(dt) if local => {
+            let digits = match unit {
+                1_000 => "%.3f",
+                1_000_000 => "%.6f",
+                _ => "%.9f",
+            };
+            dt.naive_utc().format(&format!("%Y-%m-%dT%H:%M:%S{digits}")).to_string()
+        }
         Some(dt) => dt.to_rfc3339_opts(
             match unit {
                 1_000 => chrono::SecondsFormat::Millis,
@@ -385,6 +398,7 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
             plan: self.plan,
             step,
             depth: self.depth + 1,
+            branch: None,
         })
     }
 
@@ -485,8 +499,8 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
                 v.visit_string(format_time(i64::from(i), 1_000))
             }
             (Scalar::Int(i), _) => v.visit_i32(i),
-            (Scalar::Long(i), Present::Timestamp { unit }) if hint == Hint::Str => {
-                v.visit_string(format_timestamp(i, unit))
+            (Scalar::Long(i), Present::Timestamp { unit, local }) if hint == Hint::Str => {
+                v.visit_string(format_timestamp(i, unit, local))
             }
             (Scalar::Long(i), Present::TimeMicros) if hint == Hint::Str => v.visit_string(format_time(i, 1_000_000)),
             (Scalar::Long(i), _) => v.visit_i64(i),
@@ -656,17 +670,23 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
         self.any(v, Hint::Float)
     }
     fn deserialize_option<V: Visitor<'de>>(mut self, v: V) -> Result<V::Value> {
-        let mut target = match self.step() {
-            Step::Union(branches) => self.union_branch(branches)?.0,
-            _ => self.step,
+        let (mut target, mut branch) = match self.step() {
+            Step::Union(branches) => {
+                let (step, name) = self.union_branch(branches)?;
+                (step, Some(name))
+            }
+            _ => (self.step, None),
         };
-        while let Step::Branch { step, .. } = &self.plan.steps[target] {
+        while let Step::Branch { step, name } = &self.plan.steps[target] {
             target = *step;
+            branch = Some(Some(name.as_str()));
         }
         if matches!(self.plan.steps[target], Step::Scalar { from: Prim::Null, .. }) {
             v.visit_none()
         } else {
-            v.visit_some(self.child(target)?)
+            let mut child = self.child(target)?;
+            child.branch = branch;
+            v.visit_some(child)
         }
     }
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, _n: &'static str, v: V) -> Result<V::Value> {
@@ -675,9 +695,16 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
     fn deserialize_enum<V: Visitor<'de>>(
         mut self,
         _n: &'static str,
-        _variants: &'static [&'static str],
+        variants: &'static [&'static str],
         v: V,
     ) -> Result<V::Value> {
+        // The non-null branch of an optional union, read into an enum with a variant per branch.
+        if let Some(name) = self.branch.take() {
+            let name = name.map_or_else(|| variant_name(&self.plan.steps[self.step]), title);
+            if variants.contains(&name.as_str()) {
+                return v.visit_enum(UnionAccess { de: self, name });
+            }
+        }
         match self.step() {
             Step::Union(branches) => {
                 let (step, name) = self.union_branch(branches)?;
@@ -808,6 +835,7 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
             plan: self.de.plan,
             step: d.step,
             depth: self.de.depth + 1,
+            branch: None,
         };
         seed.deserialize(child).map_err(|e| at(e, key))
     }
@@ -923,6 +951,7 @@ pub(crate) fn decode_seed<'de, S: de::DeserializeSeed<'de>>(
             plan,
             step: plan.root,
             depth: 0,
+            branch: None,
         })
         .map_err(|e| *e.0)?;
     if r.remaining() > 0 {

@@ -5,6 +5,7 @@ pub mod compat;
 mod de;
 mod encode;
 mod error;
+pub mod generated;
 mod graph;
 mod inline;
 mod resolve;

@@ -32,9 +32,15 @@ pub(crate) enum Present {
     Date,
     TimeMillis,
     TimeMicros,
-    Timestamp { unit: i64 },
+    /// `local`: a local timestamp, shown without a zone.
+    Timestamp {
+        unit: i64,
+        local: bool,
+    },
     Uuid,
-    Decimal { scale: usize },
+    Decimal {
+        scale: usize,
+    },
     Latin1,
 }
 
@@ -177,7 +183,13 @@ fn scalar(n: &Node) -> Option<(Prim, Present)> {
         Node::Date => (Prim::Int, Present::Date),
         Node::TimeMillis => (Prim::Int, Present::TimeMillis),
         Node::TimeMicros => (Prim::Long, Present::TimeMicros),
-        Node::Timestamp { unit, .. } => (Prim::Long, Present::Timestamp { unit: *unit }),
+        Node::Timestamp { unit, local } => (
+            Prim::Long,
+            Present::Timestamp {
+                unit: *unit,
+                local: *local,
+            },
+        ),
         Node::Uuid(UuidRepr::String) => (Prim::String, Present::Uuid),
         Node::Decimal { scale, fixed: None, .. } => (Prim::Bytes, Present::Decimal { scale: *scale }),
         _ => return None,

@@ -299,6 +299,8 @@ impl fmt::Debug for Producer {
 pub struct Record<'a, T: ?Sized> {
     value: Option<&'a T>,
     key: Option<Json>,
+    /// A tombstone keyed by `value` (which is not sent).
+    delete: bool,
 }
 
 impl<'a, T: Serialize + ?Sized> Record<'a, T> {
@@ -307,6 +309,7 @@ impl<'a, T: Serialize + ?Sized> Record<'a, T> {
         Record {
             value: Some(value),
             key: None,
+            delete: false,
         }
     }
 
@@ -315,6 +318,24 @@ impl<'a, T: Serialize + ?Sized> Record<'a, T> {
         Record {
             value: None,
             key: Some(key.into()),
+            delete: false,
+        }
+    }
+
+    /// A tombstone for a typed key: a generated key record (`key_config schema:`), or a plain value.
+    ///
+    /// Fails only when `key` does not serialize to JSON (a map with non-string keys).
+    pub fn tombstone_for<K: Serialize + ?Sized>(key: &K) -> Result<Record<'a, T>, serde_json::Error> {
+        Ok(Record::tombstone(serde_json::to_value(key)?))
+    }
+
+    /// The tombstone that deletes `value`: keyed as a message of `value` would be (its key field for
+    /// `KeyConfig::Field`, or the explicit [`key`](Self::key)), with no value sent.
+    pub fn deletion_of(value: &'a T) -> Record<'a, T> {
+        Record {
+            value: Some(value),
+            key: None,
+            delete: true,
         }
     }
 
@@ -465,7 +486,12 @@ impl Producer {
         if tracing::enabled!(tracing::Level::DEBUG) {
             let payloads: Vec<Json> = records
                 .iter()
-                .map(|r| r.value.and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Json::Null))
+                .map(|r| {
+                    r.value
+                        .filter(|_| !r.delete)
+                        .and_then(|v| serde_json::to_value(v).ok())
+                        .unwrap_or(Json::Null)
+                })
                 .collect();
             self.log_publishing(self.destination(options), &payloads);
         }
@@ -479,7 +505,12 @@ impl Producer {
         self.instrument(started, result, || {
             records
                 .iter()
-                .map(|r| r.value.and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Json::Null))
+                .map(|r| {
+                    r.value
+                        .filter(|_| !r.delete)
+                        .and_then(|v| serde_json::to_value(v).ok())
+                        .unwrap_or(Json::Null)
+                })
                 .collect()
         })
     }
@@ -663,6 +694,14 @@ impl Producer {
             let key = self.encode_key(index, record.key.as_ref())?;
             return Ok(self.outgoing(key, None, None, record.key.clone(), keep));
         };
+        if record.delete {
+            let key_json = inner
+                .spec
+                .typed_key(value, record.key.clone())
+                .map_err(|source| self.key_error(index, source))?;
+            let key = self.encode_key(index, key_json.as_ref())?;
+            return Ok(self.outgoing(key, None, None, key_json, keep));
+        }
         if inner.partition_key.is_some() || self.needs_auto_fields(value) {
             let mut json = serde_json::to_value(value).map_err(|e| {
                 self.encode_error(
