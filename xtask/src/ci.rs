@@ -39,6 +39,16 @@ const DOCTEST: Step = Step {
     hint: None,
 };
 
+/// The README's main job, small: it must keep working on a fresh machine.
+const QUICKSTART: Step = Step {
+    name: "quickstart",
+    action: Action::Cargo {
+        args: &["run", "--quiet", "--example", "quickstart", "--", "--records", "500"],
+        env: &[],
+    },
+    hint: Some("the README's `cargo run --example quickstart` failed: run it to see why"),
+};
+
 const CI: &[Step] = &[
     Step {
         name: "fmt",
@@ -66,6 +76,7 @@ const CI: &[Step] = &[
     },
     NEXTEST,
     DOCTEST,
+    QUICKSTART,
     Step {
         name: "doc",
         action: Action::Cargo {

@@ -1,6 +1,6 @@
 //! Project automation for deimos-rs, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
 //!
-//! - `ci`: fmt, clippy, tests, doc build, tidy, deny; what CI runs and what you run before you stop.
+//! - `ci`: fmt, clippy, tests, the quickstart (small), doc build, tidy, deny; what CI runs and what you run before you stop.
 //! - `test`: the tests only (nextest, then doctests).
 //! - `tidy`: checks the workspace layout and crate layering against `STYLE.md`.
 //! - `bench [suite]`: runs bench suites and prints their results as one table.
@@ -24,7 +24,7 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci             fmt, clippy, tests (nextest + doctests), doc build, tidy, cargo deny; stops at the first failure
+  ci             fmt, clippy, tests (nextest + doctests), the quickstart (500 rows), doc build, tidy, cargo deny; stops at the first failure
   test           nextest over the workspace, then doctests
   tidy           check crate names, manifests, READMEs, layering and the facade (rules in STYLE.md)
   bench [suite]  run a bench suite (or all), print one table, write target/deimos-bench/<suite>.json

@@ -80,13 +80,13 @@ pub enum SchemaCommand {
         /// default: each subject's level in the registry.
         #[arg(long)]
         compatibility: Option<CompatibilityLevel>,
-        /// `SUBJECT=full.schema.Name`, repeatable; default: the value and key subjects of every [[producer]].
+        /// `SUBJECT=full.schema.Name`, repeatable; default: the value and key subjects of every `[[producer]]`.
         #[arg(long = "subject")]
         subjects: Vec<String>,
     },
     /// Register each local schema under its subject (the registry enforces the subject's compatibility).
     Register {
-        /// `SUBJECT=full.schema.Name`, repeatable; default: the value and key subjects of every [[producer]].
+        /// `SUBJECT=full.schema.Name`, repeatable; default: the value and key subjects of every `[[producer]]`.
         #[arg(long = "subject")]
         subjects: Vec<String>,
     },
@@ -99,7 +99,7 @@ pub enum OutboxCommand {
     Migrate,
     /// Print the backlog per topic and partition, the leases and the dead rows.
     Status,
-    /// Send outbox rows to Kafka until SIGTERM / ctrl-c ([outbox] settings of the configuration).
+    /// Send outbox rows to Kafka until SIGTERM / ctrl-c (`[outbox]` settings of the configuration).
     Relay,
 }
 
