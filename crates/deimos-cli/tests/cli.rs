@@ -283,6 +283,89 @@ async fn dlq_redrive_sends_dead_letters_back_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_relay_sends_what_was_written_and_stops_on_sigterm() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("dev.widgets", 1, 1).unwrap();
+    let registry = EmbeddedRegistry::start().await.unwrap();
+    let env = Env::new(mock.bootstrap_servers(), registry.url().to_string());
+    let db = format!("sqlite://{}", env.dir.join("relay.db").display());
+    assert!(
+        env.deimos(&["--database-url", &db, "outbox", "migrate"])
+            .await
+            .status
+            .success()
+    );
+
+    // A service writes two widgets into the outbox in its transaction.
+    let outbox = deimos_outbox_diesel::Outbox::builder().build();
+    let store = Arc::new(SchemaStore::load_all(SCHEMAS).unwrap());
+    let http: Arc<dyn SchemaRegistry> = Arc::new(HttpRegistry::new(&env.registry).unwrap());
+    let setup = ProducerSetup::builder(store, http, outbox.clone())
+        .topic_prefix("dev.")
+        .build();
+    let producer = Producer::builder("WidgetProducer")
+        .topic("widgets")
+        .schema("Widget")
+        .namespace("com.acme")
+        .key_config(KeyConfig::field("id"))
+        .build(&setup)
+        .await
+        .unwrap();
+    let mut conn = deimos_outbox_diesel::Conn::connect(&db).await.unwrap();
+    conn.begin().await.unwrap();
+    outbox
+        .publish(
+            &producer,
+            &mut conn,
+            vec![widget(1), widget(2)],
+            &deimos_producer::PublishOptions::new(),
+        )
+        .await
+        .unwrap();
+    conn.commit().await.unwrap();
+
+    // `deimos outbox relay` sends them, then stops gracefully on SIGTERM.
+    let relay = Command::new(env!("CARGO_BIN_EXE_deimos"))
+        .args(["--config"])
+        .arg(&env.config)
+        .args(["--database-url", &db, "outbox", "relay"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let out = env.deimos(&["tail", "dev.widgets"]).await;
+        if lines(&out).len() == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the relay sent nothing within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid = relay.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || relay.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("relay stopped: 2 sent"),
+        "{}",
+        text(&out.stdout)
+    );
+    let status = env.deimos(&["--database-url", &db, "outbox", "status"]).await;
+    assert!(
+        text(&status.stdout).contains("0 messages pending"),
+        "{}",
+        text(&status.stdout)
+    );
+    let _ = std::fs::remove_dir_all(Path::new(&env.dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_migrate_and_status_on_sqlite() {
     let env = Env::new("127.0.0.1:1".into(), "http://127.0.0.1:1".into());
     let db = format!("sqlite://{}", env.dir.join("outbox.db").display());

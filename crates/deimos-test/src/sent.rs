@@ -159,11 +159,17 @@ impl Expectation {
     /// Expectation::new("gadgets", any()).key(7).assert_in(&kit);
     /// Expectation::new("gadgets", any()).key(any_integer()).assert_in(&kit);
     /// Expectation::new("gadgets", any()).key(8).assert_not_in(&kit);
+    /// // A blank key (null or "") checks nothing, as Deimos's `key.present?`.
+    /// Expectation::new("gadgets", any()).key(serde_json::Value::Null).assert_in(&kit);
     /// # Ok(())
     /// # }
     /// ```
     pub fn key(mut self, key: impl Into<Json>) -> Self {
-        self.key = Some(key.into());
+        let key = key.into();
+        // Deimos compares the key only when it is present: nil and "" leave it unchecked.
+        if !(key.is_null() || key.as_str() == Some("")) {
+            self.key = Some(key);
+        }
         self
     }
 
