@@ -162,9 +162,9 @@ fn run_steps(root: &Path, label: &str, steps: &[Step]) -> Result<()> {
 fn print_summary(label: &str, done: &[(&str, Duration)], failed: Option<(&str, Duration)>) {
     println!("{label} summary:");
     for (name, took) in done {
-        println!("  {name:<8} ok      {:>8}", crate::format_duration(*took));
+        println!("  {name:<10} ok      {:>8}", crate::format_duration(*took));
     }
     if let Some((name, took)) = failed {
-        println!("  {name:<8} FAILED  {:>8}", crate::format_duration(took));
+        println!("  {name:<10} FAILED  {:>8}", crate::format_duration(took));
     }
 }
