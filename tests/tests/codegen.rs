@@ -223,7 +223,25 @@ async fn producers_take_generated_types_and_keyed_tombstones() {
         )
         .await
         .unwrap();
+    // With a partition key, the tombstone goes where the value's messages went.
+    let by_name = Producer::builder("WidgetsByName")
+        .topic("widgets-by-name")
+        .schema(Widget::FULL_NAME)
+        .key_config(KeyConfig::field("id"))
+        .partition_key(|payload| payload.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .build(&setup)
+        .await
+        .unwrap();
+    by_name
+        .publish_records(&[Record::new(&w), Record::deletion_of(&w)], &PublishOptions::new())
+        .await
+        .unwrap();
     let sent = backend.sent();
+    assert_eq!(sent[3].partition_key.as_deref(), Some("sprocket"));
+    assert_eq!(
+        (sent[4].payload.clone(), sent[4].partition_key.as_deref()),
+        (None, Some("sprocket"))
+    );
     assert_eq!(sent[0].key, Some(json!(7)));
     assert_eq!(sent[0].payload.as_ref().unwrap()["name"], json!("sprocket"));
     assert_eq!(

@@ -699,7 +699,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, '_> {
         v: V,
     ) -> Result<V::Value> {
         // The non-null branch of an optional union, read into an enum with a variant per branch.
-        if let Some(name) = self.branch.take() {
+        if let Some(name) = self.branch.take().filter(|_| !matches!(self.step(), Step::Enum { .. })) {
             let name = name.map_or_else(|| variant_name(&self.plan.steps[self.step]), title);
             if variants.contains(&name.as_str()) {
                 return v.visit_enum(UnionAccess { de: self, name });

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use deimos_config::Config;
-use deimos_consumer::HEADER_ORIGINAL_TOPIC;
+use deimos_consumer::{HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TOPIC};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
@@ -87,7 +87,9 @@ pub(crate) async fn redrive(
         producer_config
             .set("bootstrap.servers", brokers)
             .set("acks", "all")
-            .set("enable.idempotence", "true");
+            .set("enable.idempotence", "true")
+            // The producers' partitioner, so a key goes where the service's producers send it.
+            .set("partitioner", config.partitioner()?.librdkafka_name());
         for (k, v) in config.producer_settings() {
             producer_config.set(k, v);
         }
@@ -97,7 +99,7 @@ pub(crate) async fn redrive(
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     let mut sent = 0usize;
     let mut problems = Vec::new();
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let outcome: Result<()> = async {
         while !ends.is_empty() {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -116,6 +118,8 @@ pub(crate) async fn redrive(
                 Ok(Err(e)) => return Err(anyhow!(e).context(format!("reading {topic}"))),
                 Ok(Ok(m)) => m,
             };
+            // The timeout is per message: a long redrive that keeps going does not time out.
+            deadline = Instant::now() + timeout;
             let (partition, offset) = (message.partition(), message.offset());
             let Some(end) = ends.get(&partition).copied() else { continue };
             if offset >= end {
@@ -126,11 +130,16 @@ pub(crate) async fn redrive(
                 ends.remove(&partition);
             }
             let mut original = None;
+            let mut original_partition = None;
             let mut headers = OwnedHeaders::new();
             if let Some(h) = message.headers() {
                 for header in h.iter() {
+                    let text = || header.value.and_then(|v| std::str::from_utf8(v).ok());
                     if header.key == HEADER_ORIGINAL_TOPIC {
-                        original = header.value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string);
+                        original = text().map(str::to_string);
+                    }
+                    if header.key == HEADER_ORIGINAL_PARTITION {
+                        original_partition = text().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p >= 0);
                     }
                     if !header.key.starts_with("deimos.dlq.") {
                         headers = headers.insert(Header { key: header.key, value: header.value });
@@ -150,6 +159,13 @@ pub(crate) async fn redrive(
                 continue;
             };
             let mut record = FutureRecord::to(&target).headers(headers);
+            // Back to its own partition when it goes back to its own topic: per-key order and compaction hold
+            // even for messages a partition key or another partitioner placed.
+            if to.is_none()
+                && let Some(p) = original_partition
+            {
+                record = record.partition(p);
+            }
             if let Some(key) = message.key() {
                 record = record.key(key);
             }
@@ -182,9 +198,15 @@ pub(crate) async fn redrive(
         for (p, o) in &next {
             commit.add_partition_offset(topic, *p, Offset::Offset(*o))?;
         }
-        consumer
-            .commit(&commit, CommitMode::Sync)
-            .with_context(|| format!("committing the redriven offsets under group {group}"))?;
+        if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+            let committing = format!(
+                "committing the redriven offsets under group {group} failed ({e}): a rerun sends the {sent} messages sent now again"
+            );
+            return Err(match outcome {
+                Ok(()) => anyhow!(committing),
+                Err(failure) => failure.context(committing),
+            });
+        }
     }
     outcome?;
     if dry_run {

@@ -36,8 +36,9 @@ pub struct Cli {
     /// The folder of .avsc files (overrides schema.path; default `schemas`).
     #[arg(long, global = true)]
     pub schemas: Option<PathBuf>,
-    /// The outbox database: postgres://…, mysql://… or sqlite://PATH (overrides outbox.database_url).
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    /// The outbox database: postgres://…, mysql://… or sqlite://PATH (overrides outbox.database_url; the
+    /// environment's DEIMOS_OUTBOX__DATABASE_URL sets that, a plain DATABASE_URL is not read).
+    #[arg(long, global = true)]
     pub database_url: Option<String>,
     /// What to do.
     #[command(subcommand)]

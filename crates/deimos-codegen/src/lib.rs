@@ -175,5 +175,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("both be the variant `Int`"), "{err}");
+        let err = generate(
+            r#"{"type":"record","name":"R","fields":[{"name":"u","type":["null","string",
+                {"type":"long","logicalType":"timestamp-millis"}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("logical-type branch"), "{err}");
+    }
+
+    #[test]
+    fn a_type_named_like_a_generated_union_enum_is_an_error() {
+        let mut model = Model::default();
+        model
+            .add_schema(
+                r#"{"type":"record","name":"W","namespace":"n","fields":[{"name":"status","type":["int","string"]}]}"#,
+            )
+            .unwrap();
+        let err = model
+            .add_schema(r#"{"type":"record","name":"WStatus","namespace":"n","fields":[]}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("has the name of another type"), "{err}");
+    }
+
+    #[test]
+    fn docs_never_become_code() {
+        let code = generate(
+            "{\"type\":\"record\",\"name\":\"R\",\"doc\":\"Example:\\n    {\\\"a\\\": 1}\\n```json\\n{}\\n```\",\"fields\":[]}",
+        )
+        .unwrap();
+        assert!(code.contains("/// {\"a\": 1}") && !code.contains("```"), "{code}");
     }
 }

@@ -45,7 +45,9 @@ fn split(full: &str) -> (&str, &str) {
 fn doc_lines(out: &mut String, indent: &str, doc: Option<&str>) {
     if let Some(doc) = doc {
         for line in doc.lines() {
-            let line = line.trim_end();
+            // Indentation and ``` fences would make rustdoc read the text as code (and run it as a doctest).
+            let line = line.trim().replace("```", "'''");
+            let line = line.as_str();
             if line.is_empty() {
                 let _ = writeln!(out, "{indent}///");
             } else {
@@ -62,6 +64,10 @@ fn separated_doc(out: &mut String, indent: &str, doc: Option<&str>) {
         let _ = writeln!(out, "{indent}///");
     }
 }
+
+/// Generated names keep the schema's spelling, and generated items need not be used or documented.
+const ALLOWS: &str =
+    "#[allow(non_snake_case, non_camel_case_types, missing_docs, dead_code, unreachable_pub, clippy::all)]";
 
 pub(crate) struct Renderer<'m> {
     model: &'m Model,
@@ -133,8 +139,11 @@ impl<'m> Renderer<'m> {
             (Ty::Bool, Json::Bool(b)) => b.to_string(),
             (Ty::Int, Json::Number(n)) => format!("{}i32", n.as_i64().and_then(|n| i32::try_from(n).ok())?),
             (Ty::Long, Json::Number(n)) => format!("{}i64", n.as_i64()?),
-            (Ty::Float, Json::Number(n)) => format!("{:?}f32", n.as_f64()? as f32),
-            (Ty::Double, Json::Number(n)) => format!("{:?}f64", n.as_f64()?),
+            (Ty::Float, Json::Number(n)) => {
+                let v = n.as_f64()? as f32;
+                v.is_finite().then(|| format!("{v:?}f32"))?
+            }
+            (Ty::Double, Json::Number(n)) => format!("{:?}f64", n.as_f64().filter(|v| v.is_finite())?),
             (Ty::Str, Json::String(s)) => format!("::std::string::String::from({s:?})"),
             (Ty::Bytes, Json::String(s)) => {
                 // Avro writes bytes defaults as a string of one char per byte.
@@ -179,10 +188,7 @@ impl<'m> Renderer<'m> {
             }
             for s in &ns[common..] {
                 let indent = "    ".repeat(open.len());
-                let _ = writeln!(
-                    out,
-                    "{indent}#[allow(non_snake_case, non_camel_case_types, missing_docs, dead_code, unreachable_pub, clippy::all)]"
-                );
+                let _ = writeln!(out, "{indent}{ALLOWS}");
                 let _ = writeln!(out, "{indent}pub mod {} {{", module_ident(s));
                 open.push(s);
             }
@@ -207,6 +213,10 @@ impl<'m> Renderer<'m> {
 
     fn def(&self, out: &mut String, ns: &[&str], full: &str, def: &Def) {
         let indent = "    ".repeat(ns.len());
+        if ns.is_empty() {
+            // Outside a generated module (no namespace): the modules' allows, on the item.
+            let _ = writeln!(out, "{ALLOWS}");
+        }
         let (_, simple) = split(full);
         let name = ident(simple).0;
         match def {

@@ -5,13 +5,37 @@
 //!   `DEIMOS_CONSUMER__WIDGETCONSUMER__GROUP_ID` sets `group_id` of the consumer named `WidgetConsumer`.
 //! - Under a `settings` table (librdkafka pass-through), `_` stands for `.`:
 //!   `DEIMOS_KAFKA__SETTINGS__SECURITY_PROTOCOL=ssl` sets `kafka.settings."security.protocol"`.
-//! - The value takes the type of the setting it replaces (a string stays a string even when it looks like a
-//!   number); a new setting is read as a TOML value (`true`, `500`, `["1s", "60s"]`) and otherwise as a string.
+//! - Text settings (librdkafka `settings`, names, topics, URLs, passwords) take the value as text. Others take
+//!   the type of the setting they replace; a new one is read as a TOML value (`true`, `500`, `["1s", "60s"]`)
+//!   and otherwise as text.
 //! - Variables without `__` (`DEIMOS_CONFIG`, `DEIMOS_TEST_PG`) are not overrides and are left alone.
 
 use toml::{Table, Value};
 
 use crate::ConfigError;
+
+/// Settings whose values are text: an override of one is never read as a number or a boolean.
+const STRING_KEYS: &[&str] = &[
+    "brokers",
+    "client_id",
+    "registry_url",
+    "user",
+    "password",
+    "topic_prefix",
+    "schema_namespace",
+    "delivery",
+    "partitioner",
+    "payload_log",
+    "name",
+    "topic",
+    "group_id",
+    "schema",
+    "namespace",
+    "field",
+    "error_policy",
+    "dead_letter_topic",
+    "database_url",
+];
 
 const SECTIONS: &[&str] = &[
     "kafka",
@@ -109,9 +133,17 @@ fn set(root: &mut Table, name: &str, value: &str) -> Result<(), String> {
                             segment.to_ascii_lowercase()
                         }
                     });
+                let under_settings = in_settings;
                 in_settings = key == "settings";
                 if last {
-                    let typed = typed_like(table.get(&key), value)?;
+                    // librdkafka settings and settings that are text in the file format are strings, whatever
+                    // the value looks like (`linger.ms=5`, a numeric password).
+                    let text = under_settings || STRING_KEYS.contains(&key.as_str());
+                    let typed = if text {
+                        Value::String(value.to_string())
+                    } else {
+                        typed_like(table.get(&key), value)?
+                    };
                     table.insert(key, typed);
                     return Ok(());
                 }
@@ -186,12 +218,24 @@ mod tests {
                 ("DEIMOS_CONSUMER__widgetconsumer__TOPIC", "456"),
                 ("DEIMOS_CONSUMER__WIDGETCONSUMER__MAX_ATTEMPTS", "3"),
                 ("DEIMOS_KAFKA__SETTINGS__SECURITY_PROTOCOL", "ssl"),
+                ("DEIMOS_KAFKA__SETTINGS__LINGER_MS", "5"),
+                ("DEIMOS_SCHEMA__PASSWORD", "123456"),
                 ("DEIMOS_CONFIG", "ignored.toml"),
             ],
         )
         .unwrap();
         assert_eq!(root["kafka"]["brokers"].as_str(), Some("b:9092"));
         assert_eq!(root["kafka"]["settings"]["security.protocol"].as_str(), Some("ssl"));
+        assert_eq!(
+            root["kafka"]["settings"]["linger.ms"].as_str(),
+            Some("5"),
+            "settings are text"
+        );
+        assert_eq!(
+            root["schema"]["password"].as_str(),
+            Some("123456"),
+            "a numeric password stays text"
+        );
         assert_eq!(root["outbox"]["batch_size"].as_integer(), Some(500));
         assert_eq!(root["consumer"][0]["topic"].as_str(), Some("456"));
         assert_eq!(root["consumer"][0]["max_attempts"].as_integer(), Some(3));

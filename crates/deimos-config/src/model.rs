@@ -305,6 +305,14 @@ pub struct OutboxConfig {
     pub log_topics: Vec<String>,
 }
 
+/// The process's `DEIMOS_*` variables (others, and any that are not Unicode, are not read).
+fn deimos_vars() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with(crate::ENV_PREFIX))
+        .collect()
+}
+
 fn payload_log(setting: &str, value: Option<&str>) -> Result<Option<PayloadLog>, ConfigError> {
     match value.map(str::trim) {
         None => Ok(None),
@@ -326,7 +334,7 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
+        Config::from_toml_with_env(&text, &path.display().to_string(), deimos_vars())
     }
 
     /// The file at `path` if given, else the defaults; then the environment's overrides. What a program
@@ -334,7 +342,7 @@ impl Config {
     pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
             Some(path) => Config::load(path),
-            None => Config::from_toml_with_env("", "the environment", std::env::vars()),
+            None => Config::from_toml_with_env("", "the environment", deimos_vars()),
         }
     }
 

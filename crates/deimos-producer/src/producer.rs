@@ -699,8 +699,20 @@ impl Producer {
                 .spec
                 .typed_key(value, record.key.clone())
                 .map_err(|source| self.key_error(index, source))?;
+            // A tombstone without a key deletes nothing: refuse it rather than send it.
+            if key_json.is_none() {
+                return Err(self.key_error(index, deimos_keys::KeyError::NoKeyGiven));
+            }
+            // The tombstone goes where the value's messages went: the same partition key.
+            let partition_key = match &inner.partition_key {
+                Some(f) => match serde_json::to_value(value) {
+                    Ok(Json::Object(map)) => f(&map),
+                    _ => None,
+                },
+                None => None,
+            };
             let key = self.encode_key(index, key_json.as_ref())?;
-            return Ok(self.outgoing(key, None, None, key_json, keep));
+            return Ok(self.outgoing(key, None, partition_key, key_json, keep));
         }
         if inner.partition_key.is_some() || self.needs_auto_fields(value) {
             let mut json = serde_json::to_value(value).map_err(|e| {
