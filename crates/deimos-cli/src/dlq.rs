@@ -37,7 +37,7 @@ pub(crate) async fn redrive(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
-    for (k, v) in crate::consumer_settings(config) {
+    for (k, v) in config.consumer_settings() {
         consumer_config.set(k, v);
     }
     let consumer: StreamConsumer = consumer_config

@@ -167,14 +167,3 @@ fn load(cli: &Cli) -> Result<Config> {
     }
     Ok(config)
 }
-
-/// librdkafka settings of the command's clients: `client.id`, `[kafka] settings`, `[consumers] settings`.
-fn consumer_settings(config: &Config) -> std::collections::BTreeMap<String, String> {
-    let mut settings = std::collections::BTreeMap::new();
-    if let Some(id) = &config.kafka.client_id {
-        settings.insert("client.id".to_string(), id.clone());
-    }
-    settings.extend(config.kafka.settings.clone());
-    settings.extend(config.consumers.settings.clone());
-    settings
-}

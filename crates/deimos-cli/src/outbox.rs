@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Result;
 use deimos_config::Config;
 use deimos_outbox_diesel::{Relay, Status};
-use deimos_producer::KafkaBackend;
 
 use crate::OutboxCommand;
 
@@ -24,16 +23,12 @@ pub(crate) async fn run(config: &Config, command: OutboxCommand) -> Result<ExitC
         }
         OutboxCommand::Status => println!("{}", Status::read(url).await?),
         OutboxCommand::Relay => {
-            let mut settings = config.producer_settings();
+            let mut kafka = config.kafka_backend_builder()?;
             // The relay hands over whole batches, so waiting for more messages only adds latency.
-            settings
-                .entry("linger.ms".to_string())
-                .or_insert_with(|| "1".to_string());
-            let backend = KafkaBackend::builder()
-                .bootstrap_servers(config.brokers()?)
-                .partitioner(config.partitioner()?)
-                .settings(&settings)
-                .build()?;
+            if !config.producer_settings().contains_key("linger.ms") {
+                kafka = kafka.setting("linger.ms", "1");
+            }
+            let backend = kafka.build()?;
             let stats = Relay::new(url, backend.clone(), config.relay_config())?.run().await?;
             backend.flush(Duration::from_secs(10)).await.ok();
             println!(

@@ -19,7 +19,7 @@ pub(crate) async fn run(config: &Config, topic: &str, count: usize, timeout: Dur
         Err(_) => None,
     };
     let messages =
-        deimos_consumer::tail::last_messages(brokers, &crate::consumer_settings(config), topic, count, timeout).await?;
+        deimos_consumer::tail::last_messages(brokers, &config.consumer_settings(), topic, count, timeout).await?;
     for m in &messages {
         println!("{}", render(codec.as_ref(), topic, m).await);
     }

@@ -10,8 +10,8 @@ use deimos_consumer::{ConsumerRunner, ConsumerRunnerBuilder, ErrorPolicy, Listen
 use deimos_keys::KeyConfig;
 use deimos_metrics::PayloadLog;
 use deimos_producer::{
-    DeliveryMode, KafkaBackend, Partitioner, Producer, ProducerBuilder, ProducerSetup, ProducerSetupBuilder,
-    PublishBackend,
+    DeliveryMode, KafkaBackend, KafkaBackendBuilder, Partitioner, Producer, ProducerBuilder, ProducerSetup,
+    ProducerSetupBuilder, PublishBackend,
 };
 use deimos_registry::{HttpRegistry, SchemaRegistry};
 use serde::Deserialize;
@@ -489,14 +489,29 @@ impl Config {
         settings
     }
 
-    /// The Kafka publish backend: `kafka.brokers`, the partitioner and [`producer_settings`](Self::producer_settings).
-    pub fn kafka_backend(&self) -> Result<KafkaBackend, ConfigError> {
-        KafkaBackend::builder()
+    /// librdkafka settings of consumers: `client.id`, then `[kafka] settings`, then `[consumers] settings`.
+    pub fn consumer_settings(&self) -> BTreeMap<String, String> {
+        let mut settings = BTreeMap::new();
+        if let Some(id) = &self.kafka.client_id {
+            settings.insert("client.id".to_string(), id.clone());
+        }
+        settings.extend(self.kafka.settings.clone());
+        settings.extend(self.consumers.settings.clone());
+        settings
+    }
+
+    /// A Kafka backend builder with `kafka.brokers`, the partitioner and
+    /// [`producer_settings`](Self::producer_settings), for a caller that adds settings of its own.
+    pub fn kafka_backend_builder(&self) -> Result<KafkaBackendBuilder, ConfigError> {
+        Ok(KafkaBackend::builder()
             .bootstrap_servers(self.brokers()?)
             .partitioner(self.partitioner()?)
-            .settings(&self.producer_settings())
-            .build()
-            .map_err(ConfigError::Backend)
+            .settings(&self.producer_settings()))
+    }
+
+    /// The Kafka publish backend: [`kafka_backend_builder`](Self::kafka_backend_builder), built.
+    pub fn kafka_backend(&self) -> Result<KafkaBackend, ConfigError> {
+        self.kafka_backend_builder()?.build().map_err(ConfigError::Backend)
     }
 
     /// A producer setup over `store`, `registry` and `backend` with `[producers]` applied: topic prefix, group
@@ -648,15 +663,9 @@ impl Config {
     /// A consumer runner builder with `kafka.brokers`, the shared and `[consumers]` librdkafka settings,
     /// `reraise_errors`, the shutdown timeout, `registry` and the schema store; add the listeners and build.
     pub fn runner(&self, registry: Arc<dyn SchemaRegistry>) -> Result<ConsumerRunnerBuilder, ConfigError> {
-        let mut settings = BTreeMap::new();
-        if let Some(id) = &self.kafka.client_id {
-            settings.insert("client.id".to_string(), id.clone());
-        }
-        settings.extend(self.kafka.settings.clone());
-        settings.extend(self.consumers.settings.clone());
         let mut b = ConsumerRunner::builder()
             .bootstrap_servers(self.brokers()?)
-            .kafka_settings(settings)
+            .kafka_settings(self.consumer_settings())
             .registry(registry)
             .schema_store(SchemaStore::new(self.schema_path()))
             .reraise_errors(self.consumers.reraise_errors);

@@ -67,6 +67,14 @@ impl OutboxError {
     pub(crate) fn db(doing: &'static str) -> impl FnOnce(diesel::result::Error) -> OutboxError {
         move |source| OutboxError::Database { doing, source }
     }
+
+    /// Reading the outbox's tables failed: they are missing or out of date, so say how to migrate.
+    pub(crate) fn not_migrated(error: OutboxError) -> OutboxError {
+        OutboxError::Config(format!(
+            "the outbox tables are missing or out of date ({error}); run `deimos-outbox migrate` (or `deimos outbox \
+             migrate`, or deimos_outbox_diesel::migrate) first"
+        ))
+    }
 }
 
 /// A URL with its password replaced by `***`, for messages and logs.

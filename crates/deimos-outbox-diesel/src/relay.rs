@@ -210,12 +210,7 @@ impl Relay {
     async fn run_once(&self, stop: impl Future<Output = ()>) -> Result<RelayStats, OutboxError> {
         // Fail early on a database that cannot be reached or lacks the tables.
         let mut coord = Conn::connect(&self.url).await?;
-        coord.leases().await.map_err(|e| {
-            OutboxError::Config(format!(
-                "the outbox tables are missing or out of date ({e}); run `deimos-outbox migrate` or \
-                 deimos_outbox_diesel::migrate first"
-            ))
-        })?;
+        coord.leases().await.map_err(OutboxError::not_migrated)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);

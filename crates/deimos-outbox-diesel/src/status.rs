@@ -23,11 +23,7 @@ impl Status {
     /// missing.
     pub async fn read(database_url: &str) -> Result<Status, OutboxError> {
         let mut conn = Conn::connect(database_url).await?;
-        let backlog = conn.backlog().await.map_err(|e| {
-            OutboxError::Config(format!(
-                "the outbox tables are missing or out of date ({e}); run `deimos-outbox migrate` (or `deimos outbox migrate`) first"
-            ))
-        })?;
+        let backlog = conn.backlog().await.map_err(OutboxError::not_migrated)?;
         let leases = conn.leases().await?;
         let dead = conn.dead_count().await?;
         Ok(Status { backlog, leases, dead })
