@@ -129,8 +129,8 @@ impl ClientContext for ListenerContext {
 impl ConsumerContext for ListenerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            // The offsets handled so far are stored (the worker handles one message or batch at a time and
-            // this runs between two of them). Commit them before the rebalance goes on, and wait for it: the
+            // The offsets handled so far are stored (the listener polls its consumer only between two steps,
+            // never during a handler call). Commit them before the rebalance goes on, and wait for it: the
             // partitions' next owner fetches from the committed offset, so a commit still in flight would have
             // it handle these messages again. Not when the assignment is lost (the coordinator is gone, or took
             // the partitions already: a commit could not succeed and a synchronous one could block without
@@ -157,9 +157,13 @@ impl ConsumerContext for ListenerContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // The listener pauses partitions that wait; one it gets (back) starts fetching.
+                if let Err(error) = consumer.resume(tpl) {
+                    tracing::debug!(topic = &*self.topic, %error, "resuming newly assigned partitions failed");
+                }
                 let added: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 if let Ok(mut a) = self.assigned.lock() {
                     a.extend(added.iter().copied());

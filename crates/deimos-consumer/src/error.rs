@@ -178,3 +178,112 @@ pub enum MessageDecodeError {
     #[error("the message value could not be decoded: {0}")]
     Value(#[source] CodecError),
 }
+
+/// Marks an error as transient: the same message or batch may succeed later without any change (a lost
+/// database connection, a timeout, a deadlock past its retry budget, a service that is briefly down).
+///
+/// The runner retries a transient error with capped exponential backoff, whatever the listener's
+/// [`ErrorPolicy`](crate::ErrorPolicy), holding the partition (paused, so `max.poll.interval.ms` is never
+/// exceeded) until it succeeds: a transient error never skips a message. A handler returns it with
+/// `Err(Transient::new(error).into())`. Registry outages (transport errors, timeouts, 5xx) while fetching a
+/// writer schema are transient without being marked (see [`is_transient`]).
+#[derive(Debug)]
+pub struct Transient(HandlerError);
+
+impl Transient {
+    /// Marks `error` as transient.
+    pub fn new(error: impl Into<HandlerError>) -> Transient {
+        Transient(error.into())
+    }
+
+    /// The error marked.
+    pub fn into_inner(self) -> HandlerError {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Transient {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// A handler panicked. The runner catches the panic and hands this error to the listener's error policy
+/// (stage [`ErrorStage::Handler`](crate::ErrorStage::Handler)), like any error the handler returns.
+#[derive(Debug, thiserror::Error)]
+#[error("the handler panicked: {message}")]
+#[non_exhaustive]
+pub struct HandlerPanicked {
+    /// The panic message (`(not a string)` when the panic payload was not text).
+    pub message: String,
+}
+
+impl HandlerPanicked {
+    pub(crate) fn from_payload(payload: &(dyn std::any::Any + Send)) -> HandlerPanicked {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(not a string)".to_string());
+        HandlerPanicked { message }
+    }
+}
+
+/// Whether an error (or any error in its chain of sources) is transient: a [`Transient`], a schema registry
+/// that could not be reached, timed out or answered 5xx/429 ([`RegistryError::is_retryable`]), or an I/O
+/// error of a lost or refused connection or a timeout.
+///
+/// [`RegistryError::is_retryable`]: deimos_registry::RegistryError::is_retryable
+pub fn is_transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<Transient>() {
+            return true;
+        }
+        if let Some(r) = registry_error(e) {
+            // A registry answer decides: a retryable one is transient, a definite one (404, 422) is not.
+            return r.is_retryable();
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::TimedOut
+                    | K::Interrupted
+            ) {
+                return true;
+            }
+        }
+        if e.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The registry error `e` is, wraps transparently or boxes (`thiserror` sources of type `Box<RegistryError>`
+/// and transparent variants hide the registry error from a plain walk of `source()`).
+fn registry_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a deimos_registry::RegistryError> {
+    if let Some(r) = e.downcast_ref::<deimos_registry::RegistryError>() {
+        return Some(r);
+    }
+    if let Some(r) = e.downcast_ref::<Box<deimos_registry::RegistryError>>() {
+        return Some(r);
+    }
+    match e.downcast_ref::<CodecError>() {
+        Some(CodecError::Registry(r)) => Some(r),
+        _ => None,
+    }
+}

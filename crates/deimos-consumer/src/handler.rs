@@ -76,8 +76,12 @@ impl<H: BatchHandler> BatchHandler for Arc<H> {
 }
 
 /// Kafka message headers, in the order they were sent. A header may have no value (`None`).
+///
+/// Kafka header keys are bytes: a key that is not UTF-8 is kept as it came and is only visible through
+/// [`iter_raw`](Self::iter_raw) (and re-sent as it came to a dead-letter topic); the name-based accessors see
+/// UTF-8 keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, Option<Vec<u8>>)>);
+pub struct Headers(Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
 impl Headers {
     /// No headers.
@@ -87,7 +91,10 @@ impl Headers {
 
     /// The value of the first header called `name` (`None` if there is none or it has no value).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_slice() == name.as_bytes())
+            .and_then(|(_, v)| v.as_deref())
     }
 
     /// The value of the first header called `name`, if it is UTF-8 text.
@@ -97,17 +104,32 @@ impl Headers {
 
     /// Every header called `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
-        self.0.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_deref())
+        self.0
+            .iter()
+            .filter(move |(k, _)| k.as_slice() == name.as_bytes())
+            .map(|(_, v)| v.as_deref())
     }
 
     /// Appends a header.
     pub fn push(&mut self, name: impl Into<String>, value: Option<Vec<u8>>) {
+        self.0.push((name.into().into_bytes(), value));
+    }
+
+    /// Appends a header whose key is given as bytes (it need not be UTF-8).
+    pub fn push_raw(&mut self, name: impl Into<Vec<u8>>, value: Option<Vec<u8>>) {
         self.0.push((name.into(), value));
     }
 
-    /// All headers, in order.
+    /// The headers whose key is UTF-8, in order (see [`iter_raw`](Self::iter_raw) for all of them).
     pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
+        self.0
+            .iter()
+            .filter_map(|(k, v)| std::str::from_utf8(k).ok().map(|k| (k, v.as_deref())))
+    }
+
+    /// All headers with their keys as bytes, in order.
+    pub fn iter_raw(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.0.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 
     /// How many headers there are.
@@ -120,15 +142,21 @@ impl Headers {
         self.0.is_empty()
     }
 
-    /// The headers as a vector of (name, value) pairs.
-    pub fn into_vec(self) -> Vec<(String, Option<Vec<u8>>)> {
+    /// The headers as (key bytes, value) pairs.
+    pub fn into_raw(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.0
     }
 }
 
 impl From<Vec<(String, Option<Vec<u8>>)>> for Headers {
     fn from(v: Vec<(String, Option<Vec<u8>>)>) -> Headers {
-        Headers(v)
+        Headers(v.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect())
+    }
+}
+
+impl FromIterator<(Vec<u8>, Option<Vec<u8>>)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>>(iter: I) -> Headers {
+        Headers(iter.into_iter().collect())
     }
 }
 

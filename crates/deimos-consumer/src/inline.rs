@@ -7,14 +7,13 @@ use std::sync::Arc;
 use deimos_avro::{AvroSchema, SchemaStore};
 use deimos_keys::{KeyDecoder, KeySpec};
 use deimos_registry::{SchemaCodec, SchemaRegistry};
-use tokio::sync::watch;
 
 use crate::dead_letter::{DeadLetter, DeadLetterMessage};
 use crate::error::{ConsumerError, HandlerError};
 use crate::handler::{ErrorContext, ErrorStage, Headers};
 use crate::listener::{Delivery, Listener};
+use crate::process::{Env, FatalFn, InlineRun, Outcome, Policy, Raw};
 use crate::runner::{Schemas, schemas};
-use crate::worker::{Env, FatalFn, InlineRun, Outcome, Policy, Raw};
 
 /// A message handed to an [`InlineListener`], as it would arrive from Kafka: raw (encoded) key and value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -216,7 +215,6 @@ impl InlineListenerBuilder<'_> {
             key_spec,
             timestamp,
         } = schemas(listener, self.store)?;
-        let (_, shutdown) = watch::channel(false);
         let env = Env {
             topic: Arc::from(listener.topic.as_str()),
             group_id: Arc::from(listener.group_id.as_str()),
@@ -239,7 +237,6 @@ impl InlineListenerBuilder<'_> {
             max_batch_size: listener.max_batch_size,
             max_wait: listener.max_wait,
             payload_log: listener.payload_log,
-            shutdown,
         };
         Ok(InlineListener {
             topic: listener.topic.clone(),
@@ -330,8 +327,8 @@ impl InlineListener {
             },
             Some(Outcome::Raised { stage, error, attempts }) => InlineOutcome::Raised { stage, error, attempts },
             Some(Outcome::Handled { attempts }) => InlineOutcome::Handled { attempts },
-            // Inline processing never waits, so nothing interrupts it; and one call gives one outcome.
-            Some(Outcome::Interrupted) | None => InlineOutcome::Handled { attempts: 0 },
+            // One call gives one outcome.
+            None => InlineOutcome::Handled { attempts: 0 },
         }
     }
 

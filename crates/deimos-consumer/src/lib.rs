@@ -6,18 +6,23 @@ mod delay;
 mod error;
 mod handler;
 mod inline;
+mod kafka_headers;
+mod lanes;
+mod listen;
 mod listener;
+mod process;
 mod runner;
 pub mod tail;
-mod worker;
 
 pub use dead_letter::{
     DeadLetterMessage, HEADER_ATTEMPTS, HEADER_ERROR_MESSAGE, HEADER_ERROR_TYPE, HEADER_GROUP_ID,
     HEADER_ORIGINAL_OFFSET, HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TIMESTAMP, HEADER_ORIGINAL_TOPIC,
+    HEADER_VALUE_DROPPED, MAX_ERROR_MESSAGE_BYTES,
 };
-pub use error::{ConsumerError, HandlerError, MessageDecodeError};
+pub use error::{ConsumerError, HandlerError, HandlerPanicked, MessageDecodeError, Transient, is_transient};
 pub use handler::{Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, Handler, Headers, Message, Metadata};
 pub use inline::{InlineListener, InlineListenerBuilder, InlineMessage, InlineOutcome};
+pub use kafka_headers::read_headers;
 pub use listener::{
     DEFAULT_BACKOFF, DEFAULT_COMMIT_INTERVAL, DEFAULT_LAG_INTERVAL, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT,
     ErrorPolicy, Listener, ListenerBuilder,

@@ -11,7 +11,7 @@ use deimos_keys::KeyConfig;
 
 use crate::error::ConsumerError;
 use crate::handler::{BatchHandler, Handler};
-use crate::worker::{BatchStart, MessageStart, Start};
+use crate::process::{BatchStart, MessageStart, Start};
 
 /// Deimos's default backoff between retries of a fatal error: 1 s, doubling up to 60 s.
 pub const DEFAULT_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));

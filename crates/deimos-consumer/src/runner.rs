@@ -21,7 +21,7 @@ use crate::delay::TimestampField;
 use crate::error::{ConsumerError, HandlerError};
 use crate::handler::ErrorContext;
 use crate::listener::Listener;
-use crate::worker::{Env, FatalFn, Policy};
+use crate::process::{Env, FatalFn, Policy};
 
 /// Default bound on a graceful shutdown (finish in-flight work, commit, leave the groups).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -320,9 +320,13 @@ fn start(
         max_batch_size: listener.max_batch_size,
         max_wait: listener.max_wait,
         payload_log: listener.payload_log,
-        shutdown: shutdown.subscribe(),
     };
-    let task = tokio::spawn(listener.delivery.start().run(env, Arc::clone(&consumer)));
+    let task = tokio::spawn(
+        listener
+            .delivery
+            .start()
+            .run(env, Arc::clone(&consumer), shutdown.subscribe()),
+    );
     tracing::info!(
         topic = listener.topic,
         group_id = listener.group_id,
@@ -561,6 +565,14 @@ fn prepare(
             producer.insert("bootstrap.servers".into(), servers.to_string());
             producer.insert("enable.idempotence".into(), "true".into());
             producer.extend(runner_settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // The listener's own settings too (SASL credentials, TLS, client.id), but not those of a consumer.
+            producer.extend(
+                listener
+                    .kafka_settings
+                    .iter()
+                    .filter(|(k, _)| !is_consumer_only(k))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
             Some(client_config(&producer, "dead-letter producer", &topic)?)
         }
     };
@@ -572,6 +584,24 @@ fn prepare(
         consumer_config,
         producer_config,
     })
+}
+
+/// librdkafka settings that only a consumer takes (a producer warns about them).
+fn is_consumer_only(key: &str) -> bool {
+    const PREFIXES: &[&str] = &["group.", "fetch.", "auto.", "enable.auto.", "queued.", "consume."];
+    const KEYS: &[&str] = &[
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "partition.assignment.strategy",
+        "enable.partition.eof",
+        "check.crcs",
+        "isolation.level",
+        "coordinator.query.interval.ms",
+        "offset.store.method",
+        "statistics.interval.ms",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p)) || KEYS.contains(&key)
 }
 
 fn client_config(

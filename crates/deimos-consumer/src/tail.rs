@@ -6,11 +6,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Headers as _;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
 use crate::error::ConsumerError;
-use crate::handler::Headers;
 use crate::inline::InlineMessage;
 
 /// The last `n` messages of `topic` across every partition, undecoded, oldest first (by timestamp, then
@@ -125,14 +123,9 @@ fn read_last(
                 if ends.get(&partition).is_some_and(|end| m.offset() + 1 >= *end) {
                     ends.remove(&partition);
                 }
-                let headers = m.headers().map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                        .collect::<Vec<_>>()
-                });
                 let mut message = InlineMessage::new(m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec))
                     .at(partition, m.offset())
-                    .headers(Headers::from(headers.unwrap_or_default()));
+                    .headers(crate::read_headers(m.headers()));
                 message.timestamp = m.timestamp().to_millis();
                 messages.push(message);
             }

@@ -93,6 +93,28 @@ pub const HANDLER_RETRY: MetricDef = MetricDef {
     help: "Failed handling attempts that are retried with backoff (fatal error policy)",
 };
 
+/// Attempts that failed with a transient error (registry or database unreachable, timeouts) and are retried
+/// whatever the error policy.
+pub const TRANSIENT_RETRY: MetricDef = MetricDef {
+    name: "transient_retry",
+    kind: MetricKind::Counter,
+    labels: &["topic"],
+    unit: "attempts",
+    deimos: "",
+    help: "Failed handling attempts with a transient error, retried with backoff whatever the error policy (nothing is skipped)",
+};
+
+/// Partitions held by a listener: waiting to retry a transient error (`reason` = `transient`), waiting out a
+/// fatal error policy's backoff (`retry`), or stopped because a dead letter cannot be sent (`stopped`).
+pub const PARTITIONS_HELD: MetricDef = MetricDef {
+    name: "partitions_held",
+    kind: MetricKind::Gauge,
+    labels: &["topic", "reason"],
+    unit: "partitions",
+    deimos: "",
+    help: "Partitions paused by a listener: waiting on a transient error, on a retry's backoff, or stopped by an unsendable dead letter",
+};
+
 /// Consumer lag per partition: the partition's high watermark minus the group's position.
 pub const CONSUMER_LAG: MetricDef = MetricDef {
     name: "consumer_lag",
@@ -170,6 +192,8 @@ pub const ALL: &[MetricDef] = &[
     HANDLER,
     HANDLER_TIME,
     HANDLER_RETRY,
+    TRANSIENT_RETRY,
+    PARTITIONS_HELD,
     DEAD_LETTER,
     CONSUMER_LAG,
     DB_PRODUCER_INSERT,
