@@ -210,7 +210,7 @@ impl std::fmt::Display for Transient {
 
 impl std::error::Error for Transient {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
+        Some(&*self.0)
     }
 }
 
@@ -285,5 +285,75 @@ fn registry_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a de
     match e.downcast_ref::<CodecError>() {
         Some(CodecError::Registry(r)) => Some(r),
         _ => None,
+    }
+}
+
+/// A batch handler's error that says which messages of the batch were handled (committed) anyway: when the
+/// batch is given up, only the others go to the dead-letter topic, so a redrive does not apply a message
+/// twice. Return it with `Err(PartiallyHandled::new(offsets, error).into())`.
+#[derive(Debug)]
+pub struct PartiallyHandled {
+    handled: Vec<i64>,
+    error: HandlerError,
+}
+
+impl PartiallyHandled {
+    /// `error`, with the offsets of the batch's messages that were handled despite it.
+    pub fn new(handled_offsets: impl IntoIterator<Item = i64>, error: impl Into<HandlerError>) -> PartiallyHandled {
+        PartiallyHandled {
+            handled: handled_offsets.into_iter().collect(),
+            error: error.into(),
+        }
+    }
+
+    /// The offsets of the messages that were handled.
+    pub fn handled_offsets(&self) -> &[i64] {
+        &self.handled
+    }
+}
+
+impl std::fmt::Display for PartiallyHandled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for PartiallyHandled {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> deimos_registry::RegistryError {
+        deimos_registry::RegistryError::Transport {
+            method: "GET".into(),
+            url: "http://registry".into(),
+            timed_out: false,
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        }
+    }
+
+    #[test]
+    fn transient_errors_are_recognised_through_their_wrappers() {
+        let decode = MessageDecodeError::Value(CodecError::Registry(transport()));
+        assert!(is_transient(&decode), "a registry outage while decoding");
+        let not_found =
+            MessageDecodeError::Value(CodecError::Registry(deimos_registry::RegistryError::SchemaNotFound {
+                id: Some(7),
+                subject: None,
+            }));
+        assert!(!is_transient(&not_found), "an unknown schema id is permanent");
+        let marked: HandlerError = Transient::new("database gone").into();
+        assert!(is_transient(&*marked));
+        let partial: HandlerError = PartiallyHandled::new([1, 2], Transient::new("database gone")).into();
+        assert!(is_transient(&*partial), "a marker inside another wrapper");
+        let io: HandlerError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_transient(&*io));
+        let plain: HandlerError = "bad data".into();
+        assert!(!is_transient(&*plain));
     }
 }

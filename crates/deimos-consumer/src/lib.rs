@@ -19,7 +19,9 @@ pub use dead_letter::{
     HEADER_ORIGINAL_OFFSET, HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TIMESTAMP, HEADER_ORIGINAL_TOPIC,
     HEADER_VALUE_DROPPED, MAX_ERROR_MESSAGE_BYTES,
 };
-pub use error::{ConsumerError, HandlerError, HandlerPanicked, MessageDecodeError, Transient, is_transient};
+pub use error::{
+    ConsumerError, HandlerError, HandlerPanicked, MessageDecodeError, PartiallyHandled, Transient, is_transient,
+};
 pub use handler::{Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, Handler, Headers, Message, Metadata};
 pub use inline::{InlineListener, InlineListenerBuilder, InlineMessage, InlineOutcome};
 pub use kafka_headers::read_headers;

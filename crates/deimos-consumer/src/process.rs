@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::context::KafkaConsumer;
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, SendError};
 use crate::delay::TimestampField;
-use crate::error::{HandlerError, HandlerPanicked, MessageDecodeError, is_transient};
+use crate::error::{HandlerError, HandlerPanicked, MessageDecodeError, PartiallyHandled, is_transient};
 use crate::handler::{
     Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, Handler, Headers, Message, Metadata,
 };
@@ -544,11 +544,18 @@ impl<X: Handle> Processor<X> {
                     if common.env.dead_letter.is_none() {
                         return Step::Done(failure.gave_up(attempts, fatal));
                     }
+                    // Messages the handler says it handled anyway are not dead-lettered (nor applied twice by
+                    // a redrive).
+                    let handled: &[i64] = failure
+                        .error
+                        .downcast_ref::<PartiallyHandled>()
+                        .map_or(&[], PartiallyHandled::handled_offsets);
+                    let sent = unit.iter().map(|m| handled.contains(&m.offset)).collect();
                     state.dead = Some(Dead {
                         failure,
                         attempts,
                         fatal,
-                        sent: vec![false; unit.len()],
+                        sent,
                         retry: 0,
                     });
                 }
