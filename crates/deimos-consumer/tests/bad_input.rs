@@ -197,3 +197,96 @@ async fn a_registry_outage_delays_messages_but_skips_none() {
     })
     .await;
 }
+
+/// Always fails, with a long error message; reports every id it saw.
+struct AlwaysFails(mpsc::UnboundedSender<(i64, i32)>);
+
+#[async_trait]
+impl Handler for AlwaysFails {
+    type Payload = Widget;
+
+    async fn consume(&self, message: Message<Widget>) -> Result<(), HandlerError> {
+        let id = message.payload.as_ref().map_or(-1, |w| w.id);
+        let _ = self.0.send((id, message.metadata.partition));
+        if id % 2 == 0 {
+            Err(format!("widget {id} rejected: {}", "x".repeat(10_000)).into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn big_widget(id: i64) -> serde_json::Value {
+    let mut w = widget_json(id);
+    w["description"] = serde_json::Value::String("d".repeat(4_000));
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_says_so() {
+    within(50, async {
+        let kit = Kit::new();
+        let topic = kit.topic("big-source", 1);
+        let dlq = kit.topic("big-dlq", 1);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listener = kit
+            .listener(&topic, "g-big")
+            .dead_letter_topic(&dlq)
+            // The dead-letter producer takes the listener's settings: its messages may be 3,000 bytes at most.
+            .kafka_setting("message.max.bytes", "3000")
+            .handler(AlwaysFails(tx))
+            .build()
+            .unwrap();
+        let running = Running::start(kit.runner().listener(listener).build().unwrap());
+        for id in [0, 1] {
+            let v = kit.value(&topic, WIDGET, &big_widget(id)).await;
+            kit.send(&topic, None, Some(b"k"), Some(&v)).await;
+        }
+        assert_eq!(take(&mut rx, 2, 30).await, [(0, 0), (1, 0)], "the runner goes on after the dead letter");
+        let dead = kit.read_all(&dlq, 1).await;
+        assert_eq!(dead.len(), 1);
+        let m = &dead[0];
+        assert_eq!(rdkafka::Message::payload(m), None, "sent without its value");
+        assert_eq!(rdkafka::Message::key(m), Some(&b"k"[..]), "with its key");
+        let dropped = header(m, deimos_consumer::HEADER_VALUE_DROPPED).unwrap();
+        assert!(dropped.contains("too large"), "{dropped}");
+        let message = header(m, deimos_consumer::HEADER_ERROR_MESSAGE).unwrap();
+        assert!(message.len() <= deimos_consumer::MAX_ERROR_MESSAGE_BYTES, "{}", message.len());
+        assert!(message.starts_with("widget 0 rejected") && message.ends_with("(truncated)"));
+        running.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsendable_dead_letter_stops_its_partition_and_no_other() {
+    within(60, async {
+        let kit = Kit::new();
+        let topic = kit.topic("stuck-source", 2);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listener = kit
+            .listener(&topic, "g-stuck")
+            // A dead-letter topic the producer may not write to (see the injected errors below).
+            .dead_letter_topic("forbidden-dlq")
+            .handler(AlwaysFails(tx))
+            .build()
+            .unwrap();
+        // Partition 0: 0 fails (cannot be dead-lettered), 1 and 3 wait behind it. Partition 1: odd ids pass.
+        for (id, partition) in [(0, 0), (1, 0), (3, 0), (5, 1), (7, 1)] {
+            let v = kit.widget(&topic, id).await;
+            kit.send(&topic, Some(partition), None, Some(&v)).await;
+        }
+        kit.mock.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 50],
+        );
+        let running = Running::start(kit.runner().listener(listener).build().unwrap());
+        let mut seen = take(&mut rx, 3, 30).await;
+        seen.sort();
+        assert_eq!(seen, [(0, 0), (5, 1), (7, 1)], "partition 1 goes on");
+        nothing_more(&mut rx, 3000).await;
+        assert!(!running.task.is_finished(), "the runner keeps running");
+        running.stop().await;
+    })
+    .await;
+}

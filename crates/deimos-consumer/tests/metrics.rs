@@ -12,6 +12,7 @@ use common::*;
 use deimos_consumer::{ErrorPolicy, Handler, HandlerError, Message};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
 
 /// Snapshots drain the recorder; this keeps running totals (counters summed, histogram values collected,
 /// every gauge value seen).
@@ -245,6 +246,58 @@ async fn consumer_lag_is_reported_per_partition() {
         .await;
         let seen = refresh().gauges.get(&id).cloned().unwrap_or_default();
         assert!(seen.iter().all(|lag| (0.0..=7.0).contains(lag)), "{seen:?}");
+        running.stop().await;
+    })
+    .await;
+}
+
+/// Fails with a transient error the first `n` times, then succeeds.
+struct TransientTimes(std::sync::atomic::AtomicU32, mpsc::UnboundedSender<i64>);
+
+#[async_trait]
+impl Handler for TransientTimes {
+    type Payload = Widget;
+
+    async fn consume(&self, message: Message<Widget>) -> Result<(), HandlerError> {
+        let left = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.0.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(deimos_consumer::Transient::new("the database is restarting").into());
+        }
+        let _ = self.1.send(message.payload.as_ref().map_or(-1, |w| w.id));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_errors_are_counted_and_the_partition_shows_as_held_meanwhile() {
+    within(40, async {
+        recorder();
+        let kit = Kit::new();
+        let topic = kit.topic("metrics-transient", 1);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // The default policy (swallow) would skip an ordinary error; a transient one is retried.
+        let listener = kit
+            .listener(&topic, "g-transient")
+            .handler(TransientTimes(std::sync::atomic::AtomicU32::new(5), tx))
+            .build()
+            .unwrap();
+        let running = Running::start(kit.runner().listener(listener).build().unwrap());
+        let v = kit.widget(&topic, 7).await;
+        kit.send(&topic, None, None, Some(&v)).await;
+        let t = topic.as_str();
+        let held_id = format!("partitions_held{{topic={t},reason=transient}}");
+        eventually("the partition held", || {
+            refresh().gauges.get(&held_id).is_some_and(|v| v.contains(&1.0))
+        })
+        .await;
+        assert_eq!(take(&mut rx, 1, 30).await, [7], "handled once the error passed, not skipped");
+        assert_eq!(counter(&format!("transient_retry{{topic={t}}}")), 5);
+        assert_eq!(counter(&format!("handler_retry{{topic={t}}}")), 0, "not the policy's retries");
+        eventually("the partition released", || {
+            refresh().gauges.get(&held_id).and_then(|v| v.last().copied()) == Some(0.0)
+        })
+        .await;
         running.stop().await;
     })
     .await;
