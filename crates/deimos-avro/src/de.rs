@@ -40,9 +40,22 @@ impl From<DecodeError> for DeError {
 /// 128; a debug build's 2 MiB test-thread stack holds about this many levels of visitors).
 pub(crate) const MAX_DEPTH: usize = 64;
 
+/// The most values one message may decode into (or skip): every record field, array item and map value
+/// counts, including those that take no bytes (`null`, empty records) and those filled in from defaults.
+pub const MAX_DECODED_VALUES: usize = 4_000_000;
+
 #[cold]
 fn too_deep() -> DeError {
     corrupt(format!("values nested deeper than {MAX_DEPTH} levels"))
+}
+
+#[cold]
+fn too_many_values() -> DeError {
+    DecodeError::TooManyValues {
+        path: String::new(),
+        limit: MAX_DECODED_VALUES,
+    }
+    .into()
 }
 
 #[cold]
@@ -56,7 +69,7 @@ fn corrupt(msg: impl Into<String>) -> DeError {
 
 #[cold]
 fn at(mut e: DeError, seg: &str) -> DeError {
-    if let DecodeError::Corrupt { path, .. } = &mut *e.0 {
+    if let DecodeError::Corrupt { path, .. } | DecodeError::TooManyValues { path, .. } = &mut *e.0 {
         *path = if path.is_empty() {
             seg.to_string()
         } else if path.starts_with('[') {
@@ -72,10 +85,13 @@ fn at(mut e: DeError, seg: &str) -> DeError {
 pub(crate) struct Reader<'b> {
     buf: &'b [u8],
     pos: usize,
-    /// Array and map items still allowed. Items may take no bytes (`null`, an empty record), so without a
-    /// budget a small message could announce billions of them; the budget keeps the work linear in the
-    /// input size.
+    /// Array and map items still allowed by the size of the input. Items may take no bytes (`null`, an empty
+    /// record), so without a budget a small message could announce billions of them; the budget keeps the
+    /// number of items linear in the input size.
     items: usize,
+    /// Values (record fields, array items, map values) still allowed in the whole message, whatever their size:
+    /// values from defaults and fields that take no bytes count too. Shared with the readers of defaults.
+    values: usize,
 }
 
 impl<'b> Reader<'b> {
@@ -84,6 +100,30 @@ impl<'b> Reader<'b> {
             buf,
             pos: 0,
             items: buf.len().saturating_mul(8).saturating_add(1024),
+            values: MAX_DECODED_VALUES,
+        }
+    }
+
+    /// A reader of a default's encoding, inside a message with `values` values left. A default comes from the
+    /// schema, so its item count is not bounded by its size, only by the message's budget of values.
+    fn for_default(buf: &'b [u8], values: usize) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            items: usize::MAX,
+            values,
+        }
+    }
+
+    /// Takes `n` values from the message's budget.
+    #[inline]
+    fn count(&mut self, n: usize) -> Result<()> {
+        match self.values.checked_sub(n) {
+            Some(left) => {
+                self.values = left;
+                Ok(())
+            }
+            None => Err(too_many_values()),
         }
     }
 
@@ -193,6 +233,7 @@ impl<'b> Reader<'b> {
                 self.buf.len()
             )));
         }
+        self.count(n)?;
         self.items -= n;
         Ok(n)
     }
@@ -238,6 +279,7 @@ impl<'b> Reader<'b> {
                 self.take(12)?;
             }
             Node::Record(r) => {
+                self.count(r.fields.len())?;
                 for f in &r.fields {
                     self.skip(g, f.node, depth + 1)?;
                 }
@@ -547,13 +589,16 @@ impl<'r, 'b, 'p> De<'r, 'b, 'p> {
         match self.step() {
             Step::Scalar { from, to, present } => self.visit_present(*from, *to, *present, v, hint),
             Step::Fixed { size, present } => self.visit_fixed(*size, *present, v, hint),
-            Step::Record { fields, defaults, .. } => v.visit_map(RecordAccess {
-                de: self,
-                fields,
-                defaults,
-                i: 0,
-                key: None,
-            }),
+            Step::Record { fields, defaults, .. } => {
+                self.r.count(fields.len() + defaults.len())?;
+                v.visit_map(RecordAccess {
+                    de: self,
+                    fields,
+                    defaults,
+                    i: 0,
+                    key: None,
+                })
+            }
             Step::Enum { .. } => {
                 let s = self.enum_symbol()?;
                 v.visit_str(s)
@@ -829,7 +874,7 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
             .defaults
             .get(i - self.fields.len())
             .ok_or_else(|| corrupt("no such field"))?;
-        let mut r = Reader::new(&d.bytes);
+        let mut r = Reader::for_default(&d.bytes, self.de.r.values);
         let child = De {
             r: &mut r,
             plan: self.de.plan,
@@ -837,7 +882,9 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, '_, '_> {
             depth: self.de.depth + 1,
             branch: None,
         };
-        seed.deserialize(child).map_err(|e| at(e, key))
+        let value = seed.deserialize(child).map_err(|e| at(e, key))?;
+        self.de.r.values = r.values;
+        Ok(value)
     }
 }
 
@@ -953,7 +1000,13 @@ pub(crate) fn decode_seed<'de, S: de::DeserializeSeed<'de>>(
             depth: 0,
             branch: None,
         })
-        .map_err(|e| *e.0)?;
+        .map_err(|e| match *e.0 {
+            DecodeError::TooManyValues { path, limit } if path.is_empty() => DecodeError::TooManyValues {
+                path: "<root>".into(),
+                limit,
+            },
+            e => e,
+        })?;
     if r.remaining() > 0 {
         return Err(DecodeError::TrailingBytes(r.remaining()));
     }

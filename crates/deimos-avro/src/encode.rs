@@ -8,6 +8,7 @@ use serde_json::Value as Json;
 
 use crate::error::EncodeError;
 use crate::graph::{Graph, Node, NodeId, UuidRepr, describe};
+use crate::schema::MAX_DECIMAL_PRECISION;
 
 // ---------------------------------------------------------------------------------------------------
 // Primitive writers, shared with the serde serializer.
@@ -325,7 +326,7 @@ pub(crate) fn parse_decimal(s: &str, precision: usize, scale: usize) -> Option<i
         return None;
     }
     let int_trim = int_part.trim_start_matches('0');
-    if int_trim.len() + scale > precision || int_trim.len() + scale > 38 {
+    if int_trim.len() + scale > precision.min(MAX_DECIMAL_PRECISION) {
         return None;
     }
     let mut digits = String::with_capacity(int_trim.len() + scale);

@@ -144,6 +144,16 @@ pub enum DecodeError {
         /// What was wrong.
         message: String,
     },
+    /// The message decodes into more values than [`MAX_DECODED_VALUES`](crate::MAX_DECODED_VALUES).
+    #[error(
+        "the message decodes into more than {limit} values (at `{path}`); values that take no bytes, such as nulls, empty records and defaults, count too, so the data is corrupt or was not written with its writer schema"
+    )]
+    TooManyValues {
+        /// Path of the value that went over the limit.
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
     /// Bytes remain after the value was read.
     #[error("{0} trailing bytes after the Avro value; the writer schema does not match the data")]
     TrailingBytes(usize),

@@ -7,6 +7,8 @@ use apache_avro::Schema;
 use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
 use serde_json::Value as Json;
 
+use crate::schema::MAX_DECIMAL_PRECISION;
+
 pub(crate) type NodeId = usize;
 
 #[derive(Debug, Clone)]
@@ -193,6 +195,28 @@ impl Graph {
     }
 }
 
+/// The largest `fixed` a decimal may be stored in. A decimal of [`MAX_DECIMAL_PRECISION`] digits needs 16 bytes;
+/// a value is sign-extended to the whole fixed when encoded, so a huge size would be a huge allocation.
+pub(crate) const MAX_DECIMAL_FIXED_SIZE: usize = 1024;
+
+/// Refuses decimals the codec cannot hold: more digits than a 128-bit integer has, or a fixed far wider than
+/// needed. (apache-avro already ignores a decimal whose scale is above its precision, as the spec says.)
+fn check_decimal(precision: usize, scale: usize, fixed: Option<usize>) -> Result<(), String> {
+    if precision > MAX_DECIMAL_PRECISION {
+        return Err(format!(
+            "decimal({precision},{scale}): precision {precision} is more than {MAX_DECIMAL_PRECISION}, the most digits a decimal may have (values are 128-bit integers); declare a precision of at most {MAX_DECIMAL_PRECISION}"
+        ));
+    }
+    if let Some(size) = fixed
+        && size > MAX_DECIMAL_FIXED_SIZE
+    {
+        return Err(format!(
+            "decimal({precision},{scale}) on a fixed of {size} bytes: a decimal's fixed may have at most {MAX_DECIMAL_FIXED_SIZE} bytes ({MAX_DECIMAL_PRECISION} digits need 16); declare a smaller size"
+        ));
+    }
+    Ok(())
+}
+
 struct Compiler {
     graph: Graph,
     names: HashMap<String, NodeId>,
@@ -267,6 +291,7 @@ impl Compiler {
                     InnerDecimalSchema::Bytes => None,
                     InnerDecimalSchema::Fixed(f) => Some(f.size),
                 };
+                check_decimal(d.precision, d.scale, fixed)?;
                 let id = self.push(Node::Decimal {
                     precision: d.precision,
                     scale: d.scale,

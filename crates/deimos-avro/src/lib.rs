@@ -15,10 +15,11 @@ mod store;
 pub mod wire;
 
 pub use compat::CompatibilityLevel;
+pub use de::MAX_DECODED_VALUES;
 pub use error::{DecodeError, EncodeError, ResolveError, SchemaError};
 pub use inline::full_name;
 pub use resolve::{PlanCache, ResolvedPlan};
-pub use schema::{AvroSchema, FieldInfo};
+pub use schema::{AvroSchema, FieldInfo, MAX_DECIMAL_PRECISION};
 pub use store::SchemaStore;
 
 use serde::Serialize;

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::ResolveError;
@@ -226,6 +227,32 @@ fn fixed_like(n: &Node) -> Option<(usize, Present, Option<&str>)> {
     })
 }
 
+/// Why a writer node cannot be read as a reader node although their encodings match, when a decimal is
+/// involved: the Avro specification resolves two decimals only when their precision and scale are equal (reading
+/// the unscaled integer at another scale would give another number), and a string is never a decimal's bytes.
+fn decimal_mismatch(w: &Node, r: &Node) -> Option<&'static str> {
+    match (w, r) {
+        (
+            Node::Decimal {
+                precision: wp,
+                scale: ws,
+                ..
+            },
+            Node::Decimal {
+                precision: rp,
+                scale: rs,
+                ..
+            },
+        ) if (wp, ws) != (rp, rs) => Some(
+            "decimals resolve only when precision and scale are equal (Avro specification); read the data with the writer's decimal type, or write a new field and convert in code",
+        ),
+        (Node::String, Node::Decimal { .. }) | (Node::Decimal { .. }, Node::String) => {
+            Some("a decimal's bytes are a binary integer, not text")
+        }
+        _ => None,
+    }
+}
+
 fn same_name(a: &str, b: &str) -> bool {
     a == b || a.rsplit('.').next() == b.rsplit('.').next()
 }
@@ -251,6 +278,7 @@ impl Builder<'_> {
             (Node::Record(a), Node::Record(b)) => same_name(&a.name, &b.name),
             (Node::Enum(a), Node::Enum(b)) => same_name(&a.name, &b.name),
             (Node::Array(_), Node::Array(_)) | (Node::Map(_), Node::Map(_)) => true,
+            _ if decimal_mismatch(wn, rn).is_some() => false,
             _ => {
                 if let (Some((wf, _, wname)), Some((rf, _, rname))) = (fixed_like(wn), fixed_like(rn)) {
                     return wf == rf && wname.zip(rname).is_none_or(|(a, b)| same_name(a, b));
@@ -398,6 +426,9 @@ impl Builder<'_> {
                 return Ok(id);
             }
             _ => {
+                if let Some(why) = decimal_mismatch(&wn, &rn) {
+                    return Err(format!("{}: {why}", incompatible()));
+                }
                 if let (Some((ws, _, wname)), Some((rs, present, rname))) = (fixed_like(&wn), fixed_like(&rn)) {
                     if ws != rs || !wname.zip(rname).is_none_or(|(a, b)| same_name(a, b)) {
                         return Err(incompatible());
@@ -435,13 +466,32 @@ impl Builder<'_> {
 ///
 /// Lookups hash nothing: the key is the writer id and the reader's precomputed fingerprint, and the reader
 /// is then compared by identity (the usual case: one parsed reader schema per consumer) or by content.
-#[derive(Default)]
+///
+/// The cache holds at most [`max_plans`](Self::max_plans) plans ([`PlanCache::DEFAULT_MAX_PLANS`] unless
+/// built with [`with_max_plans`](Self::with_max_plans)): writer ids come from the messages, so a cache without
+/// a bound would grow with every schema id a topic ever carried. When full, adding a plan evicts one of the
+/// least recently used (recency is counted in insertions, so a lookup stays a shared read).
 pub struct PlanCache {
-    plans: RwLock<PlanMap>,
+    plans: RwLock<Plans>,
+    max_plans: usize,
+    /// Advanced on every insertion; a lookup stamps the plan it finds with it.
+    clock: AtomicU64,
+}
+
+#[derive(Default)]
+struct Plans {
+    map: PlanMap,
+    len: usize,
+}
+
+/// A cached plan and when it was last used.
+struct Cached {
+    plan: ResolvedPlan,
+    used: AtomicU64,
 }
 
 /// Plans by (writer id, reader fingerprint).
-type PlanMap = HashMap<(u32, u64), Vec<ResolvedPlan>, BuildHasherDefault<KeyHasher>>;
+type PlanMap = HashMap<(u32, u64), Vec<Cached>, BuildHasherDefault<KeyHasher>>;
 
 /// Hashes a plan key, a schema id and a fingerprint that is already a hash, by mixing the words it is given:
 /// SipHash costs more than the rest of a lookup on a consumer's per-message path, and the keys are not chosen
@@ -471,24 +521,55 @@ impl std::hash::Hasher for KeyHasher {
 
 impl std::fmt::Debug for PlanCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlanCache").field("plans", &self.len()).finish()
+        f.debug_struct("PlanCache")
+            .field("plans", &self.len())
+            .field("max_plans", &self.max_plans)
+            .finish()
+    }
+}
+
+impl Default for PlanCache {
+    fn default() -> Self {
+        PlanCache::with_max_plans(PlanCache::DEFAULT_MAX_PLANS)
     }
 }
 
 impl PlanCache {
-    /// An empty cache.
+    /// How many plans a cache keeps unless told otherwise: one per (writer schema id, reader schema) pair.
+    pub const DEFAULT_MAX_PLANS: usize = 10_000;
+
+    /// An empty cache keeping at most [`DEFAULT_MAX_PLANS`](Self::DEFAULT_MAX_PLANS) plans.
     pub fn new() -> PlanCache {
         PlanCache::default()
+    }
+
+    /// An empty cache keeping at most `max_plans` plans (at least 1).
+    pub fn with_max_plans(max_plans: usize) -> PlanCache {
+        PlanCache {
+            plans: RwLock::default(),
+            max_plans: max_plans.max(1),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// The most plans this cache keeps.
+    pub fn max_plans(&self) -> usize {
+        self.max_plans
     }
 
     /// The cached plan for data written with schema `writer_id` read as `reader`.
     pub fn get(&self, writer_id: u32, reader: &AvroSchema) -> Option<ResolvedPlan> {
         let plans = self.plans.read().ok()?;
-        plans
+        let found = plans
+            .map
             .get(&(writer_id, reader.fingerprint()))?
             .iter()
-            .find(|p| p.reader() == reader)
-            .cloned()
+            .find(|c| c.plan.reader() == reader)?;
+        let now = self.clock.load(Ordering::Relaxed);
+        if found.used.load(Ordering::Relaxed) != now {
+            found.used.store(now, Ordering::Relaxed);
+        }
+        Some(found.plan.clone())
     }
 
     /// Builds (or returns the cached) plan for `writer` (registered as `writer_id`) read as `reader`.
@@ -503,9 +584,21 @@ impl PlanCache {
         }
         let plan = ResolvedPlan::new(writer, reader)?;
         if let Ok(mut plans) = self.plans.write() {
-            let same = plans.entry((writer_id, reader.fingerprint())).or_default();
-            if !same.iter().any(|p| p.reader() == reader) {
-                same.push(plan.clone());
+            let key = (writer_id, reader.fingerprint());
+            let known = plans
+                .map
+                .get(&key)
+                .is_some_and(|same| same.iter().any(|c| c.plan.reader() == reader));
+            if !known {
+                if plans.len >= self.max_plans {
+                    plans.evict_least_recently_used();
+                }
+                let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+                plans.map.entry(key).or_default().push(Cached {
+                    plan: plan.clone(),
+                    used: AtomicU64::new(now),
+                });
+                plans.len += 1;
             }
         }
         Ok(plan)
@@ -513,14 +606,35 @@ impl PlanCache {
 
     /// Number of cached plans.
     pub fn len(&self) -> usize {
-        self.plans
-            .read()
-            .map(|p| p.values().map(Vec::len).sum())
-            .unwrap_or_default()
+        self.plans.read().map(|p| p.len).unwrap_or_default()
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Plans {
+    /// Removes one of the plans used longest ago.
+    fn evict_least_recently_used(&mut self) {
+        let oldest = self
+            .map
+            .iter()
+            .flat_map(|(key, same)| {
+                same.iter()
+                    .enumerate()
+                    .map(move |(i, c)| (c.used.load(Ordering::Relaxed), *key, i))
+            })
+            .min_by_key(|(used, ..)| *used);
+        if let Some((_, key, i)) = oldest
+            && let Some(same) = self.map.get_mut(&key)
+        {
+            same.swap_remove(i);
+            if same.is_empty() {
+                self.map.remove(&key);
+            }
+            self.len -= 1;
+        }
     }
 }

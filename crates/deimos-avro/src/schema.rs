@@ -9,6 +9,10 @@ use apache_avro::Schema;
 use crate::error::SchemaError;
 use crate::graph::{Graph, Node};
 
+/// The largest decimal precision (number of digits) a schema may declare: decimals are encoded and decoded
+/// as 128-bit integers, which hold any 38-digit number. A schema declaring more is refused when parsed.
+pub const MAX_DECIMAL_PRECISION: usize = 38;
+
 struct Inner {
     apache: Schema,
     json: String,

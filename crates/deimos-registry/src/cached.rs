@@ -9,20 +9,33 @@ use std::time::{Duration, Instant};
 
 use deimos_avro::{AvroSchema, CompatibilityLevel};
 
+use crate::lru::LruMap;
 use crate::{CompatibilityCheck, RegisteredSchema, RegistryError, SchemaRegistry, VersionRef};
 
 /// How long [`SchemaRegistry::latest`] answers are cached by default: 5 minutes.
 pub const DEFAULT_LATEST_TTL: Duration = Duration::from_secs(300);
 
+/// How long a schema id the registry does not know is remembered as unknown by default: 10 seconds.
+pub const DEFAULT_NOT_FOUND_TTL: Duration = Duration::from_secs(10);
+
+/// How many schema ids a [`CachedRegistry`] (and a [`SchemaCodec`](crate::SchemaCodec)) keeps by default.
+pub const DEFAULT_MAX_CACHED_IDS: usize = 10_000;
+
 /// Caches the answers of another [`SchemaRegistry`].
 ///
 /// - Immutable facts are cached for the life of the value: id → schema, (subject, schema) → id and
-///   registered version, (subject, version) → schema.
+///   registered version, (subject, version) → schema. Ids come from the messages a service reads, so the
+///   id → schema cache keeps at most [`DEFAULT_MAX_CACHED_IDS`] schemas
+///   ([`CachedRegistryBuilder::max_cached_ids`]), evicting the least recently used.
 /// - [`latest`](SchemaRegistry::latest) is cached for a TTL ([`DEFAULT_LATEST_TTL`] by default), and
 ///   forgotten for a subject when a schema is registered under it through this cache. When the inner
 ///   registry is unreachable, an expired `latest` answer is served rather than an error.
+/// - A schema id the registry does not know (`SchemaNotFound`, Confluent's 40403) is remembered as unknown
+///   for [`DEFAULT_NOT_FOUND_TTL`] ([`CachedRegistryBuilder::not_found_ttl`]), so a stream of messages with
+///   a bogus id makes one registry call per TTL, not one per message. Unknown ids are kept apart from the
+///   known ones (a stream of them pushes no schema out), at most `max_cached_ids` of them.
 /// - Listings (`subjects`, `versions`), compatibility tests and compatibility levels are not cached.
-/// - Failures are never cached.
+/// - No other failure is cached: an unreachable registry, a timeout or a 5xx answer is asked again.
 ///
 /// With [`CachedRegistryBuilder::disk_cache`], every schema id learnt is also written to a directory (one
 /// JSON file per id, written atomically), with the subjects and versions it is known under. A service that
@@ -32,19 +45,41 @@ pub const DEFAULT_LATEST_TTL: Duration = Duration::from_secs(300);
 pub struct CachedRegistry<R> {
     inner: R,
     latest_ttl: Duration,
+    not_found_ttl: Duration,
+    max_cached_ids: usize,
     disk: Option<DiskCache>,
     mem: Mutex<Mem>,
 }
 
-#[derive(Default)]
 struct Mem {
-    by_id: HashMap<u32, AvroSchema>,
+    by_id: LruMap<u32, AvroSchema>,
+    /// Ids the registry answered "not found" for, and when.
+    not_found: LruMap<u32, Instant>,
     /// (subject, canonical JSON) → id.
     ids: HashMap<(String, String), u32>,
     /// (subject, canonical JSON) → registered version, from `lookup`, `version` and `latest`.
     registered: HashMap<(String, String), RegisteredSchema>,
     versions: HashMap<(String, u32), RegisteredSchema>,
     latest: HashMap<String, (Instant, RegisteredSchema)>,
+}
+
+impl Mem {
+    fn new(max_cached_ids: usize) -> Mem {
+        Mem {
+            by_id: LruMap::new(max_cached_ids),
+            not_found: LruMap::new(max_cached_ids),
+            ids: HashMap::new(),
+            registered: HashMap::new(),
+            versions: HashMap::new(),
+            latest: HashMap::new(),
+        }
+    }
+
+    /// Learns `id → schema` (and forgets that the id was unknown).
+    fn learn_id(&mut self, id: u32, schema: &AvroSchema) {
+        self.not_found.remove(&id);
+        self.by_id.insert_if_absent(id, schema.clone());
+    }
 }
 
 impl<R> CachedRegistry<R> {
@@ -61,6 +96,8 @@ impl<R: fmt::Debug> fmt::Debug for CachedRegistry<R> {
             .field("latest_ttl", &self.latest_ttl)
             .field("disk_cache", &self.disk.as_ref().map(|d| &d.dir))
             .field("cached_ids", &mem.by_id.len())
+            .field("max_cached_ids", &mem.by_id.capacity())
+            .field("not_found_ttl", &self.not_found_ttl)
             .finish()
     }
 }
@@ -71,6 +108,8 @@ impl<R: fmt::Debug> fmt::Debug for CachedRegistry<R> {
 pub struct CachedRegistryBuilder<R> {
     inner: R,
     latest_ttl: Duration,
+    not_found_ttl: Duration,
+    max_cached_ids: usize,
     disk_dir: Option<PathBuf>,
 }
 
@@ -79,6 +118,20 @@ impl<R: SchemaRegistry> CachedRegistryBuilder<R> {
     /// [`DEFAULT_LATEST_TTL`]; zero disables caching of `latest`.
     pub fn latest_ttl(mut self, ttl: Duration) -> Self {
         self.latest_ttl = ttl;
+        self
+    }
+
+    /// How long a schema id the registry answered "not found" (40403) for is remembered as unknown.
+    /// Default [`DEFAULT_NOT_FOUND_TTL`]; zero disables it.
+    pub fn not_found_ttl(mut self, ttl: Duration) -> Self {
+        self.not_found_ttl = ttl;
+        self
+    }
+
+    /// The most schemas by id kept in memory (at least 1); when full, the least recently used is evicted.
+    /// Default [`DEFAULT_MAX_CACHED_IDS`]. At most as many unknown ids are remembered, kept apart.
+    pub fn max_cached_ids(mut self, n: usize) -> Self {
+        self.max_cached_ids = n;
         self
     }
 
@@ -107,8 +160,10 @@ impl<R: SchemaRegistry> CachedRegistryBuilder<R> {
         Ok(CachedRegistry {
             inner: self.inner,
             latest_ttl: self.latest_ttl,
+            not_found_ttl: self.not_found_ttl,
+            max_cached_ids: self.max_cached_ids,
             disk,
-            mem: Mutex::default(),
+            mem: Mutex::new(Mem::new(self.max_cached_ids)),
         })
     }
 }
@@ -119,18 +174,27 @@ impl<R: SchemaRegistry> CachedRegistry<R> {
         CachedRegistry {
             inner,
             latest_ttl: DEFAULT_LATEST_TTL,
+            not_found_ttl: DEFAULT_NOT_FOUND_TTL,
+            max_cached_ids: DEFAULT_MAX_CACHED_IDS,
             disk: None,
-            mem: Mutex::default(),
+            mem: Mutex::new(Mem::new(DEFAULT_MAX_CACHED_IDS)),
         }
     }
 
-    /// A builder to set the `latest` TTL or an on-disk cache.
+    /// A builder to set the TTLs, the size of the id cache or an on-disk cache.
     pub fn builder(inner: R) -> CachedRegistryBuilder<R> {
         CachedRegistryBuilder {
             inner,
             latest_ttl: DEFAULT_LATEST_TTL,
+            not_found_ttl: DEFAULT_NOT_FOUND_TTL,
+            max_cached_ids: DEFAULT_MAX_CACHED_IDS,
             disk_dir: None,
         }
+    }
+
+    /// How many schemas by id are cached in memory (at most [`CachedRegistryBuilder::max_cached_ids`]).
+    pub fn cached_ids(&self) -> usize {
+        self.lock().by_id.len()
     }
 
     /// The wrapped registry.
@@ -140,13 +204,13 @@ impl<R: SchemaRegistry> CachedRegistry<R> {
 
     /// Forgets everything cached in memory (the disk cache stays).
     pub fn clear(&self) {
-        *self.lock() = Mem::default();
+        *self.lock() = Mem::new(self.max_cached_ids);
     }
 
     fn remember(&self, r: &RegisteredSchema) {
         let mut mem = self.lock();
         let key = (r.subject.clone(), r.schema.canonical_json().to_string());
-        mem.by_id.insert(r.id, r.schema.clone());
+        mem.learn_id(r.id, &r.schema);
         mem.ids.insert(key.clone(), r.id);
         mem.registered.insert(key, r.clone());
         mem.versions.insert((r.subject.clone(), r.version), r.clone());
@@ -171,7 +235,7 @@ impl<R: SchemaRegistry> SchemaRegistry for CachedRegistry<R> {
                 {
                     let mut mem = self.lock();
                     mem.ids.insert(key, id);
-                    mem.by_id.entry(id).or_insert_with(|| schema.clone());
+                    mem.learn_id(id, schema);
                     mem.latest.remove(subject);
                 }
                 self.persist(id, schema, Some((subject, None))).await;
@@ -219,19 +283,45 @@ impl<R: SchemaRegistry> SchemaRegistry for CachedRegistry<R> {
     }
 
     async fn schema_by_id(&self, id: u32) -> Result<AvroSchema, RegistryError> {
-        if let Some(s) = self.lock().by_id.get(&id) {
-            return Ok(s.clone());
+        {
+            let mut mem = self.lock();
+            if let Some(s) = mem.by_id.get(&id) {
+                return Ok(s.clone());
+            }
+            match mem.not_found.get(&id) {
+                Some(at) if at.elapsed() < self.not_found_ttl => {
+                    return Err(RegistryError::SchemaNotFound {
+                        id: Some(id),
+                        subject: None,
+                    });
+                }
+                Some(_) => {
+                    mem.not_found.remove(&id);
+                }
+                None => {}
+            }
         }
         if let Some(disk) = &self.disk
             && let Some(entry) = disk.read(id).await
         {
-            self.lock().by_id.insert(id, entry.schema.clone());
+            self.lock().learn_id(id, &entry.schema);
             return Ok(entry.schema);
         }
-        let schema = self.inner.schema_by_id(id).await?;
-        self.lock().by_id.insert(id, schema.clone());
-        self.persist(id, &schema, None).await;
-        Ok(schema)
+        match self.inner.schema_by_id(id).await {
+            Ok(schema) => {
+                self.lock().learn_id(id, &schema);
+                self.persist(id, &schema, None).await;
+                Ok(schema)
+            }
+            // A definite answer, unlike an unreachable registry or a 5xx (retryable, never remembered).
+            Err(e @ RegistryError::SchemaNotFound { .. }) => {
+                if !self.not_found_ttl.is_zero() {
+                    self.lock().not_found.insert(id, Instant::now());
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn latest(&self, subject: &str) -> Result<RegisteredSchema, RegistryError> {

@@ -3,17 +3,20 @@
 //! A [`SchemaCodec`] registers (or looks up) a writer schema once per subject and hands back a
 //! [`SchemaWriter`] that frames and encodes synchronously: the hot path never waits on the registry.
 //! Decoding reads the writer id from the frame, fetches that schema once, and resolves it to the local
-//! reader schema through a plan built once per (writer id, reader schema).
+//! reader schema through a plan built once per (writer id, reader schema). Both caches are bounded (writer
+//! ids come from the messages): [`DEFAULT_MAX_CACHED_IDS`] schemas by id and
+//! [`PlanCache::DEFAULT_MAX_PLANS`] plans, the least recently used evicted first.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use deimos_avro::{AvroSchema, DecodeError, EncodeError, PlanCache, ResolveError, ResolvedPlan, wire};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
-use crate::{RegistryError, SchemaRegistry};
+use crate::lru::LruMap;
+use crate::{DEFAULT_MAX_CACHED_IDS, RegistryError, SchemaRegistry};
 
 /// Encoding or decoding a framed message failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +91,18 @@ impl SchemaWriter {
 }
 
 /// Encodes and decodes Confluent-framed Avro against a [`SchemaRegistry`]. Cheap to share behind an `Arc`.
+///
+/// Writer schemas by id are kept for the life of the codec, at most [`DEFAULT_MAX_CACHED_IDS`] of them (the
+/// least recently used evicted first); resolution plans likewise ([`PlanCache::DEFAULT_MAX_PLANS`]). A schema
+/// id the registry does not know is not remembered here: give the codec a
+/// [`CachedRegistry`](crate::CachedRegistry), which remembers it for a while, so a stream of messages with a
+/// bogus id does not turn into a stream of registry calls.
 pub struct SchemaCodec {
     registry: Arc<dyn SchemaRegistry>,
     auto_register: bool,
     /// Per subject, the writer schemas registered through this codec and their ids.
     writers: RwLock<HashMap<String, Vec<(AvroSchema, u32)>>>,
-    by_id: RwLock<HashMap<u32, AvroSchema>>,
+    by_id: Mutex<LruMap<u32, AvroSchema>>,
     plans: PlanCache,
 }
 
@@ -101,6 +110,7 @@ impl std::fmt::Debug for SchemaCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SchemaCodec")
             .field("auto_register", &self.auto_register)
+            .field("cached_ids", &self.by_id().len())
             .field("plans", &self.plans)
             .finish()
     }
@@ -119,9 +129,13 @@ impl SchemaCodec {
             registry,
             auto_register: true,
             writers: RwLock::default(),
-            by_id: RwLock::default(),
+            by_id: Mutex::new(LruMap::new(DEFAULT_MAX_CACHED_IDS)),
             plans: PlanCache::new(),
         }
+    }
+
+    fn by_id(&self) -> MutexGuard<'_, LruMap<u32, AvroSchema>> {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// With `false`, writer schemas must already be registered: they are looked up, never registered
@@ -157,9 +171,7 @@ impl SchemaCodec {
                 list.push((schema.clone(), id));
             }
         }
-        if let Ok(mut b) = self.by_id.write() {
-            b.entry(id).or_insert_with(|| schema.clone());
-        }
+        self.by_id().insert_if_absent(id, schema.clone());
         Ok(SchemaWriter::new(id, schema.clone()))
     }
 
@@ -183,15 +195,14 @@ impl SchemaCodec {
         Ok(self.writer(subject, schema).await?.encode_value(payload)?)
     }
 
-    /// The schema registered under `id`, fetched once.
+    /// The schema registered under `id`, fetched once (while among the most recently used ids).
     pub async fn writer_schema(&self, id: u32) -> Result<AvroSchema, CodecError> {
-        if let Some(s) = self.by_id.read().ok().and_then(|b| b.get(&id).cloned()) {
+        let known = self.by_id().get(&id).cloned();
+        if let Some(s) = known {
             return Ok(s);
         }
         let s = self.registry.schema_by_id(id).await?;
-        if let Ok(mut b) = self.by_id.write() {
-            b.insert(id, s.clone());
-        }
+        self.by_id().insert(id, s.clone());
         Ok(s)
     }
 
@@ -234,5 +245,29 @@ impl SchemaCodec {
         };
         let plan = self.plans.get(id, reader)?;
         Some(plan.decode(body).map_err(CodecError::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::MemoryRegistry;
+
+    #[tokio::test]
+    async fn writer_schemas_by_id_are_bounded() {
+        let registry = MemoryRegistry::new();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let schema = AvroSchema::parse(&format!(r#"{{"type":"record","name":"R{i}","fields":[]}}"#)).unwrap();
+            ids.push(registry.register(&format!("s{i}"), &schema).await.unwrap());
+        }
+        let mut codec = SchemaCodec::new(registry);
+        codec.by_id = Mutex::new(LruMap::new(2));
+        for id in &ids {
+            codec.writer_schema(*id).await.unwrap();
+        }
+        assert_eq!(codec.by_id().len(), 2);
+        assert!(format!("{codec:?}").contains("cached_ids: 2"));
     }
 }

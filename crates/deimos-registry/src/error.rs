@@ -143,6 +143,27 @@ pub enum RegistryError {
         /// What was wrong.
         message: String,
     },
+    /// The registry's answer is larger than the client reads
+    /// ([`HttpRegistryBuilder::max_response_bytes`](crate::HttpRegistryBuilder::max_response_bytes)).
+    #[error(
+        "the schema registry's answer to {method} {url} is larger than {limit} bytes, the most this client reads; if the registry really holds schemas that large, raise HttpRegistryBuilder::max_response_bytes"
+    )]
+    ResponseTooLarge {
+        /// HTTP method of the request.
+        method: String,
+        /// URL of the request.
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The schema references of a schema cannot be resolved: they form a cycle, nest too deep or are too many.
+    #[error("cannot resolve the schema references of {url}: {message}; fix the references registered with the schema")]
+    InvalidReferences {
+        /// URL of the schema whose references were resolved.
+        url: String,
+        /// What is wrong, with the chain of references.
+        message: String,
+    },
     /// A builder was given a setting that cannot work.
     #[error("invalid schema registry configuration: {message}")]
     Config {

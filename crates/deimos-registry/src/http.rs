@@ -1,6 +1,9 @@
 //! [`HttpRegistry`]: a client of the Confluent Schema Registry REST API.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use deimos_avro::{AvroSchema, CompatibilityLevel};
@@ -13,6 +16,9 @@ use crate::{CachedRegistry, CompatibilityCheck, RegisteredSchema, RegistryError,
 
 /// The media type of the Confluent Schema Registry API.
 pub const MEDIA_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// The largest answer [`HttpRegistry`] reads by default: 8 MiB. See [`HttpRegistryBuilder::max_response_bytes`].
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 << 20;
 
 const ACCEPT_VALUE: &str =
     "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json; q=0.9, application/json; q=0.5";
@@ -44,6 +50,7 @@ pub struct HttpRegistry {
     max_retries: u32,
     retry_base_delay: Duration,
     retry_max_delay: Duration,
+    max_response_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -64,6 +71,7 @@ impl fmt::Debug for HttpRegistry {
             .field("url", &self.base.as_str())
             .field("auth", &auth)
             .field("max_retries", &self.max_retries)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -81,6 +89,7 @@ pub struct HttpRegistryBuilder {
     retry_base_delay: Duration,
     retry_max_delay: Duration,
     proxy: bool,
+    max_response_bytes: usize,
 }
 
 impl fmt::Debug for HttpRegistryBuilder {
@@ -94,6 +103,7 @@ impl fmt::Debug for HttpRegistryBuilder {
             .field("max_retries", &self.max_retries)
             .field("retry_base_delay", &self.retry_base_delay)
             .field("retry_max_delay", &self.retry_max_delay)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -141,6 +151,14 @@ impl HttpRegistryBuilder {
     /// The longest delay between two attempts. Default 5 s.
     pub fn retry_max_delay(mut self, delay: Duration) -> Self {
         self.retry_max_delay = delay;
+        self
+    }
+
+    /// The largest answer body read, in bytes; a larger one is a [`RegistryError::ResponseTooLarge`], found
+    /// while reading (or from its `Content-Length`), without buffering the rest. Default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`].
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
         self
     }
 
@@ -210,6 +228,7 @@ impl HttpRegistryBuilder {
             max_retries: self.max_retries,
             retry_base_delay: self.retry_base_delay,
             retry_max_delay: self.retry_max_delay,
+            max_response_bytes: self.max_response_bytes,
         })
     }
 
@@ -315,6 +334,7 @@ impl HttpRegistry {
             retry_base_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_secs(5),
             proxy: true,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -385,16 +405,25 @@ impl HttpRegistry {
             let result = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
-                    resp.bytes().await.map(|b| (status, b.to_vec()))
+                    read_body(resp, self.max_response_bytes)
+                        .await
+                        .map(|b| b.map(|b| (status, b)))
                 }
                 Err(e) => Err(e),
             };
             let retries_left = attempt < self.max_retries;
             match result {
-                Ok((status, _)) if status.is_server_error() && retries_left => {
+                Ok(None) => {
+                    return Err(RegistryError::ResponseTooLarge {
+                        method: method.to_string(),
+                        url: url.to_string(),
+                        limit: self.max_response_bytes,
+                    });
+                }
+                Ok(Some((status, _))) if status.is_server_error() && retries_left => {
                     tracing::warn!(%method, %url, %status, attempt, "schema registry answered with a server error; retrying");
                 }
-                Ok(answer) => return Ok(answer),
+                Ok(Some(answer)) => return Ok(answer),
                 Err(e) if retries_left && !e.is_builder() => {
                     tracing::warn!(%method, %url, error = %e, attempt, "schema registry request failed; retrying");
                 }
@@ -435,7 +464,8 @@ impl HttpRegistry {
         serde_json::json!({ "schema": schema.canonical_json() })
     }
 
-    /// Parses a schema text from the registry, resolving schema references through the registry.
+    /// Parses a schema text from the registry, resolving schema references through the registry (`walk`: the
+    /// references being resolved, for the schema asked for).
     async fn parse_schema(
         &self,
         text: &str,
@@ -443,6 +473,7 @@ impl HttpRegistry {
         references: &[Reference],
         id: Option<u32>,
         url: &Url,
+        walk: &mut RefWalk,
     ) -> Result<AvroSchema, RegistryError> {
         if let Some(t) = schema_type
             && !t.eq_ignore_ascii_case("AVRO")
@@ -461,36 +492,81 @@ impl HttpRegistry {
         }
         let mut refs = Vec::with_capacity(references.len());
         for r in references {
-            // A registered version is parsed self-contained, so one level of resolution is enough.
-            refs.push(
-                self.version(&r.subject, r.version)
-                    .await?
-                    .schema
-                    .canonical_json()
-                    .to_string(),
-            );
+            let key = (r.subject.clone(), r.version);
+            if let Some(text) = walk.resolved.get(&key) {
+                refs.push(text.clone());
+                continue;
+            }
+            let refused = |message: String| RegistryError::InvalidReferences {
+                url: url.to_string(),
+                message,
+            };
+            if walk.chain.contains(&key) {
+                return Err(refused(format!(
+                    "the references form a cycle: {} → {}",
+                    walk.path(),
+                    version_name(&key)
+                )));
+            }
+            if walk.chain.len() >= MAX_REFERENCE_DEPTH {
+                return Err(refused(format!(
+                    "the references nest deeper than {MAX_REFERENCE_DEPTH} levels: {} → {}",
+                    walk.path(),
+                    version_name(&key)
+                )));
+            }
+            if walk.resolved.len() >= MAX_REFERENCES {
+                return Err(refused(format!(
+                    "the schema refers to more than {MAX_REFERENCES} schema versions"
+                )));
+            }
+            // Each referenced version is parsed self-contained (its own references inlined), once.
+            walk.chain.push(key.clone());
+            let resolved = self
+                .subject_version(&r.subject, VersionRef::Number(r.version), walk)
+                .await;
+            walk.chain.pop();
+            let text = resolved?.schema.canonical_json().to_string();
+            walk.resolved.insert(key, text.clone());
+            refs.push(text);
         }
         let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
         AvroSchema::parse_with_refs(text, &refs).map_err(invalid)
     }
 
-    async fn subject_version(&self, subject: &str, version: VersionRef) -> Result<RegisteredSchema, RegistryError> {
-        let v = version.to_string();
-        let url = self.url_for(&["subjects", subject, "versions", &v])?;
-        let ctx = Ctx {
-            subject: Some(subject),
-            version: Some(version),
-            ..Ctx::default()
-        };
-        let r: SubjectVersionResponse = self.json(Method::GET, url.clone(), None, ctx).await?;
-        let schema = self
-            .parse_schema(&r.schema, r.schema_type.as_deref(), &r.references, Some(r.id), &url)
-            .await?;
-        Ok(RegisteredSchema {
-            subject: r.subject,
-            id: r.id,
-            version: r.version,
-            schema,
+    /// `GET /subjects/{subject}/versions/{version}`, its references resolved within `walk`. Boxed: resolving
+    /// references recurses through it.
+    fn subject_version<'a>(
+        &'a self,
+        subject: &'a str,
+        version: VersionRef,
+        walk: &'a mut RefWalk,
+    ) -> Pin<Box<dyn Future<Output = Result<RegisteredSchema, RegistryError>> + Send + 'a>> {
+        Box::pin(async move {
+            let v = version.to_string();
+            let url = self.url_for(&["subjects", subject, "versions", &v])?;
+            let ctx = Ctx {
+                subject: Some(subject),
+                version: Some(version),
+                ..Ctx::default()
+            };
+            let r: SubjectVersionResponse = self.json(Method::GET, url.clone(), None, ctx).await?;
+            let schema = self
+                .parse_schema(
+                    &r.schema,
+                    r.schema_type.as_deref(),
+                    &r.references,
+                    Some(r.id),
+                    &url,
+                    walk,
+                )
+                .await?;
+            Ok(RegisteredSchema {
+                subject: r.subject,
+                id: r.id,
+                version: r.version,
+                schema,
+            })
         })
     }
 
@@ -526,6 +602,53 @@ impl HttpRegistry {
             message: e,
         })
     }
+}
+
+/// The body of an answer, read chunk by chunk; `None` as soon as it is known to be larger than `limit` bytes.
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let announced = resp.content_length().unwrap_or(0);
+    if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Ok(None);
+    }
+    // Trust an announced length only as far as a small first allocation.
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(64 << 10));
+    while let Some(chunk) = resp.chunk().await? {
+        if chunk.len() > limit - body.len() {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// How deep schema references may nest: a schema referring to one that refers to another is 2 levels.
+const MAX_REFERENCE_DEPTH: usize = 32;
+
+/// How many distinct schema versions resolving one schema's references may fetch.
+const MAX_REFERENCES: usize = 1_000;
+
+/// The state of resolving the references of one schema.
+#[derive(Default)]
+struct RefWalk {
+    /// The (subject, version) references being resolved, outermost first.
+    chain: Vec<(String, u32)>,
+    /// The self-contained text of each version resolved so far, so a version referred to twice is fetched once.
+    resolved: HashMap<(String, u32), String>,
+}
+
+impl RefWalk {
+    fn path(&self) -> String {
+        let names: Vec<String> = self.chain.iter().map(version_name).collect();
+        if names.is_empty() {
+            "the schema".to_string()
+        } else {
+            names.join(" → ")
+        }
+    }
+}
+
+fn version_name((subject, version): &(String, u32)) -> String {
+    format!("`{subject}` version {version}")
 }
 
 fn snippet(bytes: &[u8]) -> String {
@@ -607,7 +730,14 @@ impl SchemaRegistry for HttpRegistry {
             .json(Method::POST, url.clone(), Some(Self::schema_body(schema)), ctx)
             .await?;
         let parsed = self
-            .parse_schema(&r.schema, r.schema_type.as_deref(), &r.references, Some(r.id), &url)
+            .parse_schema(
+                &r.schema,
+                r.schema_type.as_deref(),
+                &r.references,
+                Some(r.id),
+                &url,
+                &mut RefWalk::default(),
+            )
             .await?;
         Ok(RegisteredSchema {
             subject: r.subject,
@@ -630,16 +760,25 @@ impl SchemaRegistry for HttpRegistry {
                 },
             )
             .await?;
-        self.parse_schema(&r.schema, r.schema_type.as_deref(), &r.references, Some(id), &url)
-            .await
+        self.parse_schema(
+            &r.schema,
+            r.schema_type.as_deref(),
+            &r.references,
+            Some(id),
+            &url,
+            &mut RefWalk::default(),
+        )
+        .await
     }
 
     async fn latest(&self, subject: &str) -> Result<RegisteredSchema, RegistryError> {
-        self.subject_version(subject, VersionRef::Latest).await
+        self.subject_version(subject, VersionRef::Latest, &mut RefWalk::default())
+            .await
     }
 
     async fn version(&self, subject: &str, version: u32) -> Result<RegisteredSchema, RegistryError> {
-        self.subject_version(subject, VersionRef::Number(version)).await
+        self.subject_version(subject, VersionRef::Number(version), &mut RefWalk::default())
+            .await
     }
 
     async fn subjects(&self) -> Result<Vec<String>, RegistryError> {

@@ -5,15 +5,18 @@ pub mod codec;
 mod embedded;
 mod error;
 mod http;
+mod lru;
 mod memory;
 mod registry;
 mod subject;
 
-pub use cached::{CachedRegistry, CachedRegistryBuilder, DEFAULT_LATEST_TTL};
+pub use cached::{
+    CachedRegistry, CachedRegistryBuilder, DEFAULT_LATEST_TTL, DEFAULT_MAX_CACHED_IDS, DEFAULT_NOT_FOUND_TTL,
+};
 pub use codec::{CodecError, SchemaCodec, SchemaWriter};
 pub use embedded::{EmbeddedRegistry, EmbeddedRegistryBuilder};
 pub use error::{BoxError, RegistryError};
-pub use http::{HttpRegistry, HttpRegistryBuilder, MEDIA_TYPE};
+pub use http::{DEFAULT_MAX_RESPONSE_BYTES, HttpRegistry, HttpRegistryBuilder, MEDIA_TYPE};
 pub use memory::MemoryRegistry;
 pub use registry::{CompatibilityCheck, RegisteredSchema, SchemaRegistry, VersionRef};
 pub use subject::SubjectNameStrategy;

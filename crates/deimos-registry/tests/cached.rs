@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use deimos_registry::{
-    CachedRegistry, CompatibilityLevel, EmbeddedRegistry, MemoryRegistry, RegistryError, SchemaRegistry, VersionRef,
+    CachedRegistry, CodecError, CompatibilityLevel, EmbeddedRegistry, MemoryRegistry, RegistryError, SchemaCodec,
+    SchemaRegistry, VersionRef,
 };
 
 #[tokio::test]
@@ -90,7 +91,10 @@ async fn zero_ttl_disables_latest_caching() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn failures_are_not_cached() -> anyhow::Result<()> {
-    let cached = CachedRegistry::new(Counting::new(MemoryRegistry::new()));
+    // Unknown ids are remembered for a while unless told otherwise (see the tests below).
+    let cached = CachedRegistry::builder(Counting::new(MemoryRegistry::new()))
+        .not_found_ttl(Duration::ZERO)
+        .build()?;
     let v1 = widget(&[ID]);
 
     assert!(matches!(
@@ -233,5 +237,124 @@ async fn disk_cache_ignores_corrupt_files_and_bad_directories_fail_early() -> an
         Err(e @ RegistryError::DiskCache { .. }) => assert!(e.to_string().contains("schema cache directory")),
         other => panic!("expected DiskCache error, got {other:?}"),
     }
+    Ok(())
+}
+
+/// A message whose schema id the registry does not know: id 999, then one byte of data.
+const UNKNOWN_ID_MESSAGE: [u8; 6] = [0, 0, 0, 0x03, 0xe7, 0];
+
+#[tokio::test]
+async fn a_stream_of_messages_with_an_unknown_id_makes_one_registry_call() -> anyhow::Result<()> {
+    let cached = Arc::new(CachedRegistry::new(Counting::new(MemoryRegistry::new())));
+    let codec = SchemaCodec::from_arc(cached.clone());
+    let reader = widget(&[ID]);
+    for _ in 0..50 {
+        match codec.decode_value(&UNKNOWN_ID_MESSAGE, None).await {
+            Err(CodecError::Registry(RegistryError::SchemaNotFound { id: Some(999), .. })) => {}
+            other => panic!("expected SchemaNotFound, got {other:?}"),
+        }
+        assert!(codec.decode_value(&UNKNOWN_ID_MESSAGE, Some(&reader)).await.is_err());
+    }
+    assert_eq!(cached.inner().calls(), 1, "one call, then the answer was remembered");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_asked_again_after_the_not_found_ttl() -> anyhow::Result<()> {
+    let cached = CachedRegistry::builder(Counting::new(MemoryRegistry::new()))
+        .not_found_ttl(Duration::from_millis(100))
+        .build()?;
+    for _ in 0..5 {
+        assert!(matches!(
+            cached.schema_by_id(1).await,
+            Err(RegistryError::SchemaNotFound { id: Some(1), .. })
+        ));
+    }
+    assert_eq!(cached.inner().calls(), 1);
+    // Registered elsewhere meanwhile: found once the TTL is over.
+    let v1 = widget(&[ID]);
+    cached.inner().inner.register("w", &v1).await?;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(cached.schema_by_id(1).await?, v1);
+    assert_eq!(cached.inner().calls(), 2);
+
+    // Learning the id through the cache forgets the not-found at once.
+    assert!(cached.schema_by_id(2).await.is_err());
+    assert_eq!(cached.register("x", &widget(&[ID, NAME_DEFAULT])).await?, 2);
+    assert_eq!(cached.schema_by_id(2).await?, widget(&[ID, NAME_DEFAULT]));
+
+    // A zero TTL remembers nothing.
+    let uncached = CachedRegistry::builder(Counting::new(MemoryRegistry::new()))
+        .not_found_ttl(Duration::ZERO)
+        .build()?;
+    for _ in 0..3 {
+        assert!(uncached.schema_by_id(1).await.is_err());
+    }
+    assert_eq!(uncached.inner().calls(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_not_remembered_as_not_found() -> anyhow::Result<()> {
+    let cached = CachedRegistry::new(Counting::new(MemoryRegistry::new()));
+    cached.inner().set_failing(true);
+    for _ in 0..3 {
+        assert!(cached.schema_by_id(1).await.unwrap_err().is_retryable());
+    }
+    assert_eq!(cached.inner().calls(), 3, "every call went through");
+    cached.inner().set_failing(false);
+    let v1 = widget(&[ID]);
+    cached.inner().inner.register("w", &v1).await?;
+    assert_eq!(cached.schema_by_id(1).await?, v1);
+
+    // Over HTTP: a 503 is retryable and not remembered; a 404 with 40403 is.
+    let server = EmbeddedRegistry::start().await?;
+    let cached = fast_client(server.url()).max_retries(0).build_cached()?;
+    server.fail_next(2);
+    assert!(cached.schema_by_id(1).await.unwrap_err().is_retryable());
+    assert!(cached.schema_by_id(1).await.unwrap_err().is_retryable());
+    assert!(matches!(
+        cached.schema_by_id(1).await,
+        Err(RegistryError::SchemaNotFound { .. })
+    ));
+    let before = server.request_count();
+    assert!(cached.schema_by_id(1).await.is_err());
+    assert_eq!(server.request_count(), before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_id_cache_is_bounded() -> anyhow::Result<()> {
+    let memory = MemoryRegistry::new();
+    for i in 0..5 {
+        memory
+            .register(&format!("s{i}"), &record(&format!("R{i}"), &[ID]))
+            .await?;
+    }
+    let cached = CachedRegistry::builder(Counting::new(memory))
+        .max_cached_ids(3)
+        .build()?;
+    for id in 1..=5 {
+        cached.schema_by_id(id).await?;
+    }
+    assert_eq!(cached.inner().calls(), 5);
+    assert_eq!(cached.cached_ids(), 3);
+    // The most recently used stay; the least recently used were evicted.
+    cached.schema_by_id(5).await?;
+    cached.schema_by_id(4).await?;
+    assert_eq!(cached.inner().calls(), 5);
+    cached.schema_by_id(1).await?;
+    assert_eq!(cached.inner().calls(), 6);
+    assert_eq!(cached.cached_ids(), 3);
+
+    // Unknown ids are remembered apart: a stream of them does not push the known ones out.
+    for id in 100..200 {
+        assert!(cached.schema_by_id(id).await.is_err());
+    }
+    assert_eq!(cached.inner().calls(), 106);
+    for id in [5, 4, 1] {
+        cached.schema_by_id(id).await?;
+    }
+    assert_eq!(cached.inner().calls(), 106);
     Ok(())
 }

@@ -3,8 +3,13 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
-use deimos_registry::{CompatibilityLevel, EmbeddedRegistry, MEDIA_TYPE, RegistryError, SchemaRegistry, VersionRef};
+use deimos_registry::{
+    CodecError, CompatibilityLevel, DEFAULT_MAX_RESPONSE_BYTES, EmbeddedRegistry, MEDIA_TYPE, RegistryError,
+    SchemaCodec, SchemaRegistry, VersionRef,
+};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -353,30 +358,16 @@ async fn confluent_json_shapes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fake registry answering fixed JSON, for what the embedded one never sends.
-async fn fake_registry(routes: Vec<(&'static str, Value)>) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
-    let mut app = axum::Router::new();
-    for (path, body) in routes {
-        app = app.route(path, axum::routing::get(move || async move { axum::Json(body) }));
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((url, task))
-}
-
 #[tokio::test]
 async fn schema_references_are_resolved_and_other_types_refused() -> anyhow::Result<()> {
     let inner = widget(&[ID]);
     let outer = r#"{"type":"record","name":"Outer","namespace":"com.acme","fields":[{"name":"w","type":"Widget"}]}"#;
     let (url, task) = fake_registry(vec![
-        ("/schemas/ids/5", json!({"schema": outer, "references": [{"name": "com.acme.Widget", "subject": "widget-value", "version": 1}]})),
-        ("/subjects/widget-value/versions/1", json!({"subject": "widget-value", "id": 1, "version": 1, "schema": inner.canonical_json()})),
-        ("/schemas/ids/6", json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"})),
-        ("/schemas/ids/7", json!({"schema": "{\"type\": \"nope\"}"})),
-        ("/subjects", json!({"unexpected": true})),
+        ("/schemas/ids/5".into(), json!({"schema": outer, "references": [{"name": "com.acme.Widget", "subject": "widget-value", "version": 1}]})),
+        ("/subjects/widget-value/versions/1".into(), json!({"subject": "widget-value", "id": 1, "version": 1, "schema": inner.canonical_json()})),
+        ("/schemas/ids/6".into(), json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"})),
+        ("/schemas/ids/7".into(), json!({"schema": "{\"type\": \"nope\"}"})),
+        ("/subjects".into(), json!({"unexpected": true})),
     ])
     .await?;
     let reg = fast_client(&url).build()?;
@@ -402,6 +393,210 @@ async fn schema_references_are_resolved_and_other_types_refused() -> anyhow::Res
         reg.subjects().await,
         Err(RegistryError::InvalidResponse { .. })
     ));
+    task.abort();
+    Ok(())
+}
+
+/// The schemas of a decimal of precision and scale 10^12, which the decoder once turned into a terabyte string.
+const ABSURD_DECIMAL: &str = r#"{"type":"record","name":"Price","namespace":"com.acme","fields":[{"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":1000000000000,"scale":1000000000000}}]}"#;
+
+#[tokio::test]
+async fn the_embedded_registry_refuses_a_decimal_beyond_the_precision_limit() -> anyhow::Result<()> {
+    let server = EmbeddedRegistry::start().await?;
+    let raw = Raw {
+        client: reqwest::Client::new(),
+        base: server.url().to_string(),
+    };
+    let (status, v) = raw
+        .post("/subjects/prices-value/versions", json!({ "schema": ABSURD_DECIMAL }))
+        .await;
+    assert_eq!((status, v["error_code"].as_u64()), (422, Some(42201)), "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("precision 1000000000000") && message.contains("38"),
+        "{message}"
+    );
+    assert!(server.registry().subjects().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_writer_schema_with_an_absurd_decimal_is_an_error_not_an_abort() -> anyhow::Result<()> {
+    let (url, task) = fake_registry(vec![("/schemas/ids/9".into(), json!({ "schema": ABSURD_DECIMAL }))]).await?;
+    let codec = SchemaCodec::new(fast_client(&url).build()?);
+    // Schema id 9, then the decimal as bytes of length 1 holding 1.
+    let message = [0u8, 0, 0, 0, 9, 2, 1];
+    match codec.decode_value(&message, None).await {
+        Err(CodecError::Registry(e @ RegistryError::InvalidResponse { .. })) => {
+            assert!(e.to_string().contains("precision 1000000000000"), "{e}");
+        }
+        other => panic!("expected the schema to be refused, got {other:?}"),
+    }
+    task.abort();
+    Ok(())
+}
+
+/// A server that answers every request with `head` and then up to `body_bytes` bytes of JSON-ish filler,
+/// 1 MiB every 10 ms, and then holds the connection open.
+async fn streaming_server(head: String, body_bytes: usize) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = sock.read(&mut request).await;
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 1 << 20];
+                let mut sent = 0;
+                while sent < body_bytes {
+                    if sock.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    Ok((url, task))
+}
+
+#[tokio::test]
+async fn response_bodies_are_capped_while_they_are_read() -> anyhow::Result<()> {
+    // No length announced: 64 MiB of body arrive a MiB at a time; reading stops at the limit.
+    let (url, task) = streaming_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[".into(),
+        64 << 20,
+    )
+    .await?;
+    let reg = fast_client(&url)
+        .timeout(Duration::from_secs(20))
+        .max_retries(0)
+        .build()?;
+    let started = std::time::Instant::now();
+    match reg.subjects().await {
+        Err(e @ RegistryError::ResponseTooLarge { .. }) => {
+            assert!(!e.is_retryable());
+            assert!(e.to_string().contains(&DEFAULT_MAX_RESPONSE_BYTES.to_string()), "{e}");
+        }
+        other => panic!("expected ResponseTooLarge, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    task.abort();
+
+    // An announced length above the limit is refused before reading the body.
+    let (url, task) = streaming_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n".into(),
+        0,
+    )
+    .await?;
+    let reg = fast_client(&url)
+        .timeout(Duration::from_secs(20))
+        .max_retries(0)
+        .build()?;
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        reg.schema_by_id(1).await,
+        Err(RegistryError::ResponseTooLarge { .. })
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    task.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_response_limit_is_a_setting() -> anyhow::Result<()> {
+    let server = EmbeddedRegistry::start().await?;
+    for i in 0..40 {
+        server
+            .registry()
+            .register(&format!("subject-number-{i}-value"), &widget(&[ID]))
+            .await?;
+    }
+    let reg = fast_client(server.url()).max_response_bytes(512).build()?;
+    match reg.subjects().await {
+        Err(e @ RegistryError::ResponseTooLarge { limit: 512, .. }) => {
+            assert!(e.to_string().contains("max_response_bytes"), "{e}");
+        }
+        other => panic!("expected ResponseTooLarge, got {other:?}"),
+    }
+    // Small answers are fine.
+    assert_eq!(reg.schema_by_id(1).await?, widget(&[ID]));
+    Ok(())
+}
+
+fn referring(name: &str, to: &str, subject: &str) -> Value {
+    let schema =
+        json!({"type": "record", "name": name, "namespace": "com.acme", "fields": [{"name": "next", "type": to}]});
+    json!({"schema": schema.to_string(), "references": [{"name": format!("com.acme.{to}"), "subject": subject, "version": 1}]})
+}
+
+#[tokio::test]
+async fn schema_reference_cycles_are_refused() -> anyhow::Result<()> {
+    let mut a = referring("A", "B", "b-value");
+    a["subject"] = json!("a-value");
+    a["id"] = json!(1);
+    a["version"] = json!(1);
+    let mut b = referring("B", "A", "a-value");
+    b["subject"] = json!("b-value");
+    b["id"] = json!(2);
+    b["version"] = json!(1);
+    let (url, task) = fake_registry(vec![
+        ("/schemas/ids/5".into(), referring("Top", "A", "a-value")),
+        ("/subjects/a-value/versions/1".into(), a),
+        ("/subjects/b-value/versions/1".into(), b),
+    ])
+    .await?;
+    let reg = fast_client(&url).build()?;
+    let answer = tokio::time::timeout(Duration::from_secs(10), reg.schema_by_id(5))
+        .await
+        .expect("resolving a reference cycle must end");
+    match answer {
+        Err(e @ RegistryError::InvalidReferences { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("cycle") && msg.contains("a-value") && msg.contains("b-value"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected InvalidReferences, got {other:?}"),
+    }
+    task.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn schema_references_nest_only_so_deep() -> anyhow::Result<()> {
+    let levels = 40;
+    let mut routes = vec![("/schemas/ids/5".to_string(), referring("R0", "R1", "r1-value"))];
+    for i in 1..levels {
+        let mut v = referring(&format!("R{i}"), &format!("R{}", i + 1), &format!("r{}-value", i + 1));
+        v["subject"] = json!(format!("r{i}-value"));
+        v["id"] = json!(100 + i);
+        v["version"] = json!(1);
+        routes.push((format!("/subjects/r{i}-value/versions/1"), v));
+    }
+    let last = json!({"type": "record", "name": format!("R{levels}"), "namespace": "com.acme", "fields": []});
+    routes.push((
+        format!("/subjects/r{levels}-value/versions/1"),
+        json!({"subject": format!("r{levels}-value"), "id": 100 + levels, "version": 1, "schema": last.to_string()}),
+    ));
+    let (url, task) = fake_registry(routes).await?;
+    let reg = fast_client(&url).build()?;
+    match reg.schema_by_id(5).await {
+        Err(e @ RegistryError::InvalidReferences { .. }) => {
+            assert!(e.to_string().contains("deeper than"), "{e}");
+        }
+        other => panic!("expected InvalidReferences, got {other:?}"),
+    }
+    // A shallow chain resolves.
+    assert_eq!(reg.version("r38-value", 1).await?.schema.name(), Some("com.acme.R38"));
     task.abort();
     Ok(())
 }

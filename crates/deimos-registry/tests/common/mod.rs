@@ -155,3 +155,19 @@ impl<R: SchemaRegistry> SchemaRegistry for Counting<R> {
         self.inner.set_compatibility_level(subject, level).await
     }
 }
+
+/// A fake registry answering fixed JSON on `GET` of the given paths, for what the embedded one never sends.
+pub async fn fake_registry(
+    routes: Vec<(String, serde_json::Value)>,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let mut app = axum::Router::new();
+    for (path, body) in routes {
+        app = app.route(&path, axum::routing::get(move || async move { axum::Json(body) }));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, task))
+}
