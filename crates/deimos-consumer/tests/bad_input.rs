@@ -232,8 +232,8 @@ async fn a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_says_s
         let listener = kit
             .listener(&topic, "g-big")
             .dead_letter_topic(&dlq)
-            // The dead-letter producer takes the listener's settings: its messages may be 3,000 bytes at most.
-            .kafka_setting("message.max.bytes", "3000")
+            // The dead-letter producer takes the listener's settings: its messages may be 6,000 bytes at most.
+            .kafka_setting("message.max.bytes", "6000")
             .handler(AlwaysFails(tx))
             .build()
             .unwrap();
