@@ -110,12 +110,67 @@ pub(crate) fn check(root: &Path) -> Result<Vec<Violation>> {
             check_readme_and_lib(package, &mut report)?;
         }
         check_layering(package, in_crates, &workspace, &mut report);
+        check_unsafe(dir, &rel, &mut report)?;
         if in_crates && package.name == FACADE {
             check_facade(package, &mut report)?;
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// The only files that may allow `unsafe_code` (denied for the workspace): each reaches librdkafka's C API where
+/// rdkafka's safe API cannot (header keys that are not UTF-8), with every unsafe block documented.
+const UNSAFE_ALLOWED: &[&str] = &[
+    "crates/deimos-consumer/src/kafka_headers.rs",
+    "crates/deimos-consumer/tests/bad_input.rs",
+];
+
+/// Reports `.rs` files of a package that allow `unsafe_code` without being listed in [`UNSAFE_ALLOWED`].
+fn check_unsafe(dir: &Path, rel: &str, report: &mut impl FnMut(String)) -> Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        let entries = std::fs::read_dir(&folder).with_context(|| format!("could not list {}", folder.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if !name.ends_with(".rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+            let allows = text.lines().map(str::trim_start).any(|line| {
+                (line.starts_with("#![allow(") || line.starts_with("#[allow(")) && line.contains("unsafe_code")
+            });
+            if !allows {
+                continue;
+            }
+            let inside = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let file = if rel.is_empty() {
+                inside
+            } else {
+                format!("{rel}/{inside}")
+            };
+            if !UNSAFE_ALLOWED.contains(&file.as_str()) {
+                report(format!(
+                    "`{file}` allows unsafe_code; unsafe code lives only in the files listed in UNSAFE_ALLOWED (xtask/src/tidy.rs), each block with a SAFETY comment"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_name(package: &Package, rel: &str, in_crates: bool, report: &mut impl FnMut(String)) {

@@ -621,3 +621,46 @@ fn client_config(
     })?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::handler::{Handler, Message};
+
+    struct Nothing;
+
+    #[async_trait::async_trait]
+    impl Handler for Nothing {
+        type Payload = serde_json::Value;
+
+        async fn consume(&self, _message: Message<serde_json::Value>) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_dead_letter_producer_takes_the_listeners_kafka_settings_but_not_its_consumer_ones() {
+        let store = SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas")).unwrap();
+        let listener = Listener::builder("widgets", "g")
+            .value_schema("com.acme.Widget")
+            .dead_letter_topic("widgets-dlq")
+            .kafka_setting("security.protocol", "sasl_ssl")
+            .kafka_setting("sasl.mechanism", "PLAIN")
+            .kafka_setting("sasl.username", "svc")
+            .kafka_setting("sasl.password", "pw")
+            .kafka_setting("max.poll.interval.ms", "60000")
+            .handler(Nothing)
+            .build()
+            .unwrap();
+        let runner = BTreeMap::from([("client.id".to_string(), "svc-1".to_string())]);
+        let prepared = prepare(listener, &store, "localhost:9092", &runner).unwrap();
+        let producer = prepared.producer_config.unwrap();
+        assert_eq!(producer.get("sasl.username"), Some("svc"));
+        assert_eq!(producer.get("sasl.password"), Some("pw"));
+        assert_eq!(producer.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(producer.get("client.id"), Some("svc-1"));
+        assert_eq!(producer.get("max.poll.interval.ms"), None, "a consumer setting");
+        assert_eq!(prepared.consumer_config.get("max.poll.interval.ms"), Some("60000"));
+    }
+}

@@ -242,7 +242,11 @@ async fn a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_says_s
             let v = kit.value(&topic, WIDGET, &big_widget(id)).await;
             kit.send(&topic, None, Some(b"k"), Some(&v)).await;
         }
-        assert_eq!(take(&mut rx, 2, 30).await, [(0, 0), (1, 0)], "the runner goes on after the dead letter");
+        assert_eq!(
+            take(&mut rx, 2, 30).await,
+            [(0, 0), (1, 0)],
+            "the runner goes on after the dead letter"
+        );
         let dead = kit.read_all(&dlq, 1).await;
         assert_eq!(dead.len(), 1);
         let m = &dead[0];
@@ -251,7 +255,11 @@ async fn a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_says_s
         let dropped = header(m, deimos_consumer::HEADER_VALUE_DROPPED).unwrap();
         assert!(dropped.contains("too large"), "{dropped}");
         let message = header(m, deimos_consumer::HEADER_ERROR_MESSAGE).unwrap();
-        assert!(message.len() <= deimos_consumer::MAX_ERROR_MESSAGE_BYTES, "{}", message.len());
+        assert!(
+            message.len() <= deimos_consumer::MAX_ERROR_MESSAGE_BYTES,
+            "{}",
+            message.len()
+        );
         assert!(message.starts_with("widget 0 rejected") && message.ends_with("(truncated)"));
         running.stop().await;
     })

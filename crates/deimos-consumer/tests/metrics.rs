@@ -291,9 +291,17 @@ async fn transient_errors_are_counted_and_the_partition_shows_as_held_meanwhile(
             refresh().gauges.get(&held_id).is_some_and(|v| v.contains(&1.0))
         })
         .await;
-        assert_eq!(take(&mut rx, 1, 30).await, [7], "handled once the error passed, not skipped");
+        assert_eq!(
+            take(&mut rx, 1, 30).await,
+            [7],
+            "handled once the error passed, not skipped"
+        );
         assert_eq!(counter(&format!("transient_retry{{topic={t}}}")), 5);
-        assert_eq!(counter(&format!("handler_retry{{topic={t}}}")), 0, "not the policy's retries");
+        assert_eq!(
+            counter(&format!("handler_retry{{topic={t}}}")),
+            0,
+            "not the policy's retries"
+        );
         eventually("the partition released", || {
             refresh().gauges.get(&held_id).and_then(|v| v.last().copied()) == Some(0.0)
         })
