@@ -54,6 +54,8 @@ pub(crate) enum Pushed {
     Queued,
     /// Already handled by this lane (fetched again after a rebalance): its offset can be stored again.
     AlreadyDone,
+    /// Already waiting in this lane (fetched again after a pause): dropped, nothing to store.
+    AlreadyQueued,
 }
 
 /// The lanes of one listener.
@@ -89,10 +91,11 @@ impl Lanes {
     /// Adds a fetched message to its partition's lane.
     pub(crate) fn push(&mut self, message: Raw, now: Instant) -> Pushed {
         let lane = self.lanes.entry(message.partition).or_default();
-        let seen = lane.last_done.is_some_and(|done| message.offset <= done)
-            || lane.queue.back().is_some_and(|last| message.offset <= last.offset);
-        if seen {
+        if lane.last_done.is_some_and(|done| message.offset <= done) {
             return Pushed::AlreadyDone;
+        }
+        if lane.queue.back().is_some_and(|last| message.offset <= last.offset) {
+            return Pushed::AlreadyQueued;
         }
         lane.bytes += message.size();
         if lane.oldest_at.is_none() {
