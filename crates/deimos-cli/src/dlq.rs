@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use deimos_config::Config;
 use deimos_consumer::{HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TOPIC};
+use deimos_core::redact;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
@@ -42,6 +43,7 @@ pub(crate) async fn redrive(
     }
     let consumer: StreamConsumer = consumer_config
         .create()
+        .map_err(|e| redact::kafka_error(e, &consumer_config))
         .context("creating the consumer of the dead-letter topic")?;
 
     // Where each partition starts (the group's committed offset, else the beginning) and ends (its end now).
@@ -93,7 +95,12 @@ pub(crate) async fn redrive(
         for (k, v) in config.producer_settings() {
             producer_config.set(k, v);
         }
-        Some(producer_config.create().context("creating the producer")?)
+        Some(
+            producer_config
+                .create()
+                .map_err(|e| redact::kafka_error(e, &producer_config))
+                .context("creating the producer")?,
+        )
     };
 
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();

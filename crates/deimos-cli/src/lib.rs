@@ -7,6 +7,7 @@ mod outbox;
 mod schema;
 mod tail;
 
+use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,9 +16,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use deimos_avro::CompatibilityLevel;
 use deimos_config::{Config, parse_duration};
+use deimos_core::redact;
 
-/// `deimos`: operate a deimos-rs deployment from the shell.
-#[derive(Debug, Parser)]
+/// `deimos`: operate a deimos-rs deployment from the shell. Its `Debug` output shows the registry and database
+/// URLs without their passwords or secret parameters.
+#[derive(Parser)]
 #[command(
     name = "deimos",
     version,
@@ -43,6 +46,27 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl fmt::Debug for Cli {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Cli {
+            config,
+            brokers,
+            registry,
+            schemas,
+            database_url,
+            command,
+        } = self;
+        f.debug_struct("Cli")
+            .field("config", config)
+            .field("brokers", brokers)
+            .field("registry", &registry.as_deref().map(redact::url))
+            .field("schemas", schemas)
+            .field("database_url", &database_url.as_deref().map(redact::url))
+            .field("command", command)
+            .finish()
+    }
 }
 
 /// The commands.

@@ -10,6 +10,7 @@
 //!   and otherwise as text.
 //! - Variables without `__` (`DEIMOS_CONFIG`, `DEIMOS_TEST_PG`) are not overrides and are left alone.
 
+use deimos_core::redact;
 use toml::{Table, Value};
 
 use crate::ConfigError;
@@ -56,9 +57,14 @@ pub(crate) fn apply(root: &mut Table, vars: impl IntoIterator<Item = (String, St
         .collect();
     overrides.sort();
     for (name, value) in overrides {
-        set(root, &name, &value).map_err(|message| ConfigError::Env {
-            var: name.clone(),
-            message,
+        set(root, &name, &value).map_err(|message| {
+            // The message may quote the value: not that of a secret setting.
+            let setting = name.rsplit("__").next().unwrap_or_default();
+            let secrets = redact::is_secret(setting).then_some(value.as_str());
+            ConfigError::Env {
+                var: name.clone(),
+                message: redact::text(&redact::scrub(&message, secrets)).into_owned(),
+            }
         })?;
     }
     Ok(())

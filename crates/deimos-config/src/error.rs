@@ -20,7 +20,8 @@ pub enum ConfigError {
     Parse {
         /// The file, or "the environment" for an override.
         origin: String,
-        /// The parser's message, with the line and the setting's path.
+        /// The parser's message, after the line and column. It does not quote the line, nor the value of a
+        /// secret setting (`deimos_core::redact`).
         message: String,
     },
     /// An environment override names no setting.

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod debug;
 mod duration;
 mod env;
 mod error;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use deimos_avro::SchemaStore;
 use deimos_consumer::{ConsumerRunner, ConsumerRunnerBuilder, ErrorPolicy, Listener, ListenerBuilder};
+use deimos_core::redact;
 use deimos_keys::KeyConfig;
 use deimos_metrics::PayloadLog;
 use deimos_producer::{
@@ -25,6 +26,10 @@ use crate::duration;
 /// `[[producer]]` (one per producer), `[consumers]` and `[[consumer]]`, and `[outbox]`. Every section and
 /// setting is optional; unknown settings are errors, so a typo does not go unnoticed. docs/CONFIGURATION.md
 /// maps each Deimos setting to its name here.
+///
+/// Its `Debug` output (and each section's) hides secrets: the values of secret librdkafka settings (`sasl.*`,
+/// `ssl.key.*`, passwords, …), `schema.password`, and passwords and secret parameters of URLs
+/// (`deimos_core::redact`).
 ///
 /// ```
 /// use deimos_config::Config;
@@ -68,8 +73,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
 }
 
-/// `[kafka]` (Deimos's `kafka.*`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// `[kafka]` (Deimos's `kafka.*`). `Debug` hides the values of secret settings (`sasl.*`, `ssl.key.*`, passwords).
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KafkaConfig {
@@ -82,8 +87,8 @@ pub struct KafkaConfig {
     pub settings: BTreeMap<String, String>,
 }
 
-/// `[schema]` (Deimos's `schema.*`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// `[schema]` (Deimos's `schema.*`). `Debug` hides the password, and the password and secret parameters of the URL.
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SchemaConfig {
@@ -101,8 +106,8 @@ pub struct SchemaConfig {
     pub timeout: Option<Duration>,
 }
 
-/// `[producers]` (Deimos's `producers.*`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// `[producers]` (Deimos's `producers.*`). `Debug` hides the values of secret settings.
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ProducersConfig {
@@ -193,8 +198,9 @@ pub struct ProducerConfig {
     pub key_config: Option<KeyConfigSpec>,
 }
 
-/// `[consumers]` (Deimos's `consumers.*`): defaults of every `[[consumer]]`, which may override each.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// `[consumers]` (Deimos's `consumers.*`): defaults of every `[[consumer]]`, which may override each. `Debug` hides
+/// the values of secret settings.
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ConsumersConfig {
@@ -223,8 +229,8 @@ pub struct ConsumersConfig {
     pub settings: BTreeMap<String, String>,
 }
 
-/// `[[consumer]]`: one listener (Deimos's `consumer do … end`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// `[[consumer]]`: one listener (Deimos's `consumer do … end`). `Debug` hides the values of secret settings.
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ConsumerConfig {
@@ -280,8 +286,9 @@ pub struct ConsumerConfig {
     pub settings: BTreeMap<String, String>,
 }
 
-/// `[outbox]`: the transactional outbox (Deimos's DB backend and `db_producer.*`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// `[outbox]`: the transactional outbox (Deimos's DB backend and `db_producer.*`). `Debug` hides the password and
+/// secret parameters of the database URL.
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct OutboxConfig {
@@ -311,6 +318,41 @@ fn deimos_vars() -> Vec<(String, String)> {
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .filter(|(k, _)| k.starts_with(crate::ENV_PREFIX))
         .collect()
+}
+
+/// A parse error that shows no secret. It gives the line and column in `source` but not the line itself (which
+/// may be `pasword = "…"`); `secrets` (the values of secret settings, when the text parsed that far) are cut out
+/// of the parser's message, which may quote a value, and the rest goes through `redact::text`.
+fn parse_error(origin: String, error: &toml::de::Error, source: Option<&str>, secrets: &[String]) -> ConfigError {
+    let message = redact::scrub(error.message().trim(), secrets);
+    let message = redact::text(&message);
+    let before = error.span().and_then(|span| source?.get(..span.start));
+    let message = match before {
+        Some(before) => {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.into_owned(),
+    };
+    ConfigError::Parse { origin, message }
+}
+
+/// The values (as TOML prints them, and strings as they are) of every setting under `table` whose name
+/// `redact::is_secret`, or every value when `secret` is set.
+fn secret_values(table: &toml::Table, secret: bool, out: &mut Vec<String>) {
+    fn collect(value: &toml::Value, secret: bool, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(table) => secret_values(table, secret, out),
+            toml::Value::Array(values) => values.iter().for_each(|v| collect(v, secret, out)),
+            toml::Value::String(text) if secret => out.push(text.clone()),
+            other if secret => out.push(other.to_string()),
+            _ => {}
+        }
+    }
+    for (name, value) in table {
+        collect(value, secret || redact::is_secret(name), out);
+    }
 }
 
 fn payload_log(setting: &str, value: Option<&str>) -> Result<Option<PayloadLog>, ConfigError> {
@@ -357,25 +399,24 @@ impl Config {
         origin: &str,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(origin.to_string(), &e, Some(text), &[]))?;
         let before = table.clone();
         crate::env::apply(&mut table, vars)?;
+        // What an error below must not quote.
+        let mut secrets = Vec::new();
+        secret_values(&table, false, &mut secrets);
         // Without overrides, parse the text itself so that errors carry its line and column.
-        let (parsed, origin) = if table == before {
-            (toml::from_str::<Config>(text), origin.to_string())
+        let (parsed, origin, source) = if table == before {
+            (toml::from_str::<Config>(text), origin.to_string(), Some(text))
         } else {
             (
                 table.try_into(),
                 format!("{origin} with DEIMOS_* environment overrides"),
+                None,
             )
         };
-        let config = parsed.map_err(|e| ConfigError::Parse {
-            origin,
-            message: e.to_string(),
-        })?;
+        let config = parsed.map_err(|e| parse_error(origin, &e, source, &secrets))?;
         config.validate()?;
         Ok(config)
     }

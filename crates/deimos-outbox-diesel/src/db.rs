@@ -13,7 +13,9 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::error::{OutboxError, redact};
+use deimos_core::redact;
+
+use crate::error::OutboxError;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
@@ -58,7 +60,7 @@ impl Dialect {
         {
             Ok(Dialect::Sqlite)
         } else {
-            Err(OutboxError::UnsupportedUrl(redact(url)))
+            Err(OutboxError::UnsupportedUrl(redact::url(url).into_owned()))
         }
     }
 
@@ -325,8 +327,8 @@ impl Conn {
     /// Opens a connection. SQLite files get WAL and a busy timeout, so relay workers and writers can share them.
     pub async fn connect(url: &str) -> Result<Conn, OutboxError> {
         let connect_err = |e: diesel::ConnectionError| OutboxError::Connect {
-            url: redact(url),
-            message: e.to_string(),
+            url: redact::url(url).into_owned(),
+            message: redact::text(&e.to_string()).into_owned(),
         };
         match Dialect::of_url(url)? {
             Dialect::Postgres => Ok(Conn::Pg(AsyncPgConnection::establish(url).await.map_err(connect_err)?)),
@@ -778,7 +780,10 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(err.contains("redis://u:***@h") && err.contains("postgres://"), "{err}");
+        assert!(
+            err.contains("redis://u:<redacted>@h") && err.contains("postgres://"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,12 +23,13 @@ pub enum OutboxError {
         "could not connect to the outbox database {url}: {message}; check the URL, that the server runs and accepts this user"
     )]
     Connect {
-        /// The URL, without its password.
+        /// The URL, without its password or secret parameters (`deimos_core::redact::url`).
         url: String,
-        /// Why.
+        /// Why (`deimos_core::redact::text`).
         message: String,
     },
-    /// The database URL names no supported database.
+    /// The database URL names no supported database. It holds the URL without its password or secret parameters
+    /// (`deimos_core::redact::url`).
     #[error(
         "unsupported outbox database URL `{0}`: use postgres://…, mysql://… (MySQL, MariaDB) or sqlite://PATH (or a path ending in .db / .sqlite, or :memory:)"
     )]
@@ -74,29 +75,5 @@ impl OutboxError {
             "the outbox tables are missing or out of date ({error}); run `deimos-outbox migrate` (or `deimos outbox \
              migrate`, or deimos_outbox_diesel::migrate) first"
         ))
-    }
-}
-
-/// A URL with its password replaced by `***`, for messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
     }
 }

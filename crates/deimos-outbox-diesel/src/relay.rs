@@ -1,12 +1,14 @@
 //! The relay: ships outbox rows to Kafka, one worker per leased (topic, partition), in id order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use deimos_core::redact;
 use deimos_metrics::catalogue::{
     DB_PRODUCER_PROCESS, DB_PRODUCER_TOO_LARGE, PENDING_DB_MESSAGES_COUNT, PENDING_DB_MESSAGES_MAX_WAIT,
 };
@@ -19,7 +21,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::db::{Conn, Dialect, MessageRow};
-use crate::error::{OutboxError, redact};
+use crate::error::OutboxError;
 
 /// Which topics a per-topic option applies to (Deimos's `compact_topics` / `log_topics`: `:all` or a list).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -154,12 +156,31 @@ struct Counters {
 ///    have settled.
 /// 4. Idle for `idle_release`, it gives the lease back and ends; writers' NOTIFY (PostgreSQL) or polling brings
 ///    a new worker when rows come.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows the database URL without its password or secret parameters.
+#[derive(Clone)]
 pub struct Relay {
     url: String,
     owner: Arc<str>,
     backend: KafkaBackend,
     config: Arc<RelayConfig>,
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Relay {
+            url,
+            owner,
+            backend,
+            config,
+        } = self;
+        f.debug_struct("Relay")
+            .field("url", &redact::url(url))
+            .field("owner", owner)
+            .field("backend", backend)
+            .field("config", config)
+            .finish()
+    }
 }
 
 impl Relay {
@@ -223,7 +244,7 @@ impl Relay {
                 self.config.backoff,
             ))
         });
-        tracing::info!(owner = %self.owner, database = %redact(&self.url), "outbox relay started");
+        tracing::info!(owner = %self.owner, database = %redact::url(&self.url), "outbox relay started");
 
         let mut stop = std::pin::pin!(stop);
         let mut workers: JoinSet<WorkerEnd> = JoinSet::new();

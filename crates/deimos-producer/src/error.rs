@@ -10,7 +10,8 @@ use crate::backend::DeliveryError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
-    /// librdkafka refused the configuration.
+    /// librdkafka refused the configuration. The values of secret settings are not in the error
+    /// (`deimos_core::redact::kafka_error`).
     #[error(
         "cannot create the Kafka producer: {source}; check the librdkafka settings passed to KafkaBackend::builder()"
     )]

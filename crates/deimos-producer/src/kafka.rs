@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use deimos_core::redact;
 use deimos_metrics::{catalogue, events};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -71,13 +72,33 @@ impl Drop for Inner {
 }
 
 /// Builds a [`KafkaBackend`].
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output and the errors of [`build`](Self::build) show the settings without the values of secret
+/// ones (`sasl.*`, `ssl.key.*`, passwords, …; see `deimos_core::redact`).
+#[derive(Clone)]
 #[must_use]
 pub struct KafkaBackendBuilder {
     settings: BTreeMap<String, String>,
     partitioner: Partitioner,
     close_timeout: Duration,
     metadata_timeout: Duration,
+}
+
+impl fmt::Debug for KafkaBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let KafkaBackendBuilder {
+            settings,
+            partitioner,
+            close_timeout,
+            metadata_timeout,
+        } = self;
+        f.debug_struct("KafkaBackendBuilder")
+            .field("settings", &redact::settings(settings))
+            .field("partitioner", partitioner)
+            .field("close_timeout", close_timeout)
+            .field("metadata_timeout", metadata_timeout)
+            .finish()
+    }
 }
 
 impl KafkaBackend {
@@ -217,7 +238,9 @@ impl KafkaBackendBuilder {
         };
         let producer = config
             .create_with_context(DeliveryContext)
-            .map_err(|source| BackendError::Create { source })?;
+            .map_err(|source| BackendError::Create {
+                source: redact::kafka_error(source, &config),
+            })?;
         Ok(KafkaBackend {
             inner: Arc::new(Inner {
                 producer,

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use deimos_avro::{AvroSchema, CompatibilityLevel};
+use deimos_core::redact;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -60,9 +61,10 @@ struct Shared {
     requests: AtomicU64,
 }
 
-/// Builder of an [`EmbeddedRegistry`]; see [`EmbeddedRegistry::builder`].
+/// Builder of an [`EmbeddedRegistry`]; see [`EmbeddedRegistry::builder`]. Its `Debug` output shows neither the
+/// password nor the token.
 #[must_use]
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct EmbeddedRegistryBuilder {
     registry: Option<MemoryRegistry>,
     basic: Option<(String, String)>,
@@ -70,6 +72,27 @@ pub struct EmbeddedRegistryBuilder {
     fail_first: u32,
     fail_status: Option<u16>,
     addr: Option<SocketAddr>,
+}
+
+impl fmt::Debug for EmbeddedRegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let EmbeddedRegistryBuilder {
+            registry,
+            basic,
+            bearer,
+            fail_first,
+            fail_status,
+            addr,
+        } = self;
+        f.debug_struct("EmbeddedRegistryBuilder")
+            .field("registry", registry)
+            .field("basic_auth", &basic.as_ref().map(|(user, _)| (user, redact::REDACTED)))
+            .field("bearer_token", &bearer.as_ref().map(|_| redact::REDACTED))
+            .field("fail_first", fail_first)
+            .field("fail_status", fail_status)
+            .field("addr", addr)
+            .finish()
+    }
 }
 
 impl EmbeddedRegistryBuilder {

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use deimos_avro::{AvroSchema, CompatibilityLevel};
+use deimos_core::redact;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -77,6 +78,9 @@ impl fmt::Debug for HttpRegistry {
 }
 
 /// Builder of an [`HttpRegistry`]; see [`HttpRegistry::builder`].
+///
+/// Its `Debug` output and the errors of [`build`](Self::build) show the URL without its password or secret
+/// query parameters, and neither the password nor the token.
 #[derive(Clone)]
 #[must_use]
 pub struct HttpRegistryBuilder {
@@ -95,9 +99,12 @@ pub struct HttpRegistryBuilder {
 impl fmt::Debug for HttpRegistryBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpRegistryBuilder")
-            .field("url", &self.url)
-            .field("basic_auth", &self.user.as_ref().map(|(u, _)| u))
-            .field("bearer_token", &self.bearer.as_ref().map(|_| "***"))
+            .field("url", &redact::url(&self.url))
+            .field(
+                "basic_auth",
+                &self.user.as_ref().map(|(user, _)| (user, redact::REDACTED)),
+            )
+            .field("bearer_token", &self.bearer.as_ref().map(|_| redact::REDACTED))
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_retries", &self.max_retries)
@@ -174,14 +181,14 @@ impl HttpRegistryBuilder {
         let mut base = Url::parse(self.url.trim()).map_err(|e| RegistryError::Config {
             message: format!(
                 "schema registry URL `{}` is not a valid URL; use e.g. http://localhost:8081",
-                self.url
+                redact::url(&self.url)
             ),
             source: Some(Box::new(e)),
         })?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(RegistryError::config(format!(
                 "schema registry URL `{}` must start with http:// or https://",
-                self.url
+                redact::url(&self.url)
             )));
         }
         let url_user = if base.username().is_empty() {
