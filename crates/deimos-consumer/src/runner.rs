@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deimos_avro::{AvroSchema, SchemaStore};
+use deimos_core::redact;
 use deimos_keys::{KeyConfig, KeyDecoder, KeySpec};
 use deimos_registry::{SchemaCodec, SchemaRegistry};
 use rdkafka::config::ClientConfig;
@@ -280,7 +281,7 @@ fn start(
             .map_err(|e| ConsumerError::KafkaConfig {
                 client: "consumer",
                 topic: listener.topic.clone(),
-                source: Box::new(e),
+                source: Box::new(redact::kafka_error(e, &consumer_config)),
             })?;
     consumer
         .subscribe(&[&listener.topic])
@@ -295,7 +296,7 @@ fn start(
             let producer: FutureProducer = config.create().map_err(|e| ConsumerError::KafkaConfig {
                 client: "dead-letter producer",
                 topic: listener.topic.clone(),
-                source: Box::new(e),
+                source: Box::new(redact::kafka_error(e, &config)),
             })?;
             Some(Arc::new(DeadLetter::new(dlq.clone(), producer)))
         }
@@ -617,7 +618,7 @@ fn client_config(
     config.create_native_config().map_err(|e| ConsumerError::KafkaConfig {
         client,
         topic: topic.to_string(),
-        source: Box::new(e),
+        source: Box::new(redact::kafka_error(e, &config)),
     })?;
     Ok(config)
 }
@@ -662,5 +663,28 @@ mod tests {
         assert_eq!(producer.get("client.id"), Some("svc-1"));
         assert_eq!(producer.get("max.poll.interval.ms"), None, "a consumer setting");
         assert_eq!(prepared.consumer_config.get("max.poll.interval.ms"), Some("60000"));
+    }
+
+    #[test]
+    fn configuration_errors_do_not_show_secret_values() {
+        let store = SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas")).unwrap();
+        let listener = Listener::builder("widgets", "g")
+            .value_schema("com.acme.Widget")
+            .kafka_setting("sasl.password", "s3cr3t-PASS")
+            .kafka_setting("sasl.oauthbearer.method", "s3cr3t-METHOD")
+            .handler(Nothing)
+            .build()
+            .unwrap();
+        let error = prepare(listener, &store, "localhost:9092", &BTreeMap::new())
+            .err()
+            .unwrap();
+        for shown in [
+            format!("{error}"),
+            format!("{error:?}"),
+            crate::process::error_chain(&error),
+        ] {
+            assert!(shown.contains("sasl.oauthbearer.method"), "{shown}");
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
     }
 }

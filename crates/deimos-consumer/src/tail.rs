@@ -64,9 +64,12 @@ fn read_last(
         message: message.to_string(),
         source: Some(Box::new(e)),
     };
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| kafka("the consumer could not be created (check the settings)", e))?;
+    let consumer: BaseConsumer = config.create().map_err(|e| {
+        kafka(
+            "the consumer could not be created (check the settings)",
+            deimos_core::redact::kafka_error(e, config),
+        )
+    })?;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| kafka("no metadata (is the broker reachable at bootstrap.servers?)", e))?;
