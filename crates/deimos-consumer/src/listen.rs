@@ -6,13 +6,15 @@
 //! and rebalances are served between steps (never during a handler call: what was handled is stored when a
 //! partition is revoked, and nothing that was not).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deimos_metrics::catalogue::PARTITIONS_HELD;
 use futures::{FutureExt, StreamExt};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -26,12 +28,18 @@ use crate::process::{Handle, Hold, Processor, Raw, Step};
 /// At most this many messages are taken from the consumer between two steps.
 const FETCH_BETWEEN_STEPS: usize = 256;
 
-/// Runs `processor` over `consumer` until `shutdown` turns true or the consumer's stream ends.
-pub(crate) async fn run<X: Handle>(
-    processor: Arc<Processor<X>>,
-    consumer: Arc<KafkaConsumer>,
-    shutdown: watch::Receiver<bool>,
-) {
+/// When a listener stops, and how long it may try to commit what it handled.
+pub(crate) struct Stop {
+    /// Turns true when the runner shuts down.
+    pub(crate) signal: watch::Receiver<bool>,
+    /// How long the final commit may be retried (while the group rebalances, say).
+    pub(crate) commit_within: Duration,
+}
+
+/// Runs `processor` over `consumer` until `stop` is signalled or the consumer's stream ends; then commits what
+/// was handled, retrying while the group's state does not allow it.
+pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, consumer: Arc<KafkaConsumer>, stop: Stop) {
+    let shutdown = stop.signal.clone();
     let env = processor.env();
     let topic = Arc::clone(&env.topic);
     let cut = if processor.batches() {
@@ -43,16 +51,18 @@ pub(crate) async fn run<X: Handle>(
         Cut::Message
     };
     let mut lanes = Lanes::new(cut);
+    // Per partition, the offset after the last message handled (or given up on): what must be committed.
+    let mut handled: BTreeMap<i32, i64> = BTreeMap::new();
     let mut paused: BTreeSet<i32> = BTreeSet::new();
     let mut gauges = HeldGauges::new(&topic);
     let mut stream = consumer.stream();
-    let mut stop = pin!(wait_shutdown(shutdown.clone()));
+    let mut stopped = pin!(wait_shutdown(shutdown.clone()));
+    let mut ended = false;
     loop {
         if *shutdown.borrow() {
             break;
         }
         // Fetch what is already there, without waiting: keeps the consumer polled between steps.
-        let mut ended = false;
         for _ in 0..FETCH_BETWEEN_STEPS {
             match stream.next().now_or_never() {
                 Some(Some(Ok(m))) => take(&consumer, &topic, &mut lanes, &m),
@@ -67,7 +77,7 @@ pub(crate) async fn run<X: Handle>(
         if ended {
             break;
         }
-        revoke(&consumer, &mut lanes, &mut paused);
+        revoke(&consumer, &mut lanes, &mut paused, &mut handled);
         let now = Instant::now();
         if let Some(partition) = lanes.next_ready(now) {
             lanes.release(partition);
@@ -77,7 +87,10 @@ pub(crate) async fn run<X: Handle>(
             };
             // A rebalance cannot have happened during the step (the consumer is not polled meanwhile).
             match lanes.apply(partition, &step, Instant::now()) {
-                Applied::Finished { last_offset } => store(&consumer, &topic, partition, last_offset),
+                Applied::Finished { last_offset } => {
+                    store(&consumer, &topic, partition, last_offset);
+                    handled.insert(partition, last_offset.saturating_add(1));
+                }
                 Applied::Stopped => {
                     if let Step::Stop(why) = &step {
                         tracing::error!(topic = &*topic, partition, "{why}");
@@ -101,16 +114,22 @@ pub(crate) async fn run<X: Handle>(
         };
         tokio::select! {
             biased;
-            () = &mut stop => break,
+            () = &mut stopped => break,
             next = stream.next() => match next {
                 Some(Ok(m)) => take(&consumer, &topic, &mut lanes, &m),
                 Some(Err(error)) => kafka_error(&topic, &error),
-                None => break,
+                None => {
+                    ended = true;
+                    break;
+                }
             },
             () = sleep => {}
         }
     }
     gauges.clear();
+    if !ended {
+        commit_at_stop(&consumer, &mut stream, &topic, &mut handled, stop.commit_within).await;
+    }
     let buffered = lanes.buffered();
     if buffered > 0 {
         tracing::debug!(
@@ -147,14 +166,136 @@ fn take(consumer: &KafkaConsumer, topic: &str, lanes: &mut Lanes, m: &BorrowedMe
 }
 
 /// Drops the lanes of partitions revoked since the last look.
-fn revoke(consumer: &KafkaConsumer, lanes: &mut Lanes, paused: &mut BTreeSet<i32>) {
+fn revoke(consumer: &KafkaConsumer, lanes: &mut Lanes, paused: &mut BTreeSet<i32>, handled: &mut BTreeMap<i32, i64>) {
     let revoked = consumer.context().take_revoked();
     if !revoked.is_empty() {
         lanes.revoke(&revoked);
         for p in &revoked {
             paused.remove(p);
+            handled.remove(p);
         }
     }
+}
+
+/// Commits the handled offsets when the listener stops, retrying for `within` while the group's state refuses
+/// the commit (a rebalance in progress, a generation that moved on, a coordinator that moved): meanwhile the
+/// consumer is polled so it can rejoin and the rebalance can finish (messages fetched then are not handled, and
+/// their offsets not stored). Logs how many handled messages could not be committed, if any.
+async fn commit_at_stop(
+    consumer: &Arc<KafkaConsumer>,
+    stream: &mut rdkafka::consumer::MessageStream<'_, crate::context::ListenerContext>,
+    topic: &str,
+    handled: &mut BTreeMap<i32, i64>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        // Offsets stored before a lost generation may have been dropped with the assignment: store them again
+        // for the partitions still assigned.
+        let assigned = consumer.assignment().unwrap_or_default();
+        for (partition, next) in handled.iter() {
+            if assigned.find_partition(topic, *partition).is_some() {
+                store(consumer, topic, *partition, next.saturating_sub(1));
+            }
+        }
+        let committing = Arc::clone(consumer);
+        let result = tokio::task::spawn_blocking(move || committing.commit_consumer_state(CommitMode::Sync)).await;
+        let error = match result {
+            Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {
+                tracing::debug!(topic, attempts, "committed handled offsets at shutdown");
+                return;
+            }
+            Ok(Err(error)) => error,
+            Err(join) => {
+                tracing::warn!(topic, error = %join, "the shutdown commit could not run");
+                return;
+            }
+        };
+        if !commit_may_succeed_later(&error) || Instant::now() >= deadline {
+            report_uncommitted(consumer, topic, handled, &error, attempts).await;
+            return;
+        }
+        tracing::debug!(topic, %error, attempts, "the group does not take the shutdown commit yet; retrying once it settles");
+        // Poll for a while so the consumer rejoins and the rebalance completes; nothing fetched is handled.
+        let pause = tokio::time::sleep(COMMIT_RETRY_POLL.min(deadline.saturating_duration_since(Instant::now())));
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => break,
+                next = stream.next() => if next.is_none() { break },
+            }
+        }
+        for p in consumer.context().take_revoked() {
+            handled.remove(&p);
+        }
+    }
+}
+
+/// How long the shutdown commit polls the consumer between two attempts.
+const COMMIT_RETRY_POLL: Duration = Duration::from_millis(200);
+
+/// Whether a refused commit may be taken later, once the group has settled.
+fn commit_may_succeed_later(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::RebalanceInProgress
+                | C::IllegalGeneration
+                | C::UnknownMemberId
+                | C::NotCoordinator
+                | C::CoordinatorNotAvailable
+                | C::CoordinatorLoadInProgress
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::OperationTimedOut
+                | C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::StaleMemberEpoch
+        )
+    )
+}
+
+/// Logs that handled messages could not be committed at shutdown, and how many.
+async fn report_uncommitted(
+    consumer: &Arc<KafkaConsumer>,
+    topic: &str,
+    handled: &BTreeMap<i32, i64>,
+    error: &KafkaError,
+    attempts: u32,
+) {
+    let mut wanted = TopicPartitionList::new();
+    for partition in handled.keys() {
+        wanted.add_partition(topic, *partition);
+    }
+    let reading = Arc::clone(consumer);
+    let committed = tokio::task::spawn_blocking(move || reading.committed_offsets(wanted, Duration::from_secs(2)))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let uncommitted: i64 = handled
+        .iter()
+        .map(|(partition, next)| {
+            let at = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(topic, *partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            at.map_or(0, |at| (next - at).max(0))
+        })
+        .sum();
+    tracing::warn!(
+        topic,
+        %error,
+        attempts,
+        uncommitted,
+        handled = ?handled,
+        "committing handled offsets at shutdown failed; the next owner of these partitions handles the uncommitted messages again"
+    );
 }
 
 /// Stores `offset + 1` as the partition's next offset to commit.

@@ -21,7 +21,6 @@ use futures::future::BoxFuture;
 use metrics::{Counter, Histogram};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::context::KafkaConsumer;
@@ -31,6 +30,7 @@ use crate::error::{HandlerError, HandlerPanicked, MessageDecodeError, PartiallyH
 use crate::handler::{
     Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, Handler, Headers, Message, Metadata,
 };
+use crate::listen::Stop;
 use crate::listener::ErrorPolicy;
 
 /// The runner's global `fatal_error` predicate.
@@ -789,7 +789,7 @@ async fn attempt_batch<H: BatchHandler>(
 /// Starts a listener's loop with its handler; erases the handler's type.
 pub(crate) trait Start: Send + Sync {
     /// The listener's loop over `consumer`, until `shutdown` turns true.
-    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()>;
+    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, stop: Stop) -> BoxFuture<'static, ()>;
     /// The listener's processing without a consumer, for messages given by the caller (tests).
     fn inline(&self, env: Env) -> Box<dyn InlineRun>;
 }
@@ -812,9 +812,9 @@ impl<H> MessageStart<H> {
 }
 
 impl<H: Handler> Start for MessageStart<H> {
-    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
+    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, stop: Stop) -> BoxFuture<'static, ()> {
         let processor = Arc::new(Processor::new(One(Arc::clone(&self.0)), env));
-        Box::pin(crate::listen::run(processor, consumer, shutdown))
+        Box::pin(crate::listen::run(processor, consumer, stop))
     }
 
     fn inline(&self, env: Env) -> Box<dyn InlineRun> {
@@ -832,9 +832,9 @@ impl<H> BatchStart<H> {
 }
 
 impl<H: BatchHandler> Start for BatchStart<H> {
-    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
+    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, stop: Stop) -> BoxFuture<'static, ()> {
         let processor = Arc::new(Processor::new(Many(Arc::clone(&self.0)), env));
-        Box::pin(crate::listen::run(processor, consumer, shutdown))
+        Box::pin(crate::listen::run(processor, consumer, stop))
     }
 
     fn inline(&self, env: Env) -> Box<dyn InlineRun> {

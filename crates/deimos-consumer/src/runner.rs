@@ -21,6 +21,7 @@ use crate::dead_letter::DeadLetter;
 use crate::delay::TimestampField;
 use crate::error::{ConsumerError, HandlerError};
 use crate::handler::ErrorContext;
+use crate::listen::Stop;
 use crate::listener::Listener;
 use crate::process::{Env, FatalFn, Policy};
 
@@ -142,7 +143,14 @@ impl ConsumerRunner {
         let mut running: Vec<Running> = Vec::with_capacity(listeners.len());
         let mut failed = None;
         for prepared in listeners {
-            match start(prepared, &codec, reraise_errors, fatal_error.clone(), &shutdown) {
+            match start(
+                prepared,
+                &codec,
+                reraise_errors,
+                fatal_error.clone(),
+                &shutdown,
+                shutdown_timeout,
+            ) {
                 Ok(r) => running.push(r),
                 Err(e) => {
                     failed = Some(e);
@@ -263,6 +271,7 @@ fn start(
     reraise_errors: bool,
     global_fatal: Option<FatalFn>,
     shutdown: &Arc<watch::Sender<bool>>,
+    shutdown_timeout: Duration,
 ) -> Result<Running, ConsumerError> {
     let Prepared {
         listener,
@@ -322,12 +331,15 @@ fn start(
         max_wait: listener.max_wait,
         payload_log: listener.payload_log,
     };
-    let task = tokio::spawn(
-        listener
-            .delivery
-            .start()
-            .run(env, Arc::clone(&consumer), shutdown.subscribe()),
-    );
+    let task = tokio::spawn(listener.delivery.start().run(
+        env,
+        Arc::clone(&consumer),
+        Stop {
+            signal: shutdown.subscribe(),
+            // The rest of the timeout is for closing (leaving the group).
+            commit_within: shutdown_timeout.mul_f64(0.75),
+        },
+    ));
     tracing::info!(
         topic = listener.topic,
         group_id = listener.group_id,

@@ -114,3 +114,122 @@ async fn a_second_runner_joins_and_leaves_without_losing_or_repeating_messages()
     })
     .await;
 }
+
+/// Records (runner, partition, offset) of every message handled, after a short pause so that work is always in
+/// progress.
+struct Positions(usize, mpsc::UnboundedSender<(usize, i32, i64)>);
+
+#[async_trait]
+impl Handler for Positions {
+    type Payload = Widget;
+
+    async fn consume(&self, message: Message<Widget>) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let _ = self
+            .1
+            .send((self.0, message.metadata.partition, message.metadata.offset));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_during_a_rebalance_commits_what_was_handled() {
+    within(240, async {
+        let kit = Kit::new();
+        let topic = kit.topic("rolling", 12);
+        const TOTAL: i64 = 6_000;
+        let v = kit.widget(&topic, 1).await;
+        let producer = {
+            let producer = kit.producer.clone();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                for i in 0..TOTAL {
+                    let record = FutureRecord::<[u8], [u8]>::to(&topic)
+                        .partition((i % 12) as i32)
+                        .payload(&v);
+                    producer
+                        .send(record, Duration::from_secs(10))
+                        .await
+                        .map_err(|(e, _)| e)
+                        .unwrap();
+                    // About 30 s of traffic, so every round of the rolling restart has work in progress.
+                    if i % 10 == 0 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            })
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = |n: usize| {
+            Running::start(
+                kit.runner()
+                    .listener(
+                        kit.listener(&topic, "g-rolling")
+                            .handler(Positions(n, tx.clone()))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+        };
+        let mut running: Vec<(usize, Running)> = (0..3).map(|n| (n, start(n))).collect();
+        let mut handled: Vec<(usize, i32, i64)> = take(&mut rx, 100, 60).await;
+        // Rolling restart: a new member joins (a rebalance starts), and while the group rebalances an old member is
+        // stopped gracefully.
+        let mut stopped = Vec::new();
+        for round in 0..5 {
+            let n = 3 + round;
+            running.push((n, start(n)));
+            tokio::time::sleep(Duration::from_millis(300 + 150 * round as u64)).await;
+            let (old, runner) = running.remove(0);
+            runner.stop().await;
+            while let Ok(x) = rx.try_recv() {
+                handled.push(x);
+            }
+            stopped.push(old);
+            // Let the group settle and the new owners work.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            while let Ok(x) = rx.try_recv() {
+                handled.push(x);
+            }
+        }
+        producer.await.unwrap();
+        let distinct = |handled: &[(usize, i32, i64)]| {
+            handled
+                .iter()
+                .map(|(_, p, o)| (*p, *o))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        while distinct(&handled) < TOTAL as usize {
+            match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+                Ok(Some(x)) => handled.push(x),
+                _ => break,
+            }
+        }
+        for (_, runner) in running {
+            runner.stop().await;
+        }
+        while let Ok(x) = rx.try_recv() {
+            handled.push(x);
+        }
+        let mut by_position: HashMap<(i32, i64), Vec<usize>> = HashMap::new();
+        for (runner, partition, offset) in &handled {
+            by_position.entry((*partition, *offset)).or_default().push(*runner);
+        }
+        let lost = (TOTAL as usize).saturating_sub(by_position.len());
+        assert_eq!(lost, 0, "messages never handled");
+        let again: Vec<_> = by_position
+            .iter()
+            .filter(|(_, runners)| runners.len() > 1 && stopped.contains(&runners[0]))
+            .collect();
+        assert!(
+            again.is_empty(),
+            "{} messages handled by a stopped runner were handled again by the next owner, e.g. {:?}",
+            again.len(),
+            again.iter().take(5).collect::<Vec<_>>()
+        );
+    })
+    .await;
+}
