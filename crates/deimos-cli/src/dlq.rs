@@ -1,23 +1,29 @@
 //! `deimos dlq redrive DLQ_TOPIC`: dead-lettered messages back to their original topic.
 //!
 //! The dead-letter topic is read under a consumer group from its committed offsets up to the end each partition
-//! had when the command started. Each message goes to the topic in its `deimos.dlq.original.topic` header (or
-//! `--to`) with its key, value and original headers (the `deimos.dlq.*` ones dropped), and is acknowledged by
-//! the broker before the next one of its partition is sent. The offsets after the last message sent are
-//! committed at the end, so a second run sends only what was dead-lettered since. A message with no original
-//! topic stops its partition there (nothing after it is sent or committed) and the command exits 1.
+//! had when the command started. Each message goes to `--to`, or else to the topic in its
+//! `deimos.dlq.original.topic` header when the configuration allows it (a `[[consumer]]` reads it: anyone who
+//! can write to the dead-letter topic can write that header, and it must not pick an arbitrary destination),
+//! with its key, value and original headers (the `deimos.dlq.*` ones dropped), and is acknowledged by the
+//! broker before the next one of its partition is sent. The offsets after the last message sent are committed
+//! at the end, so a second run sends only what was dead-lettered since. A message with no original topic, or
+//! one the configuration does not allow, stops its partition there (nothing after it is sent or committed) and
+//! the command exits 1.
+//!
+//! Headers are read with their keys as bytes; a header whose key is not UTF-8 cannot be given to rdkafka's
+//! producer, so it is left out of the message sent, with a warning naming it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use deimos_config::Config;
-use deimos_consumer::{HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TOPIC};
+use deimos_consumer::{HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TOPIC, read_headers};
 use deimos_core::redact;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
@@ -103,6 +109,7 @@ pub(crate) async fn redrive(
         )
     };
 
+    let destinations = Destinations::of(config, topic);
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     let mut sent = 0usize;
     let mut problems = Vec::new();
@@ -136,31 +143,45 @@ pub(crate) async fn redrive(
             if offset + 1 >= end {
                 ends.remove(&partition);
             }
-            let mut original = None;
-            let mut original_partition = None;
-            let mut headers = OwnedHeaders::new();
-            if let Some(h) = message.headers() {
-                for header in h.iter() {
-                    let text = || header.value.and_then(|v| std::str::from_utf8(v).ok());
-                    if header.key == HEADER_ORIGINAL_TOPIC {
-                        original = text().map(str::to_string);
-                    }
-                    if header.key == HEADER_ORIGINAL_PARTITION {
-                        original_partition = text().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p >= 0);
-                    }
-                    if !header.key.starts_with("deimos.dlq.") {
-                        headers = headers.insert(Header { key: header.key, value: header.value });
-                    }
+            // Keys as bytes: rdkafka's `Headers::iter` panics on a key that is not UTF-8.
+            let read = read_headers(message.headers());
+            let original = read.get_str(HEADER_ORIGINAL_TOPIC).map(str::to_string);
+            let original_partition = read
+                .get_str(HEADER_ORIGINAL_PARTITION)
+                .and_then(|p| p.parse::<i32>().ok())
+                .filter(|p| *p >= 0);
+            let target = match (to, original) {
+                (Some(to), _) => to.to_string(),
+                (None, Some(original)) if destinations.allows(&original) => original,
+                (None, Some(original)) => {
+                    problems.push(destinations.refusal(topic, partition, offset, &original));
+                    ends.remove(&partition);
+                    continue;
+                }
+                (None, None) => {
+                    problems.push(format!(
+                        "{topic} partition {partition} offset {offset} has no {HEADER_ORIGINAL_TOPIC} header: pass --to TOPIC \
+                         (the topic to send it to{}); this partition stops here",
+                        destinations.natural_hint()
+                    ));
+                    ends.remove(&partition);
+                    continue;
+                }
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(read.len());
+            for (key, value) in read.iter_raw() {
+                if key.starts_with(b"deimos.dlq.") {
+                    continue;
+                }
+                match std::str::from_utf8(key) {
+                    Ok(key) => headers = headers.insert(Header { key, value }),
+                    Err(_) => eprintln!(
+                        "warning: {topic} partition {partition} offset {offset} has a header whose key is not UTF-8 \
+                         ({}); it is left out of the message redriven (the producer takes UTF-8 keys only)",
+                        escaped(key)
+                    ),
                 }
             }
-            let Some(target) = to.map(str::to_string).or(original) else {
-                problems.push(format!(
-                    "{topic} partition {partition} offset {offset} has no {HEADER_ORIGINAL_TOPIC} header: pass --to TOPIC; \
-                     this partition stops here"
-                ));
-                ends.remove(&partition);
-                continue;
-            };
             let Some(producer) = &producer else {
                 println!("would send {topic}/{partition}@{offset} to {target}");
                 continue;
@@ -229,4 +250,113 @@ pub(crate) async fn redrive(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Where dead letters may go without `--to`: the topics of the configuration's `[[consumer]]` sections, whose
+/// dead letters these can be. Those naming this dead-letter topic are its natural destinations.
+struct Destinations {
+    allowed: BTreeSet<String>,
+    /// (consumer, topic) of the `[[consumer]]` sections whose `dead_letter_topic` is this one.
+    natural: Vec<(String, String)>,
+}
+
+impl Destinations {
+    fn of(config: &Config, dead_letter_topic: &str) -> Destinations {
+        let mut allowed = BTreeSet::new();
+        let mut natural = Vec::new();
+        for c in &config.consumer_list {
+            let Some(topic) = c.topic.as_deref().filter(|t| !t.trim().is_empty()) else {
+                continue;
+            };
+            allowed.insert(topic.to_string());
+            if c.dead_letter_topic.as_deref() == Some(dead_letter_topic) {
+                natural.push((c.name.clone(), topic.to_string()));
+            }
+        }
+        Destinations { allowed, natural }
+    }
+
+    fn allows(&self, topic: &str) -> bool {
+        self.allowed.contains(topic)
+    }
+
+    /// Why a message's header does not decide where it goes, and what to do.
+    fn refusal(&self, dead_letter_topic: &str, partition: i32, offset: i64, original: &str) -> String {
+        let known = if self.allowed.is_empty() {
+            "the configuration has no [[consumer]] sections".to_string()
+        } else {
+            format!(
+                "they read {}",
+                self.allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        format!(
+            "{dead_letter_topic} partition {partition} offset {offset} names {original} in its {HEADER_ORIGINAL_TOPIC} \
+             header, but no [[consumer]] of the configuration reads {original} ({known}{}), and a header alone \
+             cannot choose where a dead letter goes: it is not sent, and this partition stops here. To send it \
+             there, give --config the configuration with the [[consumer]] that reads {original}, or pass \
+             --to {original} (every message read then goes there)",
+            self.natural_hint()
+        )
+    }
+
+    /// `; … dead-letters to this topic and reads …` when a `[[consumer]]` names this dead-letter topic.
+    fn natural_hint(&self) -> String {
+        self.natural
+            .iter()
+            .map(|(name, topic)| format!("; [[consumer]] `{name}` dead-letters to this topic and reads {topic}"))
+            .collect()
+    }
+}
+
+/// A header key that is not UTF-8, for messages: printable ASCII as it is, other bytes as `\xNN`.
+fn escaped(key: &[u8]) -> String {
+    key.iter()
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn destinations_are_the_consumers_topics() {
+        let config = Config::from_toml_str(
+            r#"
+            [[consumer]]
+            name = "WidgetConsumer"
+            topic = "dev.widgets"
+            dead_letter_topic = "dev.widgets.dead"
+            [[consumer]]
+            name = "OrderConsumer"
+            topic = "dev.orders"
+            disabled = true
+            "#,
+        )
+        .unwrap();
+        let d = Destinations::of(&config, "dev.widgets.dead");
+        assert!(d.allows("dev.widgets") && d.allows("dev.orders"));
+        assert!(!d.allows("dev.payments"));
+        let refusal = d.refusal("dev.widgets.dead", 0, 7, "dev.payments");
+        assert!(
+            refusal.contains("names dev.payments") && refusal.contains("--to dev.payments"),
+            "{refusal}"
+        );
+        assert!(
+            refusal.contains("`WidgetConsumer` dead-letters to this topic and reads dev.widgets"),
+            "{refusal}"
+        );
+        let empty = Destinations::of(&Config::default(), "dev.widgets.dead");
+        assert!(!empty.allows("dev.widgets"));
+        assert!(
+            empty
+                .refusal("dev.widgets.dead", 0, 7, "dev.widgets")
+                .contains("no [[consumer]] sections")
+        );
+        assert_eq!(escaped(b"\xffkey"), "\\xffkey");
+    }
 }

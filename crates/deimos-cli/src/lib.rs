@@ -131,16 +131,16 @@ pub enum OutboxCommand {
 /// `deimos dlq …`.
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// Send dead-lettered messages back to their original topic (header deimos.dlq.original.topic), with
-    /// their key, value and original headers. Progress is committed under a consumer group, so a second run
-    /// sends only what arrived since.
+    /// Send dead-lettered messages back to their original topic (header deimos.dlq.original.topic) when a
+    /// `[[consumer]]` of the configuration reads it, or to --to, with their key, value and original headers.
+    /// Progress is committed under a consumer group, so a second run sends only what arrived since.
     Redrive {
         /// The dead-letter topic.
         topic: String,
         /// The consumer group that remembers what was redriven.
         #[arg(long, default_value = "deimos-dlq-redrive")]
         group: String,
-        /// Send every message to this topic instead of its original one.
+        /// Send every message to this topic instead of its original one (any topic: no `[[consumer]]` needed).
         #[arg(long)]
         to: Option<String>,
         /// Only print what would be sent where; commit nothing.

@@ -1,6 +1,8 @@
 //! The `deimos` binary against librdkafka's mock cluster, the embedded registry and SQLite, run as a user runs
 //! it: arguments in, output and exit code out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// One test writes a header through librdkafka's C API: the safe API only takes UTF-8 header keys.
+#![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,7 +14,7 @@ use deimos_keys::KeyConfig;
 use deimos_producer::{KafkaBackend, Producer, ProducerSetup};
 use deimos_registry::{EmbeddedRegistry, HttpRegistry, SchemaRegistry};
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value as Json, json};
@@ -55,6 +57,13 @@ topic = "widgets"
 schema = "Widget"
 namespace = "com.acme"
 key_config = {{ field = "id" }}
+[[consumer]]
+name = "WidgetConsumer"
+topic = "dev.widgets"
+group_id = "widgets"
+schema = "Widget"
+namespace = "com.acme"
+dead_letter_topic = "dev.widgets.dead"
 "#
             ),
         )
@@ -280,6 +289,119 @@ async fn dlq_redrive_sends_dead_letters_back_once() {
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(lines(&env.deimos(&["tail", "dev.widgets"]).await).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_redrive_sends_only_to_configured_topics() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("dev.widgets", 1, 1).unwrap();
+    mock.create_topic("dev.widgets.dead", 1, 1).unwrap();
+    mock.create_topic("dev.payments", 1, 1).unwrap();
+    let registry = EmbeddedRegistry::start().await.unwrap();
+    let env = Env::new(mock.bootstrap_servers(), registry.url().to_string());
+    // The second dead letter's header names a topic that no [[consumer]] of the configuration reads.
+    dead_letter(&env.brokers, b"first", Some("dev.widgets")).await;
+    dead_letter(&env.brokers, b"forged", Some("dev.payments")).await;
+    dead_letter(&env.brokers, b"after", Some("dev.widgets")).await;
+
+    for dry_run in [true, false] {
+        let mut args = vec!["dlq", "redrive", "dev.widgets.dead"];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = env.deimos(&args).await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("dev.payments") && stderr.contains("--to") && stderr.contains("[[consumer]]"),
+            "the message names the topic and how to allow it: {stderr}"
+        );
+        assert!(
+            !text(&out.stdout).contains("dev.payments"),
+            "nothing is (or would be) sent there: {}",
+            text(&out.stdout)
+        );
+    }
+    assert!(
+        lines(&env.deimos(&["tail", "dev.payments"]).await).is_empty(),
+        "a header cannot pick the destination"
+    );
+    // The partition stopped at the forged one: only the message before it went back.
+    let back = lines(&env.deimos(&["tail", "dev.widgets"]).await);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0]["value"], json!("first"));
+
+    // Named with --to, the destination is the operator's choice.
+    let out = env
+        .deimos(&["dlq", "redrive", "dev.widgets.dead", "--to", "dev.payments"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(lines(&env.deimos(&["tail", "dev.payments"]).await).len(), 2);
+}
+
+/// Headers with one header whose key is not UTF-8, added through librdkafka's C API.
+fn headers_with_raw_key(key: &[u8], value: &[u8]) -> OwnedHeaders {
+    let headers = OwnedHeaders::new();
+    let ptr = headers.as_borrowed() as *const BorrowedHeaders as *mut rdkafka::bindings::rd_kafka_headers_t;
+    // SAFETY: `ptr` is the headers object `headers` owns, alive for this call; librdkafka copies the name and
+    // the value (with their lengths) into it.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_header_add(
+            ptr,
+            key.as_ptr().cast(),
+            isize::try_from(key.len()).unwrap(),
+            value.as_ptr().cast(),
+            isize::try_from(value.len()).unwrap(),
+        )
+    };
+    assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_redrive_reads_header_keys_as_bytes() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("dev.widgets", 1, 1).unwrap();
+    mock.create_topic("dev.widgets.dead", 1, 1).unwrap();
+    let registry = EmbeddedRegistry::start().await.unwrap();
+    let env = Env::new(mock.bootstrap_servers(), registry.url().to_string());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .create()
+        .unwrap();
+    let headers = headers_with_raw_key(b"\xff\xfe", b"raw")
+        .insert(Header {
+            key: "trace",
+            value: Some("t-1"),
+        })
+        .insert(Header {
+            key: deimos_consumer::HEADER_ORIGINAL_TOPIC,
+            value: Some("dev.widgets"),
+        });
+    producer
+        .send(
+            FutureRecord::to("dev.widgets.dead")
+                .key("k")
+                .payload("v")
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    // rdkafka's header reader panics on such a key; the command reads keys as bytes and leaves that header
+    // out, saying so.
+    let out = env.deimos(&["dlq", "redrive", "dev.widgets.dead"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not UTF-8") && stderr.contains("\\xff\\xfe") && stderr.contains("offset 0"),
+        "{stderr}"
+    );
+    let back = lines(&env.deimos(&["tail", "dev.widgets"]).await);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0]["value"], json!("v"));
+    assert_eq!(back[0]["headers"], json!({"trace": "t-1"}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

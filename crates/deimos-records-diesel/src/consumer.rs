@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deimos_avro::AvroSchema;
-use deimos_consumer::{Batch, BatchHandler, DecodedKey, Handler, HandlerError, Message, async_trait};
+use deimos_consumer::{
+    Batch, BatchHandler, DecodedKey, Handler, HandlerError, Message, PartiallyHandled, Transient, async_trait,
+};
 use deimos_metrics::catalogue::DEADLOCK;
 use deimos_outbox_diesel::{Conn, Dialect};
 use serde_json::{Map, Value as Json};
@@ -361,6 +363,73 @@ struct Position<'a> {
     group_id: &'a str,
     topic: &'a str,
     partition: i32,
+}
+
+/// Which messages of a failed batch need no redrive: their effect is committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Committed {
+    /// None of them (as far as is known).
+    #[default]
+    Nothing,
+    /// Exactly-once: every message below this offset (applied earlier or by the fallback, its offset stored
+    /// with the rows; a filtered message is never applied).
+    Below(i64),
+    /// The fallback saw every message but these fail (by offset): the others are committed, superseded by a
+    /// later message of their key in the batch (compaction), or filtered.
+    AllBut(Vec<i64>),
+}
+
+impl Committed {
+    /// The offsets among `offsets` (a batch's) that need no redrive.
+    fn handled(&self, offsets: &[i64]) -> Vec<i64> {
+        match self {
+            Committed::Nothing => Vec::new(),
+            Committed::Below(next) => offsets.iter().copied().filter(|o| o < next).collect(),
+            Committed::AllBut(failed) => offsets.iter().copied().filter(|o| !failed.contains(o)).collect(),
+        }
+    }
+}
+
+/// A message the fallback could not save.
+struct FailedMessage {
+    key: String,
+    offset: i64,
+    error: RecordError,
+}
+
+/// A batch (or message) that could not be applied, as the runner is told.
+struct Failed {
+    error: RecordError,
+    /// May pass on its own: a lost or refused connection, a deadlock past its retries.
+    transient: bool,
+    committed: Committed,
+}
+
+impl Failed {
+    fn permanent(error: RecordError) -> Failed {
+        Failed {
+            error,
+            transient: false,
+            committed: Committed::Nothing,
+        }
+    }
+
+    /// The handler's error: marked [`Transient`] when it is, wrapped in [`PartiallyHandled`] when some of the
+    /// batch's `offsets` are committed anyway (so only the others are dead-lettered). The [`RecordError`] is
+    /// the innermost error of the chain; the text is its text.
+    fn into_handler_error(self, offsets: &[i64]) -> HandlerError {
+        let handled = self.committed.handled(offsets);
+        let error: HandlerError = if self.transient {
+            Transient::new(self.error).into()
+        } else {
+            self.error.into()
+        };
+        if handled.is_empty() {
+            error
+        } else {
+            PartiallyHandled::new(handled, error).into()
+        }
+    }
 }
 
 impl Inner {
@@ -791,18 +860,20 @@ impl Inner {
         Ok(())
     }
 
-    /// One attempt at a batch, in one transaction: claim the offset, apply, store it.
+    /// One attempt at a batch, in one transaction: claim the offset, apply, store it. `committed` learns the
+    /// stored offset (exactly-once).
     async fn attempt<C: RecordConnection>(
         &self,
         conn: &mut C,
         msgs: &[Msg],
         at: &Position<'_>,
         batch: bool,
+        committed: &mut Committed,
     ) -> Result<(), RecordError> {
         conn.begin_tx()
             .await
             .map_err(RecordError::db("beginning a transaction", self.table.name()))?;
-        let result = self.attempt_in(conn, msgs, at, batch).await;
+        let result = self.attempt_in(conn, msgs, at, batch, committed).await;
         finish(conn, result, self.table.name()).await
     }
 
@@ -812,9 +883,12 @@ impl Inner {
         msgs: &[Msg],
         at: &Position<'_>,
         batch: bool,
+        committed: &mut Committed,
     ) -> Result<(), RecordError> {
         let msgs = if self.exactly_once {
             let next = self.claim(conn, at).await?;
+            // Stored by an earlier transaction: holds whatever becomes of this one.
+            *committed = Committed::Below(next);
             let from = msgs.partition_point(|m| m.offset < next);
             if from > 0 {
                 tracing::info!(
@@ -847,26 +921,37 @@ impl Inner {
     }
 
     /// After a failed batch: each message in a savepoint of one transaction; the failed ones are reported.
+    /// `committed` learns which messages need no redrive.
     async fn fallback<C: RecordConnection>(
         &self,
         conn: &mut C,
         msgs: &[Msg],
         at: &Position<'_>,
         original: RecordError,
+        committed: &mut Committed,
     ) -> Result<(), RecordError> {
         conn.begin_tx()
             .await
             .map_err(RecordError::db("beginning a transaction", self.table.name()))?;
-        let result = self.fallback_in(conn, msgs, at).await;
+        let mut stored = None;
+        let result = self.fallback_in(conn, msgs, at, committed, &mut stored).await;
         match result {
             Ok((0, failed)) if !failed.is_empty() => {
                 let _ = conn.rollback_tx().await;
+                if !self.exactly_once {
+                    *committed = Committed::AllBut(failed.iter().map(|f| f.offset).collect());
+                }
                 Err(original)
             }
             Ok((saved, failed)) => {
                 conn.commit_tx()
                     .await
                     .map_err(RecordError::db("committing", self.table.name()))?;
+                if let Some(next) = stored {
+                    *committed = Committed::Below(next);
+                } else if !self.exactly_once {
+                    *committed = Committed::AllBut(failed.iter().map(|f| f.offset).collect());
+                }
                 if failed.is_empty() {
                     tracing::info!(
                         table = self.table.name(),
@@ -875,9 +960,9 @@ impl Inner {
                     );
                     return Ok(());
                 }
-                let first_error = failed.first().map(|(_, e)| e.to_string()).unwrap_or_default();
+                let first_error = failed.first().map(|f| f.error.to_string()).unwrap_or_default();
                 Err(RecordError::BatchFallback {
-                    failed_keys: failed.into_iter().map(|(k, _)| k).collect(),
+                    failed_keys: failed.into_iter().map(|f| f.key).collect(),
                     first_error,
                 })
             }
@@ -888,14 +973,19 @@ impl Inner {
         }
     }
 
+    /// Returns how many messages were saved and the ones that failed; `stored` is the offset stored
+    /// (exactly-once), once the transaction commits.
     async fn fallback_in<C: RecordConnection>(
         &self,
         conn: &mut C,
         msgs: &[Msg],
         at: &Position<'_>,
-    ) -> Result<(usize, Vec<(String, RecordError)>), RecordError> {
+        committed: &mut Committed,
+        stored: &mut Option<i64>,
+    ) -> Result<(usize, Vec<FailedMessage>), RecordError> {
         let msgs = if self.exactly_once {
             let next = self.claim(conn, at).await?;
+            *committed = Committed::Below(next);
             &msgs[msgs.partition_point(|m| m.offset < next)..]
         } else {
             msgs
@@ -905,11 +995,11 @@ impl Inner {
             // In offset order, up to the first message that fails: the stored offset then points at it, so a
             // retry starts there and nothing saved is applied twice.
             for m in msgs {
-                if let Err(e) = self.apply_saved(conn, m).await? {
-                    let next = m.offset;
-                    failed.push((self.key_text(m), e));
+                if let Err(error) = self.apply_saved(conn, m).await? {
+                    failed.push(self.failed(m, error));
                     if saved > 0 {
-                        self.store(conn, at, next).await?;
+                        self.store(conn, at, m.offset).await?;
+                        *stored = Some(m.offset);
                     }
                     return Ok((saved, failed));
                 }
@@ -919,6 +1009,7 @@ impl Inner {
                 && saved > 0
             {
                 self.store(conn, at, last.offset + 1).await?;
+                *stored = Some(last.offset + 1);
             }
             return Ok((saved, failed));
         }
@@ -926,11 +1017,19 @@ impl Inner {
             for m in group {
                 match self.apply_saved(conn, m).await? {
                     Ok(()) => saved += 1,
-                    Err(e) => failed.push((self.key_text(m), e)),
+                    Err(error) => failed.push(self.failed(m, error)),
                 }
             }
         }
         Ok((saved, failed))
+    }
+
+    fn failed(&self, m: &Msg, error: RecordError) -> FailedMessage {
+        FailedMessage {
+            key: self.key_text(m),
+            offset: m.offset,
+            error,
+        }
     }
 
     /// Applies one message in a savepoint: `Ok(Err(_))` when it failed and was rolled back.
@@ -959,34 +1058,51 @@ impl Inner {
         }
     }
 
+    /// A message's key for messages and logs: its value as JSON (a key record as an object, a string key in
+    /// quotes, a raw key as a string), or its offset when it has none.
     fn key_text(&self, m: &Msg) -> String {
         m.key.as_ref().map_or_else(
             || format!("offset {}", m.offset),
             |k| match k {
                 DecodedKey::Value(v) => v.to_string(),
-                other => format!("{other:?}"),
+                other => other.clone().into_json().to_string(),
             },
         )
     }
 
-    /// Runs a batch with deadlock retries, then the per-message fallback.
-    async fn run(&self, msgs: Vec<Msg>, at: Position<'_>, batch: bool) -> Result<(), RecordError> {
+    /// Runs a batch with deadlock retries, then the per-message fallback. A lost connection is dropped (the
+    /// next attempt opens a new one) and, like a deadlock past its retries, reported as transient.
+    async fn run(&self, msgs: Vec<Msg>, at: Position<'_>, batch: bool) -> Result<(), Failed> {
         let mut guard = self.db.conn.lock().await;
         if guard.is_none() {
-            let url = self.db.url.as_deref().ok_or_else(|| {
-                RecordError::Config(format!(
-                    "the connection of the record consumer of `{}` failed and it has no database_url to reconnect",
+            // Transient too: the messages wait (nothing is skipped) until the service is given a URL.
+            let url = self.db.url.as_deref().ok_or_else(|| Failed {
+                error: RecordError::Config(format!(
+                    "the connection of the record consumer of `{}` was lost and it has no database_url to open \
+                     another; give .database_url (with or without .connection) so that it can reconnect",
                     self.table.name()
-                ))
+                )),
+                transient: true,
+                committed: Committed::Nothing,
             })?;
-            *guard = Some(Conn::connect(url).await?);
+            let conn = Conn::connect(url).await.map_err(|e| {
+                let error = RecordError::from(e);
+                tracing::warn!(table = self.table.name(), %error, "could not connect to the database; the runner retries");
+                Failed {
+                    error,
+                    transient: true,
+                    committed: Committed::Nothing,
+                }
+            })?;
+            *guard = Some(conn);
         }
         let Some(conn) = guard.as_mut() else {
-            return Err(RecordError::Config("no connection".into()));
+            return Err(Failed::permanent(RecordError::Config("no connection".into())));
         };
+        let mut committed = Committed::Nothing;
         let mut attempt = 1;
         let result = loop {
-            match self.attempt(conn, &msgs, &at, batch).await {
+            match self.attempt(conn, &msgs, &at, batch, &mut committed).await {
                 Err(e) if e.is_deadlock() && attempt < self.deadlock.attempts.max(1) => {
                     metrics::counter!(DEADLOCK.name, "topic" => at.topic.to_string()).increment(1);
                     let (lo, hi) = (
@@ -1001,25 +1117,63 @@ impl Inner {
                 other => break other,
             }
         };
-        let result = match result {
-            Err(e)
-                if batch
-                    && self.fallback
-                    && msgs.len() > 1
-                    && !e.is_deadlock()
-                    && !matches!(e, RecordError::Config(_)) =>
-            {
-                tracing::warn!(table = self.table.name(), error = %e, messages = msgs.len(), "the batch failed; saving its messages one at a time");
-                self.fallback(conn, &msgs, &at, e).await
-            }
-            other => other,
-        };
-        if result.is_err() && conn.run("SELECT 1", &[]).await.is_err() {
-            // The connection is gone: the next batch opens a new one.
-            *guard = None;
+        let Err(error) = result else { return Ok(()) };
+        if lost(conn, &error).await {
+            return Err(self.lost_connection(&mut guard, error, committed));
         }
-        result
+        if error.is_deadlock() {
+            tracing::warn!(table = self.table.name(), attempts = attempt, %error, "deadlock past the retries; the runner retries the batch later");
+            return Err(Failed {
+                error,
+                transient: true,
+                committed,
+            });
+        }
+        if !(batch && self.fallback && msgs.len() > 1 && !matches!(error, RecordError::Config(_))) {
+            return Err(Failed {
+                error,
+                transient: false,
+                committed,
+            });
+        }
+        tracing::warn!(table = self.table.name(), %error, messages = msgs.len(), "the batch failed; saving its messages one at a time");
+        let Err(error) = self.fallback(conn, &msgs, &at, error, &mut committed).await else {
+            return Ok(());
+        };
+        if lost(conn, &error).await {
+            return Err(self.lost_connection(&mut guard, error, committed));
+        }
+        // The fallback's own transaction deadlocked (claiming the offset, committing): nothing of it is
+        // committed, and it may pass.
+        let transient = error.is_deadlock();
+        Err(Failed {
+            error,
+            transient,
+            committed,
+        })
     }
+
+    /// Drops the lost connection, so the next attempt opens a new one.
+    fn lost_connection(&self, guard: &mut Option<Conn>, error: RecordError, committed: Committed) -> Failed {
+        tracing::warn!(
+            table = self.table.name(),
+            %error,
+            reconnects = self.db.url.is_some(),
+            "the database connection is lost; the runner retries, on a new connection"
+        );
+        *guard = None;
+        Failed {
+            error,
+            transient: true,
+            committed,
+        }
+    }
+}
+
+/// Whether `error` came from a lost connection: an error of the connection itself, or a connection that no
+/// longer answers `SELECT 1`.
+async fn lost(conn: &mut Conn, error: &RecordError) -> bool {
+    error.is_connection_error() || conn.run("SELECT 1", &[]).await.is_err()
 }
 
 async fn finish<C: RecordConnection>(
@@ -1059,7 +1213,10 @@ impl Handler for RecordConsumer {
             topic: &md.topic,
             partition: md.partition,
         };
-        Ok(inner.run(vec![m], at, false).await?)
+        inner
+            .run(vec![m], at, false)
+            .await
+            .map_err(|f| f.into_handler_error(&[md.offset]))
     }
 }
 
@@ -1070,10 +1227,12 @@ impl BatchHandler for BatchRecordConsumer {
     async fn consume_batch(&self, batch: Batch<Json>) -> Result<(), HandlerError> {
         let inner = &self.inner;
         let md = batch.metadata;
+        let offsets: Vec<i64> = (0..batch.payloads.len())
+            .map(|i| md.offsets.get(i).copied().unwrap_or(md.first_offset + i as i64))
+            .collect();
         let mut msgs = Vec::with_capacity(batch.payloads.len());
         let mut keys = md.keys.into_iter();
-        for (i, payload) in batch.payloads.into_iter().enumerate() {
-            let offset = md.offsets.get(i).copied().unwrap_or(md.first_offset + i as i64);
+        for (payload, offset) in batch.payloads.into_iter().zip(offsets.iter().copied()) {
             let m = Msg::new(to_payload(payload, inner.table.name())?, keys.next().flatten(), offset);
             if inner.filter.as_ref().is_none_or(|f| f(&m.view())) {
                 msgs.push(m);
@@ -1087,6 +1246,9 @@ impl BatchHandler for BatchRecordConsumer {
             topic: &md.topic,
             partition: md.partition,
         };
-        Ok(inner.run(msgs, at, true).await?)
+        inner
+            .run(msgs, at, true)
+            .await
+            .map_err(|f| f.into_handler_error(&offsets))
     }
 }

@@ -62,6 +62,20 @@ impl RecordError {
         }
     }
 
+    /// Whether the connection to the database was lost or could not be made: closed, refused or reset, terminated
+    /// by the server ("terminating connection due to administrator command", "server closed the connection
+    /// unexpectedly", "MySQL server has gone away"), diesel's `ClosedConnection` and `UnableToSendCommand`. The
+    /// same statements may succeed on a new connection: the record consumers report these as transient
+    /// ([`deimos_consumer::Transient`]), so the runner retries them instead of skipping the messages.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            RecordError::Database { source, .. } => is_connection_error(source),
+            RecordError::Outbox(OutboxError::Database { source, .. }) => is_connection_error(source),
+            RecordError::Outbox(OutboxError::Connect { .. }) => true,
+            _ => false,
+        }
+    }
+
     /// Whether this is a deadlock or lock timeout (retried by the consumers, as Deimos's `DeadlockRetry`).
     pub fn is_deadlock(&self) -> bool {
         match self {
@@ -70,6 +84,44 @@ impl RecordError {
             _ => false,
         }
     }
+}
+
+/// What the database drivers say when a connection is lost or cannot be made (compared in lower case):
+/// PostgreSQL's, MySQL's and MariaDB's messages and the I/O errors under them.
+const CONNECTION_MESSAGES: &[&str] = &[
+    "connection closed",
+    "closed the connection",
+    "connection refused",
+    "connection reset",
+    "connection aborted",
+    "connection timed out",
+    "broken pipe",
+    "terminating connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "no connection to the server",
+    "could not connect",
+    "lost connection",
+    "server has gone away",
+    "can't connect",
+    "connection was killed",
+    "server shutdown in progress",
+];
+
+/// A lost connection: diesel's kinds for it, a transaction manager left broken by one, or a driver's message.
+pub(crate) fn is_connection_error(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    if matches!(
+        error,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | Error::BrokenTransactionManager
+    ) {
+        return true;
+    }
+    let message = error.to_string().to_lowercase();
+    CONNECTION_MESSAGES.iter().any(|m| message.contains(m))
 }
 
 /// Deimos's `DeadlockRetry` messages, PostgreSQL's serialization failures, and SQLite's busy database.
@@ -97,6 +149,58 @@ impl From<diesel::result::Error> for RecordError {
             doing: "running a statement",
             table: String::new(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    use super::*;
+
+    fn db(kind: DatabaseErrorKind, message: &str) -> RecordError {
+        RecordError::Database {
+            doing: "running a statement",
+            table: "products".into(),
+            source: Error::DatabaseError(kind, Box::new(message.to_string())),
+        }
+    }
+
+    #[test]
+    fn lost_connections_are_told_from_bad_data() {
+        for lost in [
+            db(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            db(DatabaseErrorKind::Unknown, "server closed the connection unexpectedly"),
+            db(
+                DatabaseErrorKind::Unknown,
+                "Lost connection to MySQL server during query",
+            ),
+            db(DatabaseErrorKind::ClosedConnection, "closed"),
+            db(DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            RecordError::Outbox(OutboxError::Connect {
+                url: "postgres://db/app".into(),
+                message: "Connection refused (os error 111)".into(),
+            }),
+        ] {
+            assert!(lost.is_connection_error(), "{lost}");
+        }
+        for permanent in [
+            db(
+                DatabaseErrorKind::UniqueViolation,
+                "duplicate key value violates unique constraint",
+            ),
+            db(
+                DatabaseErrorKind::NotNullViolation,
+                "null value in column \"name\" violates not-null constraint",
+            ),
+            db(DatabaseErrorKind::Unknown, "deadlock detected"),
+            RecordError::Config("no key".into()),
+        ] {
+            assert!(!permanent.is_connection_error(), "{permanent}");
         }
     }
 }

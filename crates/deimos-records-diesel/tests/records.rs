@@ -551,10 +551,13 @@ async fn batch_consumer_falls_back_per_message(kind: Kind) {
         ))
         .await
         .unwrap_err();
-    let err = err.downcast::<RecordError>().unwrap();
-    match *err {
-        RecordError::BatchFallback { ref failed_keys, .. } => assert_eq!(failed_keys, &["2"]),
-        ref other => panic!("{other}"),
+    // The RecordError is at the end of the chain (the runner reads the wrappers: which messages were saved).
+    let record_error = std::iter::successors(Some(&*err as &(dyn std::error::Error + 'static)), |e| e.source())
+        .find_map(|e| e.downcast_ref::<RecordError>())
+        .unwrap();
+    match record_error {
+        RecordError::BatchFallback { failed_keys, .. } => assert_eq!(failed_keys, &["2"]),
+        other => panic!("{other}"),
     }
     assert!(
         err.to_string()

@@ -132,6 +132,18 @@ impl TestDb {
         Conn::connect(&self.url).await.unwrap()
     }
 
+    /// PostgreSQL: terminates every connection to the test database (as an administrator or a failover
+    /// would), from the administration database; returns how many there were.
+    pub async fn terminate_connections(&self) -> i64 {
+        assert_eq!(self.kind, Kind::Postgres, "pg_terminate_backend is PostgreSQL's");
+        let mut c = Conn::connect(self.admin.as_deref().unwrap()).await.unwrap();
+        let sql = format!(
+            "SELECT COUNT(pg_terminate_backend(pid))::text AS j FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            self.name
+        );
+        texts(&mut c, &sql).await[0].parse().unwrap()
+    }
+
     pub async fn drop_db(self) {
         match &self.admin {
             Some(admin) => {
