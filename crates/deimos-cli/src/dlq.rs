@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use deimos_config::Config;
-use deimos_consumer::{HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TOPIC, read_headers};
+use deimos_consumer::{HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TOPIC, read_headers, write_headers};
 use deimos_core::redact;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
@@ -168,20 +167,10 @@ pub(crate) async fn redrive(
                     continue;
                 }
             };
-            let mut headers = OwnedHeaders::new_with_capacity(read.len());
-            for (key, value) in read.iter_raw() {
-                if key.starts_with(b"deimos.dlq.") {
-                    continue;
-                }
-                match std::str::from_utf8(key) {
-                    Ok(key) => headers = headers.insert(Header { key, value }),
-                    Err(_) => eprintln!(
-                        "warning: {topic} partition {partition} offset {offset} has a header whose key is not UTF-8 \
-                         ({}); it is left out of the message redriven (the producer takes UTF-8 keys only)",
-                        escaped(key)
-                    ),
-                }
-            }
+            // Original headers, keys as bytes (one that is not UTF-8 goes back as it came), without deimos.dlq.*.
+            let kept: Vec<(&[u8], Option<&[u8]>)> =
+                read.iter_raw().filter(|(key, _)| !key.starts_with(b"deimos.dlq.")).collect();
+            let headers = write_headers(kept.into_iter());
             let Some(producer) = &producer else {
                 println!("would send {topic}/{partition}@{offset} to {target}");
                 continue;
@@ -309,14 +298,6 @@ impl Destinations {
     }
 }
 
-/// A header key that is not UTF-8, for messages: printable ASCII as it is, other bytes as `\xNN`.
-fn escaped(key: &[u8]) -> String {
-    key.iter()
-        .flat_map(|b| std::ascii::escape_default(*b))
-        .map(char::from)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -357,6 +338,5 @@ mod tests {
                 .refusal("dev.widgets.dead", 0, 7, "dev.widgets")
                 .contains("no [[consumer]] sections")
         );
-        assert_eq!(escaped(b"\xffkey"), "\\xffkey");
     }
 }

@@ -72,6 +72,46 @@ pub(crate) fn commit_stored<C: Consumer<X>, X: ConsumerContext>(consumer: &C, to
     }
 }
 
+/// How often, and how far apart, a revoke commit refused for a passing reason is tried.
+const REVOKE_COMMIT_ATTEMPTS: u32 = 5;
+const REVOKE_COMMIT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Commits the handled offsets before revoked partitions are handed over, and waits for it; a commit refused
+/// because the coordinator is moving, loading or slow is tried again a few times (the rebalance waits for this
+/// callback meanwhile). A commit refused because the group is rebalancing again cannot succeed before this
+/// member rejoins, which it does only after this callback: it is logged, and the next owner may handle those
+/// messages again (real brokers accept a commit of the current generation while a rebalance is being prepared;
+/// librdkafka's mock cluster refuses it).
+fn commit_on_revoke<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) {
+    use RDKafkaErrorCode as E;
+    for attempt in 1..=REVOKE_COMMIT_ATTEMPTS {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(E::NoOffset)) => return,
+            Err(error)
+                if attempt < REVOKE_COMMIT_ATTEMPTS
+                    && matches!(
+                        error.rdkafka_error_code(),
+                        Some(
+                            E::NotCoordinator
+                                | E::CoordinatorNotAvailable
+                                | E::CoordinatorLoadInProgress
+                                | E::RequestTimedOut
+                                | E::NetworkException
+                                | E::OperationTimedOut
+                        )
+                    ) =>
+            {
+                tracing::debug!(topic, %error, attempt, "the revoke commit was refused for now; trying again");
+                std::thread::sleep(REVOKE_COMMIT_PAUSE * attempt);
+            }
+            Err(error) => {
+                tracing::warn!(topic, %error, attempt, "committing handled offsets on revoke failed; the next owner may handle them again");
+                return;
+            }
+        }
+    }
+}
+
 impl ClientContext for ListenerContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         let topic = &*self.topic;
@@ -136,11 +176,14 @@ impl ConsumerContext for ListenerContext {
             // the partitions already: a commit could not succeed and a synchronous one could block without
             // bound) nor when closing (the runner has committed already).
             let wait = !consumer.assignment_lost() && !self.closing.load(Ordering::Acquire);
-            let mode = if wait { CommitMode::Sync } else { CommitMode::Async };
-            match consumer.commit_consumer_state(mode) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(error) => {
-                    tracing::warn!(topic = &*self.topic, %error, "committing handled offsets on revoke failed; the next owner may handle them again")
+            if wait {
+                commit_on_revoke(consumer, &self.topic);
+            } else {
+                match consumer.commit_consumer_state(CommitMode::Async) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(error) => {
+                        tracing::warn!(topic = &*self.topic, %error, "committing handled offsets on revoke failed; the next owner may handle them again")
+                    }
                 }
             }
             let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();

@@ -7,7 +7,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::handler::{ErrorStage, Headers};
-use crate::kafka_headers::owned_headers;
+use crate::kafka_headers::write_headers;
 
 /// Header: the topic the message was consumed from.
 pub const HEADER_ORIGINAL_TOPIC: &str = "deimos.dlq.original.topic";
@@ -177,7 +177,7 @@ impl DeadLetter {
         value: Option<&[u8]>,
         headers: &[(Vec<u8>, Option<Vec<u8>>)],
     ) -> Result<(), SendError> {
-        let owned = owned_headers(headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+        let owned = write_headers(headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(owned);
         if let Some(key) = key {
             out = out.key(key);

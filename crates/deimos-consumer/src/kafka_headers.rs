@@ -53,8 +53,18 @@ pub fn read_headers(headers: Option<&BorrowedHeaders>) -> Headers {
     Headers::from_iter(out)
 }
 
-/// Headers to produce, keys as bytes (a key that is not UTF-8 is sent as it is).
-pub(crate) fn owned_headers<'a>(headers: impl ExactSizeIterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> OwnedHeaders {
+/// Headers to produce, keys as bytes (a key that is not UTF-8 is sent as it is, which rdkafka's
+/// `OwnedHeaders::insert` cannot do).
+///
+/// ```
+/// use deimos_consumer::{Headers, read_headers, write_headers};
+///
+/// let mut headers = Headers::new();
+/// headers.push_raw(b"\xff\xfe".to_vec(), Some(b"v".to_vec()));
+/// let owned = write_headers(headers.iter_raw());
+/// assert_eq!(read_headers(Some(owned.as_borrowed())), headers);
+/// ```
+pub fn write_headers<'a>(headers: impl ExactSizeIterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> OwnedHeaders {
     let owned = OwnedHeaders::new_with_capacity(headers.len());
     let native = native(owned.as_borrowed()).cast_mut();
     for (key, value) in headers {
@@ -97,7 +107,7 @@ mod tests {
             (b"origin", Some(b"test")),
             (b"empty", None),
         ];
-        let owned = owned_headers(headers.clone().into_iter());
+        let owned = write_headers(headers.clone().into_iter());
         let read = read_headers(Some(owned.as_borrowed()));
         assert_eq!(read.iter_raw().collect::<Vec<_>>(), headers);
         assert_eq!(read.get_str("origin"), Some("test"));

@@ -24,7 +24,7 @@ pub use error::{
 };
 pub use handler::{Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, Handler, Headers, Message, Metadata};
 pub use inline::{InlineListener, InlineListenerBuilder, InlineMessage, InlineOutcome};
-pub use kafka_headers::read_headers;
+pub use kafka_headers::{read_headers, write_headers};
 pub use listener::{
     DEFAULT_BACKOFF, DEFAULT_COMMIT_INTERVAL, DEFAULT_LAG_INTERVAL, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT,
     ErrorPolicy, Listener, ListenerBuilder,

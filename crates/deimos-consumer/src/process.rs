@@ -252,6 +252,18 @@ impl Failure {
     }
 }
 
+/// The [`PartiallyHandled`] in an error's chain, if any.
+fn partially_handled<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a PartiallyHandled> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(p) = e.downcast_ref::<PartiallyHandled>() {
+            return Some(p);
+        }
+        next = e.source();
+    }
+    None
+}
+
 /// Runs a handler's future, turning a panic into a [`HandlerPanicked`] error.
 async fn catch_panic<F: std::future::Future<Output = Result<(), HandlerError>>>(f: F) -> Result<(), HandlerError> {
     match AssertUnwindSafe(f).catch_unwind().await {
@@ -546,10 +558,8 @@ impl<X: Handle> Processor<X> {
                     }
                     // Messages the handler says it handled anyway are not dead-lettered (nor applied twice by
                     // a redrive).
-                    let handled: &[i64] = failure
-                        .error
-                        .downcast_ref::<PartiallyHandled>()
-                        .map_or(&[], PartiallyHandled::handled_offsets);
+                    let handled: &[i64] =
+                        partially_handled(&*failure.error).map_or(&[], PartiallyHandled::handled_offsets);
                     let sent = unit.iter().map(|m| handled.contains(&m.offset)).collect();
                     state.dead = Some(Dead {
                         failure,
