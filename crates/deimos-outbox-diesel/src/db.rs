@@ -222,16 +222,34 @@ pub(crate) struct MessageRow {
     pub(crate) message: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<Binary>)]
     pub(crate) key: Option<Vec<u8>>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) partition_key: Option<String>,
+    /// Read as bytes, exactly as stored: a text column may hold bytes that are not UTF-8 (written by another
+    /// writer), and partitioning must use those bytes, not a lossy reading of them.
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub(crate) partition_key: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<Binary>)]
     pub(crate) headers: Option<Vec<u8>>,
 }
 
+/// A [`MessageRow`] with the lowest id of its topic's rows that have no partition yet, read in the same
+/// statement (so in the same snapshot).
 #[derive(QueryableByName)]
-struct IdRow {
+struct FetchedRow {
+    #[diesel(embed)]
+    message: MessageRow,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    unresolved: Option<i64>,
+}
+
+/// A row without a partition (-1), as the relay reads it to give it one.
+#[derive(Debug, Clone, QueryableByName)]
+pub(crate) struct UnpartitionedRow {
     #[diesel(sql_type = BigInt)]
-    id: i64,
+    pub(crate) id: i64,
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub(crate) key: Option<Vec<u8>>,
+    /// As bytes (see [`MessageRow::partition_key`]).
+    #[diesel(sql_type = Nullable<Binary>)]
+    pub(crate) partition_key: Option<Vec<u8>>,
 }
 
 #[derive(QueryableByName)]
@@ -287,8 +305,20 @@ pub struct Lease {
     pub fence: i64,
 }
 
-/// A partition's rows (partition -1: the topic's rows without one).
-const PARTITION_FILTER: &str = "topic = ? AND {partition} = ?";
+/// Ids per inlined `IN` list: MariaDB turns a list of 1000 values or more into a temporary table it builds for
+/// every statement; several shorter lists keep it a lookup.
+const IDS_PER_LIST: usize = 500;
+
+/// `id NOT IN (…) AND id NOT IN (…)` (or `id IN (…) OR id IN (…)` when `negated` is false) for `ids`, inlined in
+/// lists of at most [`IDS_PER_LIST`]; `ids` must not be empty.
+fn id_lists(ids: &[i64], negated: bool) -> String {
+    let (op, join) = if negated { ("NOT IN", " AND ") } else { ("IN", " OR ") };
+    let lists: Vec<String> = ids
+        .chunks(IDS_PER_LIST)
+        .map(|chunk| format!("id {op} {}", id_list(chunk)))
+        .collect();
+    format!("({})", lists.join(join))
+}
 
 /// `(a, b, c)` for an id list: integers, so safe to inline (one statement whatever the count).
 fn id_list(ids: &[i64]) -> String {
@@ -316,11 +346,6 @@ macro_rules! bind_held {
             .bind::<Text, _>($owner)
             .bind::<BigInt, _>($fence)
     }};
-}
-
-/// Binds the topic and the partition of a [`PARTITION_FILTER`].
-macro_rules! bind_partition {
-    ($query:expr, $topic:expr, $partition:expr) => {{ $query.bind::<Text, _>($topic).bind::<Integer, _>($partition) }};
 }
 
 impl Conn {
@@ -560,37 +585,123 @@ impl Conn {
         Ok(())
     }
 
-    /// The ids of the partition's first `limit` rows, in order.
-    pub(crate) async fn first_ids(&mut self, topic: &str, partition: i32, limit: i64) -> Result<Vec<i64>, OutboxError> {
-        let sql = self.dialect().sql(&format!(
-            "SELECT id FROM kafka_messages WHERE {PARTITION_FILTER} ORDER BY id LIMIT ?"
-        ));
-        let rows: Vec<IdRow> = with_conn!(self, c => bind_partition!(diesel::sql_query(&sql), topic, partition)
-            .bind::<BigInt, _>(limit)
-            .load(c)
-            .await)
-        .map_err(OutboxError::db("reading pending message ids"))?;
-        Ok(rows.into_iter().map(|r| r.id).collect())
-    }
-
-    /// The partition's rows with ids from `first` to `last`, in order.
-    pub(crate) async fn rows_between(
+    /// The partition's lowest `limit` rows that are not in `in_flight`, in id order, read with one statement (one
+    /// snapshot: a transaction that commits meanwhile is either wholly in it or wholly out of it), and cut before
+    /// the topic's lowest row that has no partition yet: such a row may belong to this partition, and nothing of
+    /// its key may go before it.
+    pub(crate) async fn next_rows(
         &mut self,
         topic: &str,
         partition: i32,
-        first: i64,
-        last: i64,
+        in_flight: &[i64],
+        limit: i64,
     ) -> Result<Vec<MessageRow>, OutboxError> {
-        let sql = self.dialect().sql(&format!(
-            "SELECT id, message, {{key}} AS {{key}}, partition_key, headers FROM kafka_messages \
-             WHERE {PARTITION_FILTER} AND id >= ? AND id <= ? ORDER BY id"
-        ));
-        with_conn!(self, c => bind_partition!(diesel::sql_query(&sql), topic, partition)
-            .bind::<BigInt, _>(first)
-            .bind::<BigInt, _>(last)
+        const SELECT: &str = "SELECT id, message, {key} AS {key}, partition_key, headers, \
+             (SELECT MIN(u.id) FROM kafka_messages u WHERE u.topic = ? AND u.{partition} = -1) AS unresolved \
+             FROM kafka_messages WHERE topic = ? AND {partition} = ?";
+        let d = self.dialect();
+        let fetched: Vec<FetchedRow> = match self {
+            // One array parameter (PostgreSQL looks it up by hash) instead of thousands of literals to parse.
+            Conn::Pg(pg) if !in_flight.is_empty() => {
+                let sql = d.sql(&format!("{SELECT} AND id <> ALL(?) ORDER BY id LIMIT ?"));
+                diesel::sql_query(&sql)
+                    .bind::<Text, _>(topic)
+                    .bind::<Text, _>(topic)
+                    .bind::<Integer, _>(partition)
+                    .bind::<diesel::sql_types::Array<BigInt>, _>(in_flight)
+                    .bind::<BigInt, _>(limit)
+                    .load(pg)
+                    .await
+            }
+            conn => {
+                let exclude = if in_flight.is_empty() {
+                    String::new()
+                } else {
+                    format!(" AND {}", id_lists(in_flight, true))
+                };
+                let sql = d.sql(&format!("{SELECT}{exclude} ORDER BY id LIMIT ?"));
+                with_conn!(conn, c => diesel::sql_query(&sql)
+                    .bind::<Text, _>(topic)
+                    .bind::<Text, _>(topic)
+                    .bind::<Integer, _>(partition)
+                    .bind::<BigInt, _>(limit)
+                    .load(c)
+                    .await)
+            }
+        }
+        .map_err(OutboxError::db("reading pending messages"))?;
+        Ok(fetched
+            .into_iter()
+            .take_while(|f| f.unresolved.is_none_or(|u| f.message.id < u))
+            .map(|f| f.message)
+            .collect())
+    }
+
+    /// The topic's lowest `limit` rows without a partition (-1), in id order.
+    pub(crate) async fn unpartitioned_rows(
+        &mut self,
+        topic: &str,
+        limit: i64,
+    ) -> Result<Vec<UnpartitionedRow>, OutboxError> {
+        let sql = self.dialect().sql(
+            "SELECT id, {key} AS {key}, partition_key FROM kafka_messages \
+             WHERE topic = ? AND {partition} = -1 ORDER BY id LIMIT ?",
+        );
+        with_conn!(self, c => diesel::sql_query(&sql)
+            .bind::<Text, _>(topic)
+            .bind::<BigInt, _>(limit)
             .load(c)
             .await)
-        .map_err(OutboxError::db("reading pending messages"))
+        .map_err(OutboxError::db("reading messages without a partition"))
+    }
+
+    /// Gives rows without a partition the partition of each `(id, partition)` pair, with one statement; rows that
+    /// have one already are left alone. Returns the rows changed.
+    ///
+    /// The rows are found by primary key, so MySQL locks those rows alone: no gap a writer inserts into, and no
+    /// row of a transaction that has not committed yet.
+    pub(crate) async fn set_partitions(&mut self, topic: &str, assigned: &[(i64, i32)]) -> Result<usize, OutboxError> {
+        if assigned.is_empty() {
+            return Ok(0);
+        }
+        let d = self.dialect();
+        match self {
+            Conn::Pg(pg) => {
+                let (ids, partitions): (Vec<i64>, Vec<i32>) = assigned.iter().copied().unzip();
+                diesel::sql_query(
+                    "UPDATE kafka_messages m SET \"partition\" = a.p FROM unnest($1::BIGINT[], $2::INTEGER[]) AS a(id, p) \
+                     WHERE m.id = a.id AND m.topic = $3 AND m.\"partition\" = -1",
+                )
+                .bind::<diesel::sql_types::Array<BigInt>, _>(ids)
+                .bind::<diesel::sql_types::Array<Integer>, _>(partitions)
+                .bind::<Text, _>(topic)
+                .execute(pg)
+                .await
+            }
+            conn => {
+                let mut by_partition: std::collections::BTreeMap<i32, Vec<i64>> = std::collections::BTreeMap::new();
+                for (id, p) in assigned {
+                    by_partition.entry(*p).or_default().push(*id);
+                }
+                let mut case = String::from("CASE");
+                for (p, ids) in &by_partition {
+                    let _ = write!(case, " WHEN {} THEN {p}", id_lists(ids, false));
+                }
+                case.push_str(" ELSE {partition} END");
+                let ids: Vec<i64> = assigned.iter().map(|(id, _)| *id).collect();
+                let table = if d == Dialect::Mysql {
+                    "kafka_messages FORCE INDEX (PRIMARY)"
+                } else {
+                    "kafka_messages"
+                };
+                let sql = d.sql(&format!(
+                    "UPDATE {table} SET {{partition}} = {case} WHERE {} AND topic = ? AND {{partition}} = -1",
+                    id_lists(&ids, false)
+                ));
+                with_conn!(conn, c => diesel::sql_query(&sql).bind::<Text, _>(topic).execute(c).await)
+            }
+        }
+        .map_err(OutboxError::db("giving messages their partition"))
     }
 
     /// In one transaction, if the lease is still ours: moves `dead` rows (with their error) to
@@ -802,5 +913,10 @@ mod tests {
             r#"SELECT "key" FROM t WHERE "partition" = ? AND a = ?"#
         );
         assert_eq!(id_list(&[3, 1, 2]), "(3,1,2)");
+        let many: Vec<i64> = (1..=1001).collect();
+        let lists = id_lists(&many, true);
+        assert_eq!(lists.matches("id NOT IN (").count(), 3, "at most 500 ids per list");
+        assert!(lists.starts_with("(id NOT IN (1,") && lists.contains("500) AND id NOT IN (501,"));
+        assert_eq!(id_lists(&[7, 9], false), "(id IN (7,9))");
     }
 }

@@ -13,7 +13,9 @@ use deimos_metrics::catalogue::{
     DB_PRODUCER_PROCESS, DB_PRODUCER_TOO_LARGE, PENDING_DB_MESSAGES_COUNT, PENDING_DB_MESSAGES_MAX_WAIT,
 };
 use deimos_metrics::{events, trace};
-use deimos_producer::{DeliveryError, DeliveryResult, KafkaBackend, OutgoingBatch, OutgoingMessage, PublishBackend};
+use deimos_producer::{
+    DeliveryError, DeliveryResult, KafkaBackend, OutgoingBatch, OutgoingMessage, Partitioner, PublishBackend,
+};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
@@ -55,9 +57,9 @@ impl Topics {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RelayConfig {
-    /// Rows per batch (default 2000; Deimos: 1000). Each fetch reads the ids still in flight again (that is how
-    /// a row committed late, with a lower id, is not skipped), so fewer, larger batches cost the database less
-    /// per row: 2000 × 2 drained a million-row backlog about 25% faster than 1000 × 4 on PostgreSQL.
+    /// Rows per batch (default 2000; Deimos: 1000). Each fetch walks past the rows still in flight again (that is
+    /// how a row committed late, with a lower id, is not skipped), so fewer, larger batches cost the database
+    /// less per row: 2000 × 2 drained a million-row backlog about 25% faster than 1000 × 4 on PostgreSQL.
     pub batch_size: usize,
     /// Batches of one partition in flight at once (default 2).
     pub max_in_flight: usize,
@@ -145,16 +147,25 @@ struct Counters {
 ///    nothing. It also
 ///    stops sending once its lease's local deadline (TTL minus a safety margin, counted from when the renewal
 ///    was sent) has passed without a successful renewal.
-/// 2. It keeps up to `max_in_flight` batches in flight. Each fetch takes the partition's lowest ids that are not
-///    already in flight, so a row whose transaction committed late (with a lower id than rows already sent)
-///    is sent next rather than skipped.
-/// 3. When the oldest batch is acknowledged in full, its rows are deleted with one statement. A row the broker
-///    refused as too large is moved to `kafka_messages_dead` in the same transaction and reported; the rest of
-///    the batch goes on. Any other failure deletes only the acknowledged prefix of that batch, waits for the
+/// 2. It keeps up to `max_in_flight` batches in flight. Each fetch is one statement (one snapshot) that takes
+///    the partition's lowest rows not already in flight, and exactly those rows are sent: a row whose
+///    transaction committed late (with a lower id than rows already sent) is sent next rather than skipped, and
+///    a transaction that commits while the relay reads is in the batch whole or not at all.
+/// 3. When the oldest batch is acknowledged in full, its rows are deleted with one statement. A row refused as
+///    too large on its own (sent alone, or over the producer's own limit) is moved to `kafka_messages_dead` in
+///    the same transaction and reported; the rest of the batch goes on. A broker's too-large refusal of a
+///    request that held several rows proves nothing about each: the batch stops there, and its rows are sent
+///    again in smaller batches, one at a time, halved on each such refusal, until each refused row has been
+///    refused alone. Any other failure deletes only the acknowledged prefix of that batch, waits for the
 ///    batches behind it, backs off and starts again from the lowest id: order is kept; rows acknowledged after
 ///    the failure are sent again. A worker that fails with batches in flight keeps renewing its lease until they
 ///    have settled.
-/// 4. Idle for `idle_release`, it gives the lease back and ends; writers' NOTIFY (PostgreSQL) or polling brings
+/// 4. Rows written without a partition (-1) are not sent by a worker of their own: the worker holding the
+///    topic's -1 lease gives them, in id order, the partition a producer would choose (partition key, else key,
+///    over the topic's partition count from Kafka), and the partition's worker sends them. A partition's worker
+///    never sends past its topic's lowest row still without a partition, so all of a key's rows go out through
+///    one worker, in id order.
+/// 5. Idle for `idle_release`, it gives the lease back and ends; writers' NOTIFY (PostgreSQL) or polling brings
 ///    a new worker when rows come.
 ///
 /// Its `Debug` output shows the database URL without its password or secret parameters.
@@ -293,6 +304,7 @@ impl Relay {
                         counters: Arc::clone(&counters),
                         stop: stop_rx.clone(),
                         wake: wake_rx.clone(),
+                        wake_all: Arc::clone(&wake_tx),
                     };
                     let pooled = idle.pop();
                     let task = workers.spawn(worker.run(pooled));
@@ -498,6 +510,17 @@ struct Worker {
     counters: Arc<Counters>,
     stop: watch::Receiver<bool>,
     wake: watch::Receiver<u64>,
+    /// Wakes the relay's other workers and its search for partitions with rows (after rows got a partition).
+    wake_all: Arc<watch::Sender<u64>>,
+}
+
+/// After the broker refused a request as too large without saying which message is: rows up to `through` go
+/// one batch at a time, of at most `limit` rows, halved on each such refusal and doubled on each success, so
+/// that a row refused alone is known to be too large on its own, and the others are sent, in order.
+#[derive(Debug, Clone, Copy)]
+struct Narrow {
+    limit: usize,
+    through: i64,
 }
 
 type Wait = Pin<Box<dyn Future<Output = Vec<DeliveryResult>> + Send>>;
@@ -509,6 +532,13 @@ struct Flight {
     /// Ids compacted away (deleted with the batch).
     compacted: Vec<i64>,
     wait: Wait,
+}
+
+impl Flight {
+    /// Every id of the batch, sent or compacted away.
+    fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.sent.iter().chain(&self.compacted).copied()
+    }
 }
 
 impl Worker {
@@ -529,6 +559,7 @@ impl Worker {
         };
         let mut in_flight: VecDeque<Flight> = VecDeque::new();
         let result = match conn.as_mut() {
+            Some(c) if self.partition == -1 => self.assign(c).await,
             Some(c) => self.work(c, &mut in_flight).await,
             None => Ok(()),
         };
@@ -584,37 +615,28 @@ impl Worker {
 
     async fn work(&mut self, conn: &mut Conn, in_flight: &mut VecDeque<Flight>) -> Result<(), OutboxError> {
         let config = Arc::clone(&self.relay.config);
-        let mut in_flight_ids: HashSet<i64> = HashSet::new();
         let mut idle_since: Option<Instant> = None;
         let mut failures = 0u32;
+        let mut narrow: Option<Narrow> = None;
         loop {
             let stopping = *self.stop.borrow();
             if self.renew_in().is_zero() {
                 self.renew(conn).await?;
             }
-            // Fill the pipeline.
-            if !stopping && in_flight.len() < config.max_in_flight {
+            // Fill the pipeline (one batch at a time while narrowed).
+            let (depth, limit) = narrow.map_or((config.max_in_flight, config.batch_size), |n| (1, n.limit));
+            if !stopping && in_flight.len() < depth {
                 self.wake.borrow_and_update();
-                if let Some(flight) = self.next_batch(conn, &in_flight_ids).await? {
-                    in_flight_ids.extend(flight.sent.iter().chain(&flight.compacted).copied());
+                let ids: Vec<i64> = in_flight.iter().flat_map(Flight::ids).collect();
+                if let Some(flight) = self.next_batch(conn, &ids, limit).await? {
                     in_flight.push_back(flight);
                     idle_since = None;
                     continue;
                 }
             }
             let Some(front) = in_flight.front_mut() else {
-                if stopping {
+                if stopping || !self.nap(&mut idle_since).await {
                     return Ok(());
-                }
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= config.idle_release {
-                    return Ok(());
-                }
-                let nap = config.poll_interval.min(self.renew_in());
-                tokio::select! {
-                    _ = self.wake.changed() => {}
-                    _ = self.stop.changed() => {}
-                    () = tokio::time::sleep(nap) => {}
                 }
                 continue;
             };
@@ -625,7 +647,34 @@ impl Worker {
             };
             let Some(flight) = in_flight.pop_front() else { continue };
             match self.settle(conn, &flight.sent, &flight.compacted, &results).await? {
-                Settled::Done => failures = 0,
+                Settled::Done => {
+                    failures = 0;
+                    narrow = narrow.and_then(|n| {
+                        (flight.ids().max().unwrap_or(i64::MIN) < n.through).then(|| Narrow {
+                            limit: n.limit.saturating_mul(2).min(config.batch_size),
+                            through: n.through,
+                        })
+                    });
+                }
+                Settled::TooLarge { suspects, through } => {
+                    // Keep order: nothing behind the refused rows is deleted; wait for the rest (their too-large
+                    // refusals count as suspects too), then send again from the lowest id, in smaller batches.
+                    let mut through = through;
+                    while let Some(mut later) = in_flight.pop_front() {
+                        let results = self.renewing(conn, &mut later.wait).await?;
+                        if let Some(last) = suspect_ids(&later.sent, &results).max() {
+                            through = through.max(last);
+                        }
+                    }
+                    let limit = narrow.map_or(config.batch_size, |n| n.limit).min(suspects) / 2;
+                    let through = narrow.map_or(through, |n| n.through.max(through));
+                    narrow = Some(Narrow {
+                        limit: limit.max(1),
+                        through,
+                    });
+                    tracing::warn!(topic = %self.topic, partition = self.partition, suspects, through, limit = limit.max(1),
+                        "outbox relay: the broker refused a request as too large; sending its messages again in smaller batches to find which are too large on their own");
+                }
                 Settled::Failed(error) => {
                     // Keep order: nothing behind the failure is deleted; wait for the rest, back off, start over
                     // from the lowest id.
@@ -634,7 +683,6 @@ impl Worker {
                     while let Some(mut later) = in_flight.pop_front() {
                         self.renewing(conn, &mut later.wait).await?;
                     }
-                    in_flight_ids.clear();
                     failures = failures.saturating_add(1);
                     let delay = backoff(config.backoff, failures);
                     tracing::warn!(topic = %self.topic, partition = self.partition, %error, ?delay,
@@ -649,13 +697,78 @@ impl Worker {
                     if !self.renewing(conn, pause).await? {
                         return Ok(());
                     }
-                    continue;
                 }
             }
-            for id in flight.sent.iter().chain(&flight.compacted) {
-                in_flight_ids.remove(id);
-            }
         }
+    }
+
+    /// The worker of a topic's rows without a partition (-1: written without a partition count, Deimos's own
+    /// rows): gives each, in id order, the partition a producer would choose for it (from its partition key,
+    /// else its key, over the topic's partition count), and wakes the relay, whose partition workers send them.
+    /// It sends nothing itself, so all of a key's rows, with a partition or without, go out through one worker,
+    /// in id order; partition workers never send past the lowest row still without one.
+    async fn assign(&mut self, conn: &mut Conn) -> Result<(), OutboxError> {
+        let config = Arc::clone(&self.relay.config);
+        let limit = i64::try_from(config.batch_size).unwrap_or(i64::MAX);
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if *self.stop.borrow() {
+                return Ok(());
+            }
+            if self.renew_in().is_zero() {
+                self.renew(conn).await?;
+            }
+            self.wake.borrow_and_update();
+            let rows = conn.unpartitioned_rows(&self.topic, limit).await?;
+            if rows.is_empty() {
+                if !self.nap(&mut idle_since).await {
+                    return Ok(());
+                }
+                continue;
+            }
+            idle_since = None;
+            let (backend, topic) = (self.relay.backend.clone(), self.topic.clone());
+            let count = self
+                .renewing(conn, backend.partition_count(&topic))
+                .await?
+                .map_err(|e| {
+                    OutboxError::Kafka(format!(
+                        "the partition count of `{}` is needed to send its messages written without a partition \
+                         (they wait meanwhile, and so do the messages behind them): {e}",
+                        self.topic
+                    ))
+                })?;
+            let partitioner = backend.partitioner();
+            let assigned: Vec<(i64, i32)> = rows
+                .iter()
+                .map(|r| {
+                    let p = partition_of(partitioner, r.key.as_deref(), r.partition_key.as_deref(), r.id, count);
+                    (r.id, p)
+                })
+                .collect();
+            // Not fenced: a worker that lost this lease meanwhile sets the same partitions, only on rows still
+            // without one, and partition workers wait for every row below theirs to have one.
+            let changed = conn.set_partitions(&self.topic, &assigned).await?;
+            tracing::debug!(topic = %self.topic, rows = changed, "outbox relay: gave messages written without a partition theirs");
+            self.wake_all.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Waits for a wake-up, the stop signal or the next poll; `false`, without waiting, once the worker has been
+    /// idle for `idle_release` (it then gives its lease back).
+    async fn nap(&mut self, idle_since: &mut Option<Instant>) -> bool {
+        let config = Arc::clone(&self.relay.config);
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= config.idle_release {
+            return false;
+        }
+        let nap = config.poll_interval.min(self.renew_in());
+        tokio::select! {
+            _ = self.wake.changed() => {}
+            _ = self.stop.changed() => {}
+            () = tokio::time::sleep(nap) => {}
+        }
+        true
     }
 
     async fn renew(&mut self, conn: &mut Conn) -> Result<(), OutboxError> {
@@ -701,25 +814,17 @@ impl Worker {
         }
     }
 
-    /// Fetches the lowest rows not in flight and hands them to the producer; `None` when there are none.
-    async fn next_batch(&mut self, conn: &mut Conn, in_flight: &HashSet<i64>) -> Result<Option<Flight>, OutboxError> {
+    /// Fetches the lowest rows not in flight (at most `limit`, with one statement) and hands exactly those to the
+    /// producer; `None` when there are none.
+    async fn next_batch(
+        &mut self,
+        conn: &mut Conn,
+        in_flight: &[i64],
+        limit: usize,
+    ) -> Result<Option<Flight>, OutboxError> {
         let config = Arc::clone(&self.relay.config);
-        let limit = i64::try_from(config.batch_size + in_flight.len()).unwrap_or(i64::MAX);
-        let ids = conn.first_ids(&self.topic, self.partition, limit).await?;
-        let fresh: Vec<i64> = ids
-            .into_iter()
-            .filter(|id| !in_flight.contains(id))
-            .take(config.batch_size)
-            .collect();
-        let (Some(first), Some(last)) = (fresh.first().copied(), fresh.last().copied()) else {
-            return Ok(None);
-        };
-        let rows: Vec<MessageRow> = conn
-            .rows_between(&self.topic, self.partition, first, last)
-            .await?
-            .into_iter()
-            .filter(|r| !in_flight.contains(&r.id))
-            .collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<MessageRow> = conn.next_rows(&self.topic, self.partition, in_flight, limit).await?;
         if rows.is_empty() {
             return Ok(None);
         }
@@ -758,7 +863,7 @@ impl Worker {
             sent.push(row.id);
             messages.push(
                 OutgoingMessage::new(row.key, row.message)
-                    .partition_key(row.partition_key.map(String::into_bytes))
+                    .partition_key(row.partition_key)
                     .partition((self.partition >= 0).then_some(self.partition))
                     .headers(headers),
             );
@@ -794,7 +899,13 @@ impl Worker {
         }))
     }
 
-    /// Deletes an acknowledged batch (moving too-large rows aside), or the acknowledged prefix of a failed one.
+    /// Deletes an acknowledged batch (moving rows too large on their own aside), or the acknowledged prefix of a
+    /// failed one.
+    ///
+    /// A too-large refusal is proven for the row alone when the row was sent alone, or when the row by itself is
+    /// over the limit the refusal names (the producer's own check). Otherwise the broker refused a request that
+    /// may hold several rows (its `max.message.bytes` counts the request's batch): the row is a suspect, and the
+    /// batch stops there as on any other failure.
     async fn settle(
         &mut self,
         conn: &mut Conn,
@@ -805,12 +916,22 @@ impl Worker {
         let mut done: Vec<i64> = Vec::with_capacity(sent.len() + compacted.len());
         let mut dead: Vec<(i64, String)> = Vec::new();
         let mut failure = None;
-        for (id, result) in sent.iter().zip(results) {
+        for (i, (id, result)) in sent.iter().zip(results).enumerate() {
             match result {
                 Ok(_) => done.push(*id),
-                Err(e @ DeliveryError::TooLarge { .. }) => dead.push((*id, e.to_string())),
+                Err(e @ DeliveryError::TooLarge { size, limit }) if sent.len() == 1 || size > limit => {
+                    dead.push((*id, e.to_string()));
+                }
+                Err(DeliveryError::TooLarge { .. }) => {
+                    let (rest_ids, rest) = (&sent[i..], &results[i..]);
+                    failure = Some(Settled::TooLarge {
+                        suspects: suspect_ids(rest_ids, rest).count(),
+                        through: suspect_ids(rest_ids, rest).max().unwrap_or(*id),
+                    });
+                    break;
+                }
                 Err(e) => {
-                    failure = Some(e.to_string());
+                    failure = Some(Settled::Failed(e.to_string()));
                     break;
                 }
             }
@@ -819,7 +940,7 @@ impl Worker {
             done.extend(compacted);
         }
         if done.is_empty() && dead.is_empty() {
-            return Ok(failure.map_or(Settled::Done, Settled::Failed));
+            return Ok(failure.unwrap_or(Settled::Done));
         }
         if !conn
             .finish_batch(&self.topic, self.partition, &self.relay.owner, self.fence, &done, &dead)
@@ -851,13 +972,48 @@ impl Worker {
                     ))
             });
         }
-        Ok(failure.map_or(Settled::Done, Settled::Failed))
+        Ok(failure.unwrap_or(Settled::Done))
     }
 }
 
+/// How a batch ended.
 enum Settled {
+    /// Every row sent (or moved aside as too large on its own) and deleted.
     Done,
+    /// The broker refused a request holding several rows as too large: `suspects` rows of the batch were refused
+    /// so, the last of them `through`. The rows before the first were deleted.
+    TooLarge { suspects: usize, through: i64 },
+    /// Another failure; the rows before it were deleted.
     Failed(String),
+}
+
+/// The ids of `sent` refused as too large in `results`.
+fn suspect_ids<'a>(sent: &'a [i64], results: &'a [DeliveryResult]) -> impl Iterator<Item = i64> + 'a {
+    sent.iter()
+        .zip(results)
+        .filter(|(_, r)| matches!(r, Err(DeliveryError::TooLarge { .. })))
+        .map(|(id, _)| *id)
+}
+
+/// The partition a producer would choose for a row without one, among `count` (positive) partitions, as the
+/// Kafka backend does: by the partition key when it differs from the key, else by the key with librdkafka's
+/// rule for the partitioner (`consistent_random` spreads empty and missing keys at random, `murmur2_random`
+/// only missing ones); a row without either goes to the partition of its id, which is as good as random.
+fn partition_of(
+    partitioner: Partitioner,
+    key: Option<&[u8]>,
+    partition_key: Option<&[u8]>,
+    id: i64,
+    count: i32,
+) -> i32 {
+    match (partition_key, key) {
+        (Some(pk), key) if Some(pk) != key => partitioner.partition(pk, count),
+        (_, Some(key)) if !key.is_empty() || partitioner != Partitioner::Consistent => {
+            partitioner.partition(key, count)
+        }
+        // In 0..count, so it fits an i32.
+        _ => i32::try_from(id.rem_euclid(i64::from(count.max(1)))).unwrap_or(0),
+    }
 }
 
 /// Keeps the last row per key (rows without a key are all kept), in the order of those last rows; returns the
@@ -932,6 +1088,22 @@ mod tests {
             compact(vec![row(1, None), row(2, Some("b")), row(3, Some("b"))]).1,
             Vec::<i64>::new()
         );
+    }
+
+    #[test]
+    fn rows_without_a_partition_get_the_one_a_producer_would_choose() {
+        let (c, m) = (Partitioner::Consistent, Partitioner::Murmur2);
+        let key: &[u8] = &[0, 0, 0, 0, 1, 0xc8, 0x01];
+        // By the key, else by a partition key that differs from it.
+        assert_eq!(partition_of(c, Some(key), None, 5, 6), c.partition(key, 6));
+        assert_eq!(partition_of(m, Some(key), Some(key), 5, 6), m.partition(key, 6));
+        assert_eq!(partition_of(c, Some(key), Some(b"pk"), 5, 6), c.partition(b"pk", 6));
+        assert_eq!(partition_of(c, None, Some(b""), 5, 6), c.partition(b"", 6));
+        // librdkafka: consistent_random spreads empty and missing keys, murmur2_random hashes an empty one.
+        assert_eq!(partition_of(c, Some(b""), None, 9, 6), 3);
+        assert_eq!(partition_of(m, Some(b""), None, 9, 6), m.partition(b"", 6));
+        assert_eq!(partition_of(m, None, None, 13, 6), 1);
+        assert!((0..6).contains(&partition_of(c, None, None, -7, 6)));
     }
 
     #[test]

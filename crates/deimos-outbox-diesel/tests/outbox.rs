@@ -207,6 +207,206 @@ async fn sqlite_concurrent_writers_and_two_relays_keep_per_key_commit_order() {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Transactions of several INSERTs.
+
+/// Six writers commit transactions of four INSERTs each (one publish per message, two keys per transaction,
+/// alternating; a key's transactions one after another, as a row lock on the key's record would make them) while
+/// one relay drains with small batches, so transactions commit while the relay reads. Every message arrives
+/// once, and each key's messages arrive in commit order: a transaction's rows are never split around a batch's
+/// read.
+async fn transactions_of_several_inserts_arrive_in_commit_order(kind: Kind, txns_per_writer: i64) {
+    const KEYS: i64 = 200;
+    const WRITERS: i64 = 6;
+    let db = TestDb::new(kind).await;
+    let kit = Kit::new("outbox.multi").await;
+    let mut config = fast_config();
+    config.batch_size = 20;
+    config.max_in_flight = 4;
+    let (stop, relay) = spawn_relay(kit.relay(&db, config));
+
+    let seqs = common::key_seqs(KEYS);
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (writer, seqs, url) = (kit.writer(), seqs.clone(), db.url.clone());
+        writers.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(&url).await.unwrap();
+            let mut rng = common::Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
+            for _ in 0..txns_per_writer {
+                let a = (rng.next() % KEYS as u64) as i64;
+                let b = (a + 1 + (rng.next() % (KEYS as u64 - 1)) as i64) % KEYS;
+                // Locked in key order, so two writers never wait on each other in a cycle.
+                let (k1, k2) = (a.min(b), a.max(b));
+                let mut s1 = seqs[k1 as usize].lock().await;
+                let mut s2 = seqs[k2 as usize].lock().await;
+                let (sa, sb) = if a == k1 { (*s1, *s2) } else { (*s2, *s1) };
+                writer
+                    .write_each(&mut conn, &[(a, sa + 1), (b, sb + 1), (a, sa + 2), (b, sb + 2)])
+                    .await;
+                *s1 += 2;
+                *s2 += 2;
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let written = (WRITERS * txns_per_writer * 4) as usize;
+    wait_empty(&db, 120).await;
+    let received = kit.read_all(written, Duration::from_secs(60)).await;
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap();
+    assert_eq!(stats.sent, written as u64);
+    let all: usize = received.values().map(Vec::len).sum();
+    assert_eq!(all, written, "every message once");
+    let mut out_of_order = Vec::new();
+    for (key, seqs_received) in per_key(&received) {
+        let expected: Vec<i64> = (1..=seqs_received.len() as i64).collect();
+        if seqs_received != expected {
+            out_of_order.push((key, seqs_received));
+        }
+    }
+    assert!(
+        out_of_order.is_empty(),
+        "{} of {KEYS} keys out of commit order, e.g. {:?}",
+        out_of_order.len(),
+        out_of_order.first()
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_transactions_of_several_inserts_arrive_in_commit_order() {
+    transactions_of_several_inserts_arrive_in_commit_order(Kind::Postgres, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_transactions_of_several_inserts_arrive_in_commit_order() {
+    transactions_of_several_inserts_arrive_in_commit_order(Kind::Mariadb, 300).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Rows with and without a partition.
+
+/// Writers commit each key's messages alternately through an outbox that knows the partition count (rows with a
+/// partition) and one that does not (partition -1, as synchronous writes, writes without a count and Deimos's
+/// own rows are), while two relays run. Each key's messages arrive once, in commit order, on the partition a
+/// producer would choose for the key (the keys are Avro-encoded ids of 64 and more, whose bytes are not UTF-8).
+async fn rows_with_and_without_a_partition_keep_each_keys_order(kind: Kind) {
+    const KEYS: i64 = 12;
+    const TXNS_PER_WRITER: i64 = 60;
+    let db = TestDb::new(kind).await;
+    let kit = Kit::new("outbox.mixed").await;
+    let mut config = fast_config();
+    config.batch_size = 20;
+    let (stop_a, relay_a) = spawn_relay(kit.relay(&db, config.clone()));
+    let (stop_b, relay_b) = spawn_relay(kit.relay(&db, config));
+
+    let partitioned = kit.writer();
+    let unpartitioned = common::Writer {
+        outbox: deimos_outbox_diesel::Outbox::builder().build(),
+        producer: kit.producer.clone(),
+    };
+    let seqs = common::key_seqs(KEYS);
+    let mut writers = Vec::new();
+    for w in 0..4i64 {
+        let (partitioned, unpartitioned, seqs, url) =
+            (partitioned.clone(), unpartitioned.clone(), seqs.clone(), db.url.clone());
+        writers.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(&url).await.unwrap();
+            let mut rng = common::Rng(0x2545_f491_4f6c_dd1d ^ (w as u64 + 1));
+            for _ in 0..TXNS_PER_WRITER {
+                let key = (rng.next() % KEYS as u64) as usize;
+                let mut seq = seqs[key].lock().await;
+                let writer = if rng.next().is_multiple_of(2) {
+                    &partitioned
+                } else {
+                    &unpartitioned
+                };
+                let id = 64 + key as i64 * 1_000;
+                writer.write_each(&mut conn, &[(id, *seq + 1), (id, *seq + 2)]).await;
+                *seq += 2;
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let written = (4 * TXNS_PER_WRITER * 2) as usize;
+    wait_empty(&db, 60).await;
+    let received = kit.read_all(written, Duration::from_secs(30)).await;
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    let (a, b) = (relay_a.await.unwrap(), relay_b.await.unwrap());
+    assert_eq!(a.sent + b.sent, written as u64, "each message sent once ({a:?}, {b:?})");
+    let all: usize = received.values().map(Vec::len).sum();
+    assert_eq!(all, written);
+    for (key, seqs_received) in per_key(&received) {
+        let expected: Vec<i64> = (1..=seqs_received.len() as i64).collect();
+        assert_eq!(seqs_received, expected, "key {key}: commit order");
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_with_and_without_a_partition_keep_each_keys_order() {
+    rows_with_and_without_a_partition_keep_each_keys_order(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_rows_with_and_without_a_partition_keep_each_keys_order() {
+    rows_with_and_without_a_partition_keep_each_keys_order(Kind::Mariadb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_with_and_without_a_partition_keep_each_keys_order() {
+    rows_with_and_without_a_partition_keep_each_keys_order(Kind::Sqlite).await;
+}
+
+/// A row without a partition whose partition key is not UTF-8 (another writer put raw bytes in the text column)
+/// is partitioned by those bytes, exactly as a producer would partition it, not by a lossy reading of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_key_that_is_not_utf8_is_partitioned_by_its_bytes() {
+    use deimos_producer::Partitioner;
+    let db = TestDb::new(Kind::Sqlite).await;
+    let kit = Kit::new("outbox.binary_pk").await;
+    let mut conn = db.conn().await;
+    // Bytes whose lossy reading (U+FFFD for each bad byte) lands on another partition.
+    let pk: Vec<u8> = (0u8..=255)
+        .map(|b| vec![b'p', 0xff, b])
+        .find(|pk| {
+            Partitioner::Consistent.partition(pk, common::PARTITIONS)
+                != Partitioner::Consistent.partition(String::from_utf8_lossy(pk).as_bytes(), common::PARTITIONS)
+        })
+        .unwrap();
+    let batch = kit
+        .producer
+        .encode_list_with(vec![common::widget(1, 1, true)], &PublishOptions::new())
+        .unwrap()
+        .unwrap();
+    let m = &batch.messages[0];
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    conn.execute(&format!(
+        "INSERT INTO kafka_messages (topic, message, key, partition_key, \"partition\", created_at, updated_at) \
+         VALUES ('outbox.binary_pk', X'{}', X'{}', CAST(X'{}' AS TEXT), -1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+        hex(m.value.as_deref().unwrap()),
+        hex(m.key.as_deref().unwrap()),
+        hex(&pk)
+    ))
+    .await
+    .unwrap();
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    wait_empty(&db, 30).await;
+    let received = kit.read_all_unchecked(1, Duration::from_secs(20)).await;
+    stop.send(()).unwrap();
+    assert_eq!(relay.await.unwrap().sent, 1);
+    assert_eq!(
+        received.keys().copied().collect::<Vec<_>>(),
+        [Partitioner::Consistent.partition(&pk, common::PARTITIONS)]
+    );
+    db.drop_db().await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Failures.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,6 +803,48 @@ async fn refused_batches_are_sent_again_in_order_after_backoff() {
         })
         .sum();
     assert!(refused >= 1, "the broker refused some sends ({refused})");
+    db.drop_db().await;
+}
+
+/// The broker refuses a produce request as too large (`MSG_SIZE_TOO_LARGE`, as a topic whose `max.message.bytes`
+/// is below the producer's limit does for a request that holds too much). Only a row refused again when sent
+/// alone is moved to `kafka_messages_dead`; its neighbours are sent, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_row_too_large_on_its_own_goes_dead_and_its_neighbours_are_sent_in_order() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let db = TestDb::new(Kind::Postgres).await;
+    let kit = Kit::new("outbox.broker_too_large").await;
+    let mut conn = db.conn().await;
+    // One key, so one partition and one produce request for the whole batch.
+    kit.write(&mut conn, &[(1, 1), (1, 2), (1, 3), (1, 4), (1, 5)], true)
+        .await;
+    let written = common::ids(&mut conn, "kafka_messages").await;
+    // Requests, as the relay narrows its batches after a refusal (halved on each, doubled on each success):
+    // [1..5] refused; [1, 2] pass; [3, 4, 5] refused; [3] refused again, alone: too large on its own; then [4]
+    // and [5] pass.
+    let too_large = RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+    kit.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            too_large,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+            too_large,
+            too_large,
+        ],
+    );
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    wait_empty(&db, 30).await;
+    let received = kit.read_all(4, Duration::from_secs(20)).await;
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap();
+    let dead = common::ids(&mut conn, "kafka_messages_dead").await;
+    assert_eq!(dead, [written[2]], "only the row refused on its own is dead");
+    assert_eq!(
+        per_key(&received).get(&1).cloned().unwrap_or_default(),
+        [1, 2, 4, 5],
+        "the neighbours arrive, in order"
+    );
+    assert_eq!((stats.sent, stats.too_large), (4, 1));
     db.drop_db().await;
 }
 

@@ -123,6 +123,25 @@ impl TestDb {
     }
 }
 
+/// The ids of a table's rows, in order.
+pub async fn ids(c: &mut Conn, table: &str) -> Vec<i64> {
+    use diesel::QueryableByName;
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let sql = format!("SELECT id FROM {table} ORDER BY id");
+    let rows: Vec<Id> = match c {
+        Conn::Pg(c) => diesel::sql_query(sql).load(c).await,
+        Conn::Mysql(c) => diesel::sql_query(sql).load(c).await,
+        Conn::Sqlite(c) => diesel::sql_query(sql).load(c).await,
+    }
+    .unwrap();
+    rows.into_iter().map(|r| r.id).collect()
+}
+
 pub async fn count(c: &mut Conn, table: &str) -> i64 {
     use diesel::QueryableByName;
     use diesel_async::RunQueryDsl;
@@ -298,6 +317,21 @@ impl Writer {
         commit
     }
 
+    /// Writes widgets `(key, seq)` in one committed transaction, one publish (one INSERT) per message, as a
+    /// service that publishes at several points of one transaction does.
+    pub async fn write_each(&self, conn: &mut Conn, widgets: &[(i64, i64)]) {
+        conn.begin().await.unwrap();
+        for (k, s) in widgets {
+            let report = self
+                .outbox
+                .publish(&self.producer, conn, vec![widget(*k, *s, true)], &PublishOptions::new())
+                .await
+                .unwrap();
+            assert_eq!(report.written, 1);
+        }
+        conn.commit().await.unwrap();
+    }
+
     /// Writes widgets `(key, seq)` in one transaction; commits or rolls back.
     pub async fn write(&self, conn: &mut Conn, widgets: &[(i64, i64)], commit: bool) {
         conn.begin().await.unwrap();
@@ -343,6 +377,18 @@ pub fn per_key(received: &BTreeMap<i32, Vec<Received>>) -> BTreeMap<i64, Vec<i64
         }
     }
     out
+}
+
+/// A small xorshift generator: varied but repeatable choices without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 /// A relay config for tests: short lease, quick polling.

@@ -1,6 +1,6 @@
 -- deimos-rs: the upgrade of Deimos's tables (the one migration an existing Deimos database needs).
--- kafka_messages: the target partition, computed when the row is written (-1: the relay lets the producer
--- partition it, as for rows Deimos wrote), and the message's headers.
+-- kafka_messages: the target partition, computed when the row is written (-1: the relay computes it before
+-- sending the row, as for rows Deimos wrote), and the message's headers.
 ALTER TABLE kafka_messages ADD COLUMN "partition" INTEGER NOT NULL DEFAULT -1;
 ALTER TABLE kafka_messages ADD COLUMN headers BYTEA;
 CREATE INDEX index_kafka_messages_on_topic_partition_and_id ON kafka_messages (topic, "partition", id);
