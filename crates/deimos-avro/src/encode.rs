@@ -368,7 +368,25 @@ fn decimal_of(v: &Json, precision: usize, scale: usize) -> Option<i128> {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Union branch choice: the first branch the value fits (Deimos 2.x `find_schema_type`).
+// Union branch choice: the first branch of the value's own JSON type (an integer to an int or long, text to a
+// string, a boolean to a boolean, as Confluent's serializers pick), else the first branch the value coerces to
+// (Deimos 2.x `find_schema_type`, which would send the integer 1 as the string "1" to ["null","string","long"]).
+
+/// Whether `v` is already of the node's type, not only coercible to it.
+fn is_exactly(graph: &Graph, node: NodeId, v: &Json) -> bool {
+    let kind = match &graph.nodes[node] {
+        Node::Boolean => v.is_boolean(),
+        Node::Int | Node::Long | Node::Date | Node::TimeMillis | Node::TimeMicros | Node::Timestamp { .. } => {
+            v.is_i64() || v.is_u64()
+        }
+        Node::Float | Node::Double => v.is_number(),
+        Node::String | Node::Enum(_) | Node::Uuid(_) => v.is_string(),
+        Node::Array(_) => v.is_array(),
+        Node::Map(_) | Node::Record(_) => v.is_object(),
+        _ => false,
+    };
+    kind && fits(graph, node, v)
+}
 
 fn fits(graph: &Graph, node: NodeId, v: &Json) -> bool {
     match &graph.nodes[node] {
@@ -504,9 +522,16 @@ fn write(
             } else if v.is_null() {
                 branches.iter().position(|b| matches!(graph.nodes[*b], Node::Null))
             } else {
+                let not_null = |b: &&NodeId| !matches!(graph.nodes[**b], Node::Null);
                 branches
                     .iter()
-                    .position(|b| !matches!(graph.nodes[*b], Node::Null) && fits(graph, *b, v))
+                    .filter(not_null)
+                    .position(|b| is_exactly(graph, *b, v))
+                    .or_else(|| branches.iter().filter(not_null).position(|b| fits(graph, *b, v)))
+                    .and_then(|i| {
+                        let chosen = branches.iter().filter(not_null).nth(i)?;
+                        branches.iter().position(|b| b == chosen)
+                    })
             };
             let i = pick.ok_or_else(|| mismatch(graph, node, v))?;
             write_long(out, i as i64);

@@ -170,28 +170,42 @@ impl Graph {
         Ok(graph)
     }
 
+    /// Encodes every field default once. A record default may leave out a field of a nested record that has a
+    /// default of its own, which then must be encoded first: defaults are encoded in rounds, each taking those
+    /// whose nested defaults are ready, so the order the records are defined in does not matter.
     fn encode_defaults(&mut self) -> Result<(), String> {
-        for id in 0..self.nodes.len() {
-            let Node::Record(rec) = &self.nodes[id] else { continue };
-            let mut encoded = Vec::with_capacity(rec.fields.len());
-            for f in &rec.fields {
-                encoded.push(match &f.default {
-                    Some(d) => {
-                        let mut out = Vec::new();
-                        crate::encode::encode_default(self, f.node, d, &mut out)
-                            .map_err(|e| format!("default of field `{}` in {}: {e}", f.name, rec.name))?;
-                        Some(out)
-                    }
-                    None => None,
-                });
-            }
-            if let Node::Record(rec) = &mut self.nodes[id] {
-                for (f, b) in rec.fields.iter_mut().zip(encoded) {
-                    f.default_bytes = b;
-                }
+        let mut pending: Vec<(NodeId, usize)> = Vec::new();
+        for (id, node) in self.nodes.iter().enumerate() {
+            if let Node::Record(rec) = node {
+                pending.extend(rec.fields.iter().enumerate().filter(|(_, f)| f.default.is_some()).map(|(i, _)| (id, i)));
             }
         }
-        Ok(())
+        loop {
+            let mut done = Vec::new();
+            let mut failed = Vec::new();
+            for &(id, i) in &pending {
+                let Node::Record(rec) = &self.nodes[id] else { continue };
+                let f = &rec.fields[i];
+                let Some(d) = &f.default else { continue };
+                let mut out = Vec::new();
+                match crate::encode::encode_default(self, f.node, d, &mut out) {
+                    Ok(()) => done.push((id, i, out)),
+                    Err(e) => failed.push(((id, i), format!("default of field `{}` in {}: {e}", f.name, rec.name))),
+                }
+            }
+            if done.is_empty() {
+                return match failed.into_iter().next() {
+                    Some((_, message)) => Err(message),
+                    None => Ok(()),
+                };
+            }
+            for (id, i, bytes) in done {
+                if let Node::Record(rec) = &mut self.nodes[id] {
+                    rec.fields[i].default_bytes = Some(bytes);
+                }
+            }
+            pending = failed.into_iter().map(|(at, _)| at).collect();
+        }
     }
 }
 

@@ -136,14 +136,20 @@ fn enums_fixed_and_bytes() {
 }
 
 #[test]
-fn unions_take_the_first_branch_the_value_fits() {
+fn unions_take_the_values_own_type_first_then_the_first_branch_it_fits() {
     let u = json!(["null", "int", "string"]);
-    assert_eq!(ok(u.clone(), json!("5")), json!(5), "an integer string fits int first");
+    assert_eq!(ok(u.clone(), json!("5")), json!("5"), "text goes to the string branch");
+    assert_eq!(ok(u.clone(), json!(5)), json!(5));
     assert_eq!(ok(u.clone(), json!("abc")), json!("abc"));
     assert_eq!(ok(u.clone(), Value::Null), Value::Null);
-    // Deimos 2.x: a string branch accepts any scalar, so it wins when it comes first.
-    assert_eq!(ok(json!(["null", "string", "long"]), json!(12)), json!("12"));
+    // Confluent's serializers pick the branch of the value's own type (Deimos 2.x took the first branch it fits,
+    // so a string branch, which accepts any scalar, won when it came first).
+    assert_eq!(ok(json!(["null", "string", "long"]), json!(12)), json!(12));
     assert_eq!(ok(json!(["null", "long", "string"]), json!(12)), json!(12));
+    assert_eq!(ok(json!(["null", "long", "string"]), json!("123")), json!("123"));
+    // Without a branch of its own type, the first branch the value coerces to.
+    assert_eq!(ok(json!(["null", "long", "boolean"]), json!("123")), json!(123));
+    assert_eq!(ok(json!(["null", "string"]), json!(12)), json!("12"));
     let records = json!([
         "null",
         {"type": "record", "name": "R1", "fields": [{"name": "record1_id", "type": "int"}]},
