@@ -29,6 +29,13 @@ def main() -> None:
         deserializer = AvroDeserializer(client)
         out[part + "_decoded"] = deserializer(bytes.fromhex(p["rust_hex"]), ctx)
 
+    # A top-level "bytes" schema: Confluent writes and reads the bytes raw after the frame header.
+    raw = spec["raw"]
+    ctx = SerializationContext(raw["topic"], MessageField.VALUE)
+    serializer = AvroSerializer(client, raw["schema"], conf={"auto.register.schemas": True})
+    out["raw_python_hex"] = serializer(bytes.fromhex(raw["payload_hex"]), ctx).hex()
+    out["raw_decoded_hex"] = AvroDeserializer(client)(bytes.fromhex(raw["rust_hex"]), ctx).hex()
+
     value_subject = topic + "-value"
     evolved = Schema(spec["evolved_value_schema"], "AVRO")
     broken = Schema(spec["incompatible_value_schema"], "AVRO")

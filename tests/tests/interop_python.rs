@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use deimos::avro::SchemaStore;
+use deimos::avro::{AvroSchema, SchemaStore};
 use deimos::keys::{KeyConfig, KeyEncoder, KeySpec};
 use deimos::registry::{EmbeddedRegistry, HttpRegistry, SchemaCodec, SubjectNameStrategy};
 use serde_json::{Value, json};
@@ -73,12 +73,23 @@ async fn python_confluent_kafka_agrees_with_our_bytes_and_registry() {
         .replace(r#"{"name":"id","type":"long"}"#, r#"{"name":"id","type":"string"}"#);
     assert_ne!(incompatible, widget.canonical_json());
 
+    // A top-level "bytes" value: Confluent frames the bytes raw (no Avro length prefix).
+    let bytes_schema = AvroSchema::parse(r#""bytes""#).unwrap();
+    let raw_payload: Vec<u8> = (0u8..=255).collect();
+    let raw_json = Value::String(raw_payload.iter().map(|b| char::from(*b)).collect());
+    let raw_bytes = codec
+        .encode_value("interop.raw-value", &bytes_schema, &raw_json)
+        .await
+        .unwrap();
+    assert_eq!(&raw_bytes[5..], &raw_payload[..], "raw after the header");
+
     let spec_file = std::env::temp_dir().join(format!("deimos-interop-{}.json", std::process::id()));
     let spec_json = json!({
         "registry_url": server.url(),
         "topic": topic,
         "value": {"schema": widget.canonical_json(), "payload": payload, "rust_hex": hex(&value_bytes)},
         "key": {"schema": key_schema.canonical_json(), "payload": {"id": 42}, "rust_hex": hex(&key_bytes)},
+        "raw": {"topic": "interop.raw", "schema": r#""bytes""#, "payload_hex": hex(&raw_payload), "rust_hex": hex(&raw_bytes)},
         "evolved_value_schema": evolved,
         "incompatible_value_schema": incompatible,
     });
@@ -100,10 +111,24 @@ async fn python_confluent_kafka_agrees_with_our_bytes_and_registry() {
     assert_eq!(got["key_python_hex"], json!(hex(&key_bytes)), "key bytes differ");
     assert_eq!(got["value_decoded"], payload);
     assert_eq!(got["key_decoded"], json!({"id": 42}));
+    assert_eq!(
+        got["raw_python_hex"],
+        json!(hex(&raw_bytes)),
+        "a bytes value is framed as Confluent frames it"
+    );
+    assert_eq!(got["raw_decoded_hex"], json!(hex(&raw_payload)));
+    assert_eq!(
+        codec.decode_value(&raw_bytes, None).await.unwrap(),
+        raw_json,
+        "and read back"
+    );
 
     // Their registry client against our server.
     let r = &got["registry"];
-    assert_eq!(r["subjects"], json!(["interop.widgets-key", "interop.widgets-value"]));
+    assert_eq!(
+        r["subjects"],
+        json!(["interop.raw-value", "interop.widgets-key", "interop.widgets-value"])
+    );
     assert_eq!(r["latest_version"], json!(1));
     assert_eq!(
         r["latest_id"],

@@ -177,7 +177,13 @@ impl Graph {
         let mut pending: Vec<(NodeId, usize)> = Vec::new();
         for (id, node) in self.nodes.iter().enumerate() {
             if let Node::Record(rec) = node {
-                pending.extend(rec.fields.iter().enumerate().filter(|(_, f)| f.default.is_some()).map(|(i, _)| (id, i)));
+                pending.extend(
+                    rec.fields
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| f.default.is_some())
+                        .map(|(i, _)| (id, i)),
+                );
             }
         }
         loop {

@@ -5,7 +5,13 @@ use deimos_avro::AvroSchema;
 use serde_json::{Value as Json, json};
 
 /// Doubles that need all 17 significant digits to round-trip.
-const DOUBLES: &[&str] = &["90.28571428571429", "0.30000000000000004", "2.2250738585072014e-308", "1.7976931348623157e308", "123456789.12345679"];
+const DOUBLES: &[&str] = &[
+    "90.28571428571429",
+    "0.30000000000000004",
+    "2.2250738585072014e-308",
+    "1.7976931348623157e308",
+    "123456789.12345679",
+];
 
 #[test]
 fn double_defaults_keep_every_bit() {
@@ -16,7 +22,11 @@ fn double_defaults_keep_every_bit() {
         ))
         .unwrap();
         let default = schema.field("x").unwrap().default.unwrap();
-        assert_eq!(default.as_f64().unwrap().to_bits(), expected.to_bits(), "{text}: the default as parsed");
+        assert_eq!(
+            default.as_f64().unwrap().to_bits(),
+            expected.to_bits(),
+            "{text}: the default as parsed"
+        );
         assert!(
             schema.canonical_json().contains(text.trim_start_matches('+')) || {
                 // The schema's own text may print the number in another, equally exact, form.
@@ -49,21 +59,34 @@ fn a_record_default_may_leave_out_a_field_that_has_its_own_default() {
          "default":{"a":1}}]}"#;
     let schema = AvroSchema::parse(schema).unwrap();
     let encoded = schema.encode_value(&json!({})).unwrap();
-    assert_eq!(schema.decode_value(&encoded).unwrap(), json!({"r": {"a": 1, "z": "zz"}}));
+    assert_eq!(
+        schema.decode_value(&encoded).unwrap(),
+        json!({"r": {"a": 1, "z": "zz"}})
+    );
 }
 
 #[test]
 fn a_union_takes_the_branch_the_value_already_is() {
-    let s = AvroSchema::parse(r#"{"type":"record","name":"U","fields":[{"name":"u","type":["null","string","long"]}]}"#)
-        .unwrap();
+    let s =
+        AvroSchema::parse(r#"{"type":"record","name":"U","fields":[{"name":"u","type":["null","string","long"]}]}"#)
+            .unwrap();
     let back = s.decode_value(&s.encode_value(&json!({"u": 1})).unwrap()).unwrap();
-    assert_eq!(back, json!({"u": 1}), "a number goes to the long branch, not the string one");
+    assert_eq!(
+        back,
+        json!({"u": 1}),
+        "a number goes to the long branch, not the string one"
+    );
     let back = s.decode_value(&s.encode_value(&json!({"u": "1"})).unwrap()).unwrap();
     assert_eq!(back, json!({"u": "1"}));
-    let s = AvroSchema::parse(r#"{"type":"record","name":"U","fields":[{"name":"u","type":["null","long","string"]}]}"#)
-        .unwrap();
+    let s =
+        AvroSchema::parse(r#"{"type":"record","name":"U","fields":[{"name":"u","type":["null","long","string"]}]}"#)
+            .unwrap();
     let back = s.decode_value(&s.encode_value(&json!({"u": "123"})).unwrap()).unwrap();
-    assert_eq!(back, json!({"u": "123"}), "text goes to the string branch, not the long one");
+    assert_eq!(
+        back,
+        json!({"u": "123"}),
+        "text goes to the string branch, not the long one"
+    );
     let back = s.decode_value(&s.encode_value(&json!({"u": 123})).unwrap()).unwrap();
     assert_eq!(back, json!({"u": 123}));
 }

@@ -63,7 +63,11 @@ impl SchemaWriter {
     pub fn encode_into<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let start = out.len();
         wire::write_header(self.id, out);
-        self.schema.encode_into(value, out).inspect_err(|_| out.truncate(start))
+        self.schema
+            .encode_into(value, out)
+            .inspect_err(|_| out.truncate(start))?;
+        wire::to_frame_body(&self.schema, out, start + wire::HEADER_LEN);
+        Ok(())
     }
 
     /// A framed encoding of a serde value.
@@ -79,7 +83,9 @@ impl SchemaWriter {
         wire::write_header(self.id, out);
         self.schema
             .encode_value_into(payload, out)
-            .inspect_err(|_| out.truncate(start))
+            .inspect_err(|_| out.truncate(start))?;
+        wire::to_frame_body(&self.schema, out, start + wire::HEADER_LEN);
+        Ok(())
     }
 
     /// A framed encoding of a loose payload, coerced to the schema.
@@ -218,7 +224,8 @@ impl SchemaCodec {
     /// Decodes a framed message into `T`, resolving the writer's schema to `reader`.
     pub async fn decode<T: DeserializeOwned>(&self, message: &[u8], reader: &AvroSchema) -> Result<T, CodecError> {
         let (id, body) = wire::parse_header(message)?;
-        Ok(self.plan(id, reader).await?.decode(body)?)
+        let plan = self.plan(id, reader).await?;
+        Ok(plan.decode(&wire::avro_body(plan.writer(), body))?)
     }
 
     /// Decodes a framed message into a JSON value, read as `reader`, or as the writer's own schema when
@@ -229,7 +236,8 @@ impl SchemaCodec {
             Some(r) => r.clone(),
             None => self.writer_schema(id).await?,
         };
-        Ok(self.plan(id, &reader).await?.decode_value(body)?)
+        let plan = self.plan(id, &reader).await?;
+        Ok(plan.decode_value(&wire::avro_body(plan.writer(), body))?)
     }
 
     /// Decodes without waiting when the plan for the message's writer id and `reader` is already cached;
@@ -244,7 +252,10 @@ impl SchemaCodec {
             Err(e) => return Some(Err(e.into())),
         };
         let plan = self.plans.get(id, reader)?;
-        Some(plan.decode(body).map_err(CodecError::from))
+        Some(
+            plan.decode(&wire::avro_body(plan.writer(), body))
+                .map_err(CodecError::from),
+        )
     }
 }
 

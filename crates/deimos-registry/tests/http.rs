@@ -614,13 +614,19 @@ async fn the_embedded_registry_takes_what_java_and_fastavro_take_and_keeps_doubl
         {"name":"r","type":{"type":"record","name":"ND","fields":[
             {"name":"a","type":"int"},{"name":"z","type":"string","default":"zz"}]},"default":{"a":1}},
         {"name":"d","type":"double","default":90.28571428571429}]}"#;
-    let (status, v) = raw.post("/subjects/parity-value/versions", json!({ "schema": schema })).await;
+    let (status, v) = raw
+        .post("/subjects/parity-value/versions", json!({ "schema": schema }))
+        .await;
     assert_eq!(status, 200, "{v}");
     let id = v["id"].as_u64().unwrap_or_default();
     let (status, v) = raw.get(&format!("/schemas/ids/{id}")).await;
     assert_eq!(status, 200, "{v}");
     let back: serde_json::Value = serde_json::from_str(v["schema"].as_str().unwrap_or_default())?;
     let d = back["fields"][1]["default"].as_f64().unwrap_or_default();
-    assert_eq!(d.to_bits(), 90.28571428571429f64.to_bits(), "the default handed back: {back}");
+    assert_eq!(
+        d.to_bits(),
+        90.28571428571429f64.to_bits(),
+        "the default handed back: {back}"
+    );
     Ok(())
 }
