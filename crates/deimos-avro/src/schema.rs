@@ -69,10 +69,12 @@ impl AvroSchema {
 
     /// Parses a self-contained schema given as a JSON value.
     pub(crate) fn from_json_value(json: &serde_json::Value, path: PathBuf) -> Result<AvroSchema, SchemaError> {
-        check_attributes(json).map_err(|message| SchemaError::Invalid {
-            path: path.clone(),
-            message,
-        })?;
+        check_names(json)
+            .and_then(|()| check_attributes(json))
+            .map_err(|message| SchemaError::Invalid {
+                path: path.clone(),
+                message,
+            })?;
         let text = json.to_string();
         let s = Schema::parse_str(&text).map_err(|e| SchemaError::Invalid {
             path: path.clone(),
@@ -185,6 +187,72 @@ impl AvroSchema {
 }
 
 /// Attribute values apache-avro does not check when parsing but relies on later.
+/// Refuses names the Avro spec forbids (`[A-Za-z_][A-Za-z0-9_]*`, namespaces of such parts) with what is wrong
+/// and what to do. Schema folders written for the Ruby gem sometimes hold names like `com.my-namespace`,
+/// `MySchema-key` or a field `int-field`: the gem loaded them, but Confluent's registry refuses them too.
+pub(crate) fn check_names(v: &serde_json::Value) -> Result<(), String> {
+    match v {
+        serde_json::Value::Object(o) => {
+            let kind = o.get("type").and_then(|t| t.as_str());
+            if matches!(kind, Some("record" | "error" | "enum" | "fixed")) {
+                if let Some(name) = o.get("name").and_then(|n| n.as_str()) {
+                    // A full name in `name` carries its namespace.
+                    let (namespace, simple) = name.rsplit_once('.').map_or((None, name), |(ns, n)| (Some(ns), n));
+                    check_name("type name", simple, name)?;
+                    if let Some(ns) = namespace {
+                        check_namespace(ns, name)?;
+                    }
+                }
+                if let Some(ns) = o.get("namespace").and_then(|n| n.as_str()) {
+                    check_namespace(ns, ns)?;
+                }
+                if let Some(fields) = o.get("fields").and_then(|f| f.as_array()) {
+                    for field in fields {
+                        if let Some(name) = field.get("name").and_then(|n| n.as_str()) {
+                            check_name("field name", name, name)?;
+                        }
+                    }
+                }
+            }
+            o.values().try_for_each(check_names)
+        }
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_names),
+        _ => Ok(()),
+    }
+}
+
+fn check_namespace(namespace: &str, shown: &str) -> Result<(), String> {
+    if namespace.is_empty() {
+        return Ok(());
+    }
+    namespace
+        .split('.')
+        .try_for_each(|part| check_name("namespace", part, shown))
+}
+
+fn check_name(what: &str, name: &str, shown: &str) -> Result<(), String> {
+    let why = if name.is_empty() {
+        "it is empty"
+    } else if name.contains('-') {
+        "it holds a hyphen (`-`)"
+    } else if name.starts_with(|c: char| c.is_ascii_digit()) {
+        "it starts with a digit"
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        "it holds a character other than a letter, digit or `_`"
+    } else {
+        return Ok(());
+    };
+    let suggestion: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Err(format!(
+        "the {what} `{shown}` is not a valid Avro name: {why}. Avro names hold only letters, digits and `_` and do \
+         not start with a digit; the Ruby gem loaded such names, but the Avro spec and Confluent's schema registry \
+         refuse them: rename it (for example `{suggestion}`)"
+    ))
+}
+
 fn check_attributes(v: &serde_json::Value) -> Result<(), String> {
     match v {
         serde_json::Value::Object(o) => {

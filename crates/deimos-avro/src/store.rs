@@ -44,6 +44,10 @@ fn read_source(path: &Path) -> Result<SourceFile, SchemaError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    crate::schema::check_names(&json).map_err(|message| SchemaError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    })?;
     Ok(SourceFile::from_json(path.to_path_buf(), json))
 }
 

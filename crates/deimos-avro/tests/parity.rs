@@ -90,3 +90,39 @@ fn a_union_takes_the_branch_the_value_already_is() {
     let back = s.decode_value(&s.encode_value(&json!({"u": 123})).unwrap()).unwrap();
     assert_eq!(back, json!({"u": 123}));
 }
+
+#[test]
+fn schema_names_with_hyphens_are_refused_with_the_file_and_the_name() {
+    let dir = std::env::temp_dir().join(format!("deimos-dashed-names-{}", std::process::id()));
+    let ns = dir.join("com/my-namespace");
+    std::fs::create_dir_all(&ns).unwrap();
+    let file = ns.join("MySchema.avsc");
+    std::fs::write(
+        &file,
+        r#"{"type":"record","name":"MySchema","namespace":"com.my-namespace","fields":[{"name":"id","type":"int"}]}"#,
+    )
+    .unwrap();
+    let err = deimos_avro::SchemaStore::load_all(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("MySchema.avsc"), "names the file: {err}");
+    assert!(err.contains("com.my-namespace"), "names the offending name: {err}");
+    assert!(err.contains("hyphen") || err.contains("`-`"), "says why: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let acme = dir.join("com/acme");
+    std::fs::create_dir_all(&acme).unwrap();
+    let file = acme.join("MySchema.avsc");
+    std::fs::write(
+        &file,
+        r#"{"type":"record","name":"MySchema","namespace":"com.acme","fields":[{"name":"int-field","type":"int"}]}"#,
+    )
+    .unwrap();
+    let err = deimos_avro::SchemaStore::load_all(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("int-field") && err.contains("MySchema.avsc"), "{err}");
+    assert!(err.contains("hyphen") || err.contains("`-`"), "says why: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -106,6 +106,26 @@ pub fn is_disabled(name: &str) -> bool {
         || TASK_SCOPE.try_with(|s| s.covers(name)).unwrap_or(false)
 }
 
+/// Whether every producer is disabled here (Deimos's `producers_disabled?` without a class): process-wide, by a
+/// closure scope on this thread, or by a future scope of the current task. Producers disabled by name do not
+/// count.
+///
+/// ```
+/// use deimos_producer::disable;
+///
+/// assert!(!disable::all_disabled());
+/// disable::without_producers(|| assert!(disable::all_disabled()));
+/// disable::without_producers_named(&["WidgetProducer"], || {
+///     assert!(!disable::all_disabled());
+///     assert!(disable::is_disabled("WidgetProducer"));
+/// });
+/// ```
+pub fn all_disabled() -> bool {
+    ALL_DISABLED.load(Ordering::Relaxed)
+        || THREAD_SCOPE.with(|s| s.borrow().all)
+        || TASK_SCOPE.try_with(|s| s.all).unwrap_or(false)
+}
+
 /// Restores the thread scope when dropped, also during unwinding.
 struct Restore(Option<Scope>);
 

@@ -72,6 +72,26 @@ impl MemoryRegistry {
         Self::default()
     }
 
+    /// The same registry with this global compatibility level (`NONE` lets two producers with unrelated schemas
+    /// share a topic's subject in a test).
+    ///
+    /// ```
+    /// use deimos_registry::{CompatibilityLevel, MemoryRegistry};
+    ///
+    /// let registry = MemoryRegistry::new().with_compatibility_level(CompatibilityLevel::None);
+    /// assert_eq!(registry.global_compatibility_level(), CompatibilityLevel::None);
+    /// ```
+    #[must_use]
+    pub fn with_compatibility_level(self, level: CompatibilityLevel) -> Self {
+        self.lock().global_level = level;
+        self
+    }
+
+    /// The global compatibility level.
+    pub fn global_compatibility_level(&self) -> CompatibilityLevel {
+        self.lock().global_level
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that matters here.
         self.state.lock().unwrap_or_else(|e| e.into_inner())

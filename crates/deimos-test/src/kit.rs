@@ -6,7 +6,7 @@ use std::sync::Arc;
 use deimos_avro::SchemaStore;
 use deimos_consumer::{ConsumerError, ErrorContext, HandlerError, InlineListener, Listener};
 use deimos_producer::{BuildError, MemoryBackend, Partitioner, Producer, ProducerBuilder, ProducerSetup, SentMessage};
-use deimos_registry::{MemoryRegistry, SchemaRegistry};
+use deimos_registry::{CompatibilityLevel, MemoryRegistry, SchemaRegistry};
 use serde_json::Value as Json;
 
 use crate::consume::{self, ConsumeBatch, ConsumeMessage};
@@ -72,9 +72,28 @@ pub struct TestKitBuilder {
     max_batch_size: Option<usize>,
     reraise_errors: bool,
     fatal_error: Option<FatalError>,
+    compatibility: Option<CompatibilityLevel>,
 }
 
 impl TestKitBuilder {
+    /// The in-memory registry's global compatibility level (default `BACKWARD`, as Confluent's); `NONE` lets
+    /// producers with unrelated schemas share a topic.
+    ///
+    /// ```
+    /// use deimos_registry::CompatibilityLevel;
+    /// use deimos_test::TestKit;
+    ///
+    /// let kit = TestKit::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))
+    ///     .compatibility(CompatibilityLevel::None)
+    ///     .build()?;
+    /// assert_eq!(kit.memory_registry().global_compatibility_level(), CompatibilityLevel::None);
+    /// # Ok::<(), deimos_test::TestError>(())
+    /// ```
+    pub fn compatibility(mut self, level: CompatibilityLevel) -> Self {
+        self.compatibility = Some(level);
+        self
+    }
+
     /// The producers' topic prefix (Deimos's `producers.topic_prefix`); sent messages carry the prefixed topic.
     pub fn topic_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.topic_prefix = prefix.into();
@@ -211,7 +230,11 @@ impl TestKitBuilder {
             source: Box::new(e),
         })?;
         let store = Arc::new(store);
-        let registry = Arc::new(MemoryRegistry::new());
+        let mut registry = MemoryRegistry::new();
+        if let Some(level) = self.compatibility {
+            registry = registry.with_compatibility_level(level);
+        }
+        let registry = Arc::new(registry);
         let mut backend = MemoryBackend::new().with_partitions(self.partitions, Partitioner::default());
         if let Some(limit) = self.max_message_bytes {
             backend = backend.max_message_bytes(limit);
@@ -273,6 +296,7 @@ impl TestKit {
             max_batch_size: None,
             reraise_errors: false,
             fatal_error: None,
+            compatibility: None,
         }
     }
 

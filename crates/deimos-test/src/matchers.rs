@@ -272,8 +272,20 @@ fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
     match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
         (Some(x), Some(y), _, _) => x == y,
         (_, _, Some(x), Some(y)) => x == y,
-        _ => a.as_f64().zip(b.as_f64()).is_some_and(|(x, y)| x == y),
+        _ => a
+            .as_f64()
+            .zip(b.as_f64())
+            .is_some_and(|(x, y)| x == y || same_float(x, y)),
     }
+}
+
+/// A sent payload comes back through Avro, so a `float` field holds 32 bits: `123.456` reads back as
+/// `123.45600128173828`. Two numbers are the same `float` when one of them is exactly a 32-bit value and both
+/// round to it (a `double` field's value is compared as it is).
+#[allow(clippy::cast_possible_truncation, clippy::float_cmp)]
+fn same_float(x: f64, y: f64) -> bool {
+    let is_f32 = |v: f64| f64::from(v as f32) == v;
+    (is_f32(x) || is_f32(y)) && (x as f32) == (y as f32)
 }
 
 /// Compares `expected` with `actual` (`None`: missing), pushing every difference with its path.

@@ -190,11 +190,17 @@ impl Expectation {
     /// Expectation::new("gadgets", any()).partition_key("7").assert_in(&kit); // the key `7`, as text
     /// Expectation::new("gadgets", any()).partition_key(string_containing("7")).assert_in(&kit);
     /// Expectation::new("gadgets", any()).partition_key("8").assert_not_in(&kit);
+    /// // A blank partition key (null or "") checks nothing, as Deimos's `partition_key.present?`.
+    /// Expectation::new("gadgets", any()).partition_key("").assert_in(&kit);
     /// # Ok(())
     /// # }
     /// ```
     pub fn partition_key(mut self, partition_key: impl Into<Json>) -> Self {
-        self.partition_key = Some(partition_key.into());
+        let partition_key = partition_key.into();
+        // As for the key: Deimos compares it only when `partition_key.present?`; nil and "" check nothing.
+        if !(partition_key.is_null() || partition_key.as_str() == Some("")) {
+            self.partition_key = Some(partition_key);
+        }
         self
     }
 

@@ -568,6 +568,13 @@ async fn consume_batch_delivers_one_batch_with_keys_in_order() {
         matches!(err, ConsumeError::InvalidPayload { index: Some(1), .. }),
         "{err:?}"
     );
+
+    // An empty batch reaches the handler and nothing happens, as with Deimos's test_consume_batch.
+    handler.0.lock().unwrap().clear();
+    kit.consume_batch(&l, vec![]).await.unwrap();
+    let batches = handler.0.lock().unwrap().clone();
+    assert_eq!(batches.len(), 1);
+    assert!(batches[0].1.is_empty());
 }
 
 #[test]
@@ -600,4 +607,32 @@ async fn including_matches_nested_subsets_when_asked() {
     let producer = gadget_producer(&kit, KeyConfig::None).await;
     producer.publish(gadget(1, "one")).await.unwrap();
     assert_sent!(kit, "gadgets", including(json!({"id": 1})));
+}
+
+#[test]
+fn a_float_field_matches_the_number_it_was_given() {
+    use deimos_test::matchers::matches;
+    // A `float` field holds 32 bits, so a sent 123.456 reads back as 123.45600128173828 (Deimos's have_sent
+    // compares it with the 123.456 it was given).
+    let sent_back = f64::from(123.456f32);
+    assert!(matches(
+        &json!({"test_float": 123.456}),
+        &json!({"test_float": sent_back})
+    ));
+    assert!(!matches(
+        &json!({"test_float": 123.457}),
+        &json!({"test_float": sent_back})
+    ));
+    // A double is compared as it is.
+    assert!(!matches(&json!(0.1), &json!(0.1f64 + f64::EPSILON)));
+}
+
+#[tokio::test]
+async fn a_blank_partition_key_checks_nothing() {
+    let kit = kit();
+    let producer = gadget_producer(&kit, KeyConfig::field("id")).await;
+    producer.publish(gadget(1, "one")).await.unwrap();
+    assert_sent!(kit, "gadgets", gadget(1, "one"), partition_key = "");
+    assert_sent!(kit, "gadgets", gadget(1, "one"), partition_key = Value::Null);
+    assert_not_sent!(kit, "gadgets", gadget(1, "one"), partition_key = "2");
 }
