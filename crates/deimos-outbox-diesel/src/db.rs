@@ -73,7 +73,13 @@ impl Dialect {
                 "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
                 "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')",
             ),
-            Dialect::Mysql => ('`', "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)", "UTC_TIMESTAMP(6)"),
+            // Milliseconds since the epoch from the UTC clock alone: `UNIX_TIMESTAMP(NOW(3))` goes through the
+            // session's time zone, and is an hour off while a daylight-saving zone repeats an hour.
+            Dialect::Mysql => (
+                '`',
+                "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+                "UTC_TIMESTAMP(6)",
+            ),
             Dialect::Sqlite => (
                 '"',
                 "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
