@@ -79,6 +79,7 @@ pub fn to_frame_body(schema: &AvroSchema, out: &mut Vec<u8>, start: usize) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
 
     #[test]

@@ -103,8 +103,7 @@ fn schema_names_with_hyphens_are_refused_with_the_file_and_the_name() {
     )
     .unwrap();
     let err = deimos_avro::SchemaStore::load_all(&dir)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("MySchema.avsc"), "names the file: {err}");
     assert!(err.contains("com.my-namespace"), "names the offending name: {err}");
@@ -119,8 +118,7 @@ fn schema_names_with_hyphens_are_refused_with_the_file_and_the_name() {
     )
     .unwrap();
     let err = deimos_avro::SchemaStore::load_all(&dir)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("int-field") && err.contains("MySchema.avsc"), "{err}");
     assert!(err.contains("hyphen") || err.contains("`-`"), "says why: {err}");

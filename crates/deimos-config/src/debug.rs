@@ -153,6 +153,10 @@ impl fmt::Debug for OutboxConfig {
             max_workers,
             lease_ttl,
             poll_interval,
+            delivery_timeout,
+            connect_timeout,
+            statement_timeout,
+            pool_size,
             compact_topics,
             log_topics,
         } = self;
@@ -163,6 +167,10 @@ impl fmt::Debug for OutboxConfig {
             .field("max_workers", max_workers)
             .field("lease_ttl", lease_ttl)
             .field("poll_interval", poll_interval)
+            .field("delivery_timeout", delivery_timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("statement_timeout", statement_timeout)
+            .field("pool_size", pool_size)
             .field("compact_topics", compact_topics)
             .field("log_topics", log_topics)
             .finish()

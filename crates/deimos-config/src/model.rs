@@ -306,6 +306,18 @@ pub struct OutboxConfig {
     /// Polling interval when nothing wakes the relay (default 500 ms).
     #[serde(deserialize_with = "duration::option")]
     pub poll_interval: Option<Duration>,
+    /// How long librdkafka may try to deliver a message the relay handed over, its `message.timeout.ms`
+    /// (default a third of `lease_ttl`; at most half of it minus 1 s, so no message outlives its lease).
+    #[serde(deserialize_with = "duration::option")]
+    pub delivery_timeout: Option<Duration>,
+    /// How long opening a database connection may take (default 5 s).
+    #[serde(deserialize_with = "duration::option")]
+    pub connect_timeout: Option<Duration>,
+    /// How long one database statement of the relay may take before its connection is dropped (default 10 s).
+    #[serde(deserialize_with = "duration::option")]
+    pub statement_timeout: Option<Duration>,
+    /// Database connections the relay keeps (its pool; default `max_workers` + 1).
+    pub pool_size: Option<usize>,
     /// Topics to compact within a batch: `["all"]` or a list (Deimos's `db_producer.compact_topics`).
     pub compact_topics: Vec<String>,
     /// Topics whose messages are logged (Deimos's `db_producer.log_topics`).
@@ -758,6 +770,14 @@ impl Config {
         if let Some(t) = o.poll_interval {
             config.poll_interval = t;
         }
+        config.delivery_timeout = o.delivery_timeout;
+        if let Some(t) = o.connect_timeout {
+            config.connect_timeout = t;
+        }
+        if let Some(t) = o.statement_timeout {
+            config.statement_timeout = t;
+        }
+        config.pool_size = o.pool_size;
         config.compact_topics = topics(&o.compact_topics);
         config.log_topics = topics(&o.log_topics);
         config

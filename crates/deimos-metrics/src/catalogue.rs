@@ -155,6 +155,17 @@ pub const DB_PRODUCER_TOO_LARGE: MetricDef = MetricDef {
     help: "Outbox rows too large to send, moved aside to kafka_messages_dead (Deimos deleted the whole batch)",
 };
 
+/// Outbox writes partitioned with a partition count older than its time to live, because asking Kafka again
+/// had not succeeded yet (Kafka down, or the refresh still running), by topic.
+pub const DB_PRODUCER_STALE_PARTITION_COUNT: MetricDef = MetricDef {
+    name: "db_producer.stale_partition_count",
+    kind: MetricKind::Counter,
+    labels: &["topic"],
+    unit: "writes",
+    deimos: "",
+    help: "Outbox writes partitioned with the last known partition count, past its time to live, while Kafka is asked again in the background (Kafka unreachable: writes never wait for it)",
+};
+
 /// Seconds the oldest unsent outbox row of a topic has waited (0 when there is none).
 pub const PENDING_DB_MESSAGES_MAX_WAIT: MetricDef = MetricDef {
     name: "pending_db_messages_max_wait",
@@ -199,6 +210,7 @@ pub const ALL: &[MetricDef] = &[
     DB_PRODUCER_INSERT,
     DB_PRODUCER_PROCESS,
     DB_PRODUCER_TOO_LARGE,
+    DB_PRODUCER_STALE_PARTITION_COUNT,
     PENDING_DB_MESSAGES_MAX_WAIT,
     PENDING_DB_MESSAGES_COUNT,
     DEADLOCK,

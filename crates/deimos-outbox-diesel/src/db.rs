@@ -2,9 +2,16 @@
 //!
 //! The relay's statements are plain SQL written once with `?` placeholders and `{…}` slots that [`Dialect`] fills
 //! in (placeholder style, quoting of `partition` and `key`, the database's clock). Times that decide leases are
-//! always the database's, never a relay's, so relays on machines with skewed clocks agree.
+//! always the database's UTC clock, never a relay's nor the session's time zone, so relays on machines with
+//! skewed clocks or sessions in other time zones agree.
+//!
+//! Opening a connection gives up after a connect timeout. Inside the relay, every call a [`Conn`] makes (one
+//! statement, or one short transaction) also has a deadline, the relay's `statement_timeout`: a connection whose
+//! packets are dropped fails instead of hanging, and the relay drops it.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::time::Duration;
 
 use diesel::sql_types::{BigInt, Binary, Double, Integer, Nullable, Text};
 use diesel::{QueryableByName, SqliteConnection};
@@ -73,7 +80,13 @@ impl Dialect {
                 "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
                 "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')",
             ),
-            Dialect::Mysql => ('`', "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)", "UTC_TIMESTAMP(6)"),
+            // Milliseconds since the epoch from the UTC clock alone: `UNIX_TIMESTAMP(NOW(3))` goes through the
+            // session's time zone, and is an hour off while a daylight-saving zone repeats an hour.
+            Dialect::Mysql => (
+                '`',
+                "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+                "UTC_TIMESTAMP(6)",
+            ),
             Dialect::Sqlite => (
                 '"',
                 "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
@@ -131,16 +144,71 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Runs `$body` with `$c` bound to the connection inside `$conn`, whatever its database.
+/// Runs `$body` with `$c` bound to the connection inside `$conn`, whatever its database, within the statement
+/// deadline of the task (see [`bounded`]).
 macro_rules! with_conn {
     ($conn:expr, $c:ident => $body:expr) => {
-        match $conn {
-            Conn::Pg($c) => $body,
-            Conn::Mysql($c) => $body,
-            Conn::Sqlite($c) => $body,
-        }
+        bounded(async {
+            match $conn {
+                Conn::Pg($c) => $body,
+                Conn::Mysql($c) => $body,
+                Conn::Sqlite($c) => $body,
+            }
+        })
+        .await
     };
 }
+
+tokio::task_local! {
+    /// The relay's `statement_timeout`, for every [`Conn`] call made by a task of the relay.
+    static STATEMENT_TIMEOUT: Duration;
+}
+
+/// Runs `work` with every [`Conn`] call made in it (one statement, or one short transaction) bounded by
+/// `timeout`. Tasks spawned from `work` need their own scope.
+pub(crate) async fn with_statement_timeout<F: Future>(timeout: Duration, work: F) -> F::Output {
+    STATEMENT_TIMEOUT.scope(timeout, work).await
+}
+
+/// An error saying a database call got no answer within `limit`.
+trait TimedOut {
+    fn timed_out(limit: Duration) -> Self;
+}
+
+impl TimedOut for diesel::result::Error {
+    fn timed_out(limit: Duration) -> Self {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection,
+            Box::new(format!(
+                "no answer from the database within {limit:?} (the relay's statement_timeout); the connection is \
+                 dropped and a new one opened"
+            )),
+        )
+    }
+}
+
+impl TimedOut for OutboxError {
+    fn timed_out(limit: Duration) -> Self {
+        OutboxError::Database {
+            doing: "waiting for the database",
+            source: diesel::result::Error::timed_out(limit),
+        }
+    }
+}
+
+/// Awaits one database call, giving up after the task's statement timeout if it has one (relay tasks do). A
+/// call given up on leaves its connection in an unknown state: the caller must drop the connection.
+async fn bounded<T, E: TimedOut>(call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    match STATEMENT_TIMEOUT.try_with(|limit| *limit) {
+        Ok(limit) => tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or_else(|_| Err(E::timed_out(limit))),
+        Err(_) => call.await,
+    }
+}
+
+/// How long [`Conn::connect`] waits for the database.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `$body` (which uses `$c`) in a transaction on `$c`: committed when it returns `Ok`, rolled back otherwise.
 macro_rules! in_transaction {
@@ -348,36 +416,72 @@ macro_rules! bind_held {
     }};
 }
 
+/// The URL diesel-async's MySQL client takes for a `mysql://` or `mariadb://` URL.
+pub(crate) fn mysql_url(url: &str) -> String {
+    url.replacen("mariadb://", "mysql://", 1)
+}
+
+/// The file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH`, or a bare path).
+pub(crate) fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
+/// Opens a SQLite connection with WAL and a busy timeout, so relay workers and writers can share the file.
+pub(crate) async fn establish_sqlite(
+    path: &str,
+    busy_timeout: Duration,
+) -> diesel::ConnectionResult<SyncConnectionWrapper<SqliteConnection>> {
+    let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path).await?;
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+        busy_timeout.as_millis()
+    ))
+    .await
+    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// `future` (opening a connection to `url`), given up on after `limit`, with its error as an [`OutboxError`].
+pub(crate) async fn connecting<T>(
+    url: &str,
+    limit: Duration,
+    future: impl Future<Output = diesel::ConnectionResult<T>>,
+) -> Result<T, OutboxError> {
+    let error = |message: String| OutboxError::Connect {
+        url: redact::url(url).into_owned(),
+        message: redact::text(&message).into_owned(),
+    };
+    match tokio::time::timeout(limit, future).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(error(e.to_string())),
+        Err(_) => Err(error(format!(
+            "the database did not answer within {limit:?} (connect_timeout)"
+        ))),
+    }
+}
+
 impl Conn {
-    /// Opens a connection. SQLite files get WAL and a busy timeout, so relay workers and writers can share them.
+    /// Opens a connection, giving up after [`DEFAULT_CONNECT_TIMEOUT`]. SQLite files get WAL and a busy timeout,
+    /// so relay workers and writers can share them.
     pub async fn connect(url: &str) -> Result<Conn, OutboxError> {
-        let connect_err = |e: diesel::ConnectionError| OutboxError::Connect {
-            url: redact::url(url).into_owned(),
-            message: redact::text(&e.to_string()).into_owned(),
-        };
+        Conn::connect_within(url, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// Opens a connection, giving up after `limit` (a server that accepts the TCP connection but never answers
+    /// fails with [`OutboxError::Connect`] instead of hanging).
+    pub async fn connect_within(url: &str, limit: Duration) -> Result<Conn, OutboxError> {
         match Dialect::of_url(url)? {
-            Dialect::Postgres => Ok(Conn::Pg(AsyncPgConnection::establish(url).await.map_err(connect_err)?)),
-            Dialect::Mysql => {
-                let url = url.replacen("mariadb://", "mysql://", 1);
-                Ok(Conn::Mysql(
-                    AsyncMysqlConnection::establish(&url).await.map_err(connect_err)?,
-                ))
-            }
-            Dialect::Sqlite => {
-                let path = url
-                    .strip_prefix("sqlite://")
-                    .or_else(|| url.strip_prefix("sqlite:"))
-                    .unwrap_or(url);
-                let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path)
-                    .await
-                    .map_err(connect_err)?;
-                conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
-                )
-                .await
-                .map_err(OutboxError::db("setting up SQLite"))?;
-                Ok(Conn::Sqlite(conn))
-            }
+            Dialect::Postgres => Ok(Conn::Pg(
+                connecting(url, limit, AsyncPgConnection::establish(url)).await?,
+            )),
+            Dialect::Mysql => Ok(Conn::Mysql(
+                connecting(url, limit, AsyncMysqlConnection::establish(&mysql_url(url))).await?,
+            )),
+            Dialect::Sqlite => Ok(Conn::Sqlite(
+                connecting(url, limit, establish_sqlite(sqlite_path(url), Duration::from_secs(10))).await?,
+            )),
         }
     }
 
@@ -718,17 +822,19 @@ impl Conn {
         if let (Conn::Pg(pg), true, false) = (&mut *self, dead.is_empty(), done.is_empty()) {
             // The common case in one statement (no transaction round trips): lock the lease row, delete only
             // if it is still ours.
-            let deleted = diesel::sql_query(
-                "WITH lease AS (SELECT 1 FROM kafka_topic_info \
-                   WHERE topic = $2 AND \"partition\" = $3 AND locked_by = $4 AND fence = $5 FOR UPDATE) \
-                 DELETE FROM kafka_messages WHERE id = ANY($1) AND EXISTS (SELECT 1 FROM lease)",
+            let deleted = bounded(
+                diesel::sql_query(
+                    "WITH lease AS (SELECT 1 FROM kafka_topic_info \
+                       WHERE topic = $2 AND \"partition\" = $3 AND locked_by = $4 AND fence = $5 FOR UPDATE) \
+                     DELETE FROM kafka_messages WHERE id = ANY($1) AND EXISTS (SELECT 1 FROM lease)",
+                )
+                .bind::<diesel::sql_types::Array<BigInt>, _>(done)
+                .bind::<Text, _>(topic)
+                .bind::<Integer, _>(partition)
+                .bind::<Text, _>(owner)
+                .bind::<BigInt, _>(fence)
+                .execute(pg),
             )
-            .bind::<diesel::sql_types::Array<BigInt>, _>(done)
-            .bind::<Text, _>(topic)
-            .bind::<Integer, _>(partition)
-            .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(fence)
-            .execute(pg)
             .await
             .map_err(OutboxError::db("deleting sent messages"))?;
             if deleted > 0 {
@@ -835,8 +941,7 @@ impl Conn {
     /// Starts listening for the writers' notifications (PostgreSQL only; a no-op elsewhere).
     pub(crate) async fn listen(&mut self) -> Result<(), OutboxError> {
         if let Conn::Pg(c) = self {
-            diesel::sql_query(format!("LISTEN {}", crate::writer::NOTIFY_CHANNEL))
-                .execute(c)
+            bounded(diesel::sql_query(format!("LISTEN {}", crate::writer::NOTIFY_CHANNEL)).execute(c))
                 .await
                 .map_err(OutboxError::db("listening for outbox notifications"))?;
         }

@@ -22,8 +22,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::db::{Conn, Dialect, MessageRow};
+use crate::db::{Conn, Dialect, MessageRow, with_statement_timeout};
 use crate::error::OutboxError;
+use crate::pool;
 
 /// Which topics a per-topic option applies to (Deimos's `compact_topics` / `log_topics`: `:all` or a list).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,9 +64,12 @@ pub struct RelayConfig {
     pub batch_size: usize,
     /// Batches of one partition in flight at once (default 2).
     pub max_in_flight: usize,
-    /// Partitions worked on at once by this process (one database connection each).
+    /// Partitions worked on at once by this process (one database connection each; fewer if
+    /// [`pool_size`](Self::pool_size) is smaller).
     pub max_workers: usize,
-    /// How long a lease lasts without renewal (Deimos: a lock older than 1 minute is stolen).
+    /// How long a lease lasts without renewal (Deimos: a lock older than 1 minute is stolen). Every message a
+    /// worker hands to librdkafka is acknowledged or failed before its lease can be taken over, so this bounds
+    /// [`delivery_timeout`](Self::delivery_timeout).
     pub lease_ttl: Duration,
     /// How often to look for rows when nothing wakes the relay (PostgreSQL writers notify; others poll).
     pub poll_interval: Duration,
@@ -84,6 +88,26 @@ pub struct RelayConfig {
     /// The start of this relay's name in `kafka_topic_info.locked_by`; each [`Relay`] adds a unique suffix, so
     /// relays built from the same config never share leases.
     pub name: String,
+    /// How long librdkafka may keep trying to deliver a message the relay handed over (its `message.timeout.ms`)
+    /// before reporting it failed. `None` (the default): a third of `lease_ttl` (10 s), and at most half of it
+    /// minus 1 s, the longest allowed: a message must be acknowledged or failed before its lease can be taken
+    /// over, with time to spare for renewing the lease and for librdkafka's once-a-second timeout checks. The
+    /// relay sets it on its producer, unless the backend was built with `message.timeout.ms` (or
+    /// `delivery.timeout.ms`) already short enough; a longer one is refused by [`Relay::new`].
+    pub delivery_timeout: Option<Duration>,
+    /// How long opening a database connection may take, session settings included (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long one database call of the relay (a statement, or one of its short transactions) may take (default
+    /// 10 s). A call that takes longer fails, and its connection is dropped: a connection whose packets are
+    /// dropped does not hang a worker. PostgreSQL sessions also get it as `statement_timeout` and
+    /// `idle_in_transaction_session_timeout`, MySQL ones as `innodb_lock_wait_timeout`, SQLite ones as their busy
+    /// timeout.
+    pub statement_timeout: Duration,
+    /// Database connections the relay keeps at most (its pool): one to look for work and one per worker, so
+    /// `max_workers + 1` when `None` (the default). A smaller pool works on at most `pool_size - 1` partitions at
+    /// once. PostgreSQL's LISTEN connection comes on top. Connections are checked (`SELECT 1`) when handed out
+    /// again.
+    pub pool_size: Option<usize>,
 }
 
 impl Default for RelayConfig {
@@ -101,6 +125,10 @@ impl Default for RelayConfig {
             metrics_interval: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             name: default_name(),
+            delivery_timeout: None,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            pool_size: None,
         }
     }
 }
@@ -141,12 +169,15 @@ struct Counters {
 ///
 /// # How a worker runs
 ///
-/// 1. It holds the partition's lease (`kafka_topic_info`), renewed every third of its TTL, also while waiting
-///    for the broker. Every new lease increments the row's fence; deletes lock the lease row and check owner and
-///    fence in the same statement (PostgreSQL) or transaction, so a worker whose lease was taken over deletes
-///    nothing. It also
-///    stops sending once its lease's local deadline (TTL minus a safety margin, counted from when the renewal
-///    was sent) has passed without a successful renewal.
+/// 1. It holds the partition's lease (`kafka_topic_info`), renewed every third of its TTL (more often if the
+///    delivery timeout needs it), also while waiting for the broker. Every new lease increments the row's fence;
+///    deletes lock the lease row and check owner and fence in the same statement (PostgreSQL) or transaction, so
+///    a worker whose lease was taken over deletes nothing. No sender outlives its lease: a batch is handed to
+///    librdkafka only while every message of it will be acknowledged or failed (librdkafka's
+///    `message.timeout.ms`, [`RelayConfig::delivery_timeout`]) before the lease, counted from when its last
+///    renewal was sent, less a fifth of it, can be taken over. A renewal that fails while a batch is being
+///    handed over lets the hand-over finish and its messages settle before the worker ends: nothing handed over
+///    goes untracked.
 /// 2. It keeps up to `max_in_flight` batches in flight. Each fetch is one statement (one snapshot) that takes
 ///    the partition's lowest rows not already in flight, and exactly those rows are sent: a row whose
 ///    transaction committed late (with a lower id than rows already sent) is sent next rather than skipped, and
@@ -175,6 +206,10 @@ pub struct Relay {
     owner: Arc<str>,
     backend: KafkaBackend,
     config: Arc<RelayConfig>,
+    /// librdkafka's `message.timeout.ms` on `backend`.
+    delivery_timeout: Duration,
+    /// Connections of a run's pool.
+    pool_size: usize,
 }
 
 impl fmt::Debug for Relay {
@@ -184,19 +219,98 @@ impl fmt::Debug for Relay {
             owner,
             backend,
             config,
+            delivery_timeout,
+            pool_size,
         } = self;
         f.debug_struct("Relay")
             .field("url", &redact::url(url))
             .field("owner", owner)
             .field("backend", backend)
             .field("config", config)
+            .field("delivery_timeout", delivery_timeout)
+            .field("pool_size", pool_size)
             .finish()
     }
+}
+
+/// How late after its timeout librdkafka may report a message failed: it checks timeouts about once a second.
+const LIBRDKAFKA_TIMEOUT_SCAN: Duration = Duration::from_secs(1);
+
+/// librdkafka settings that set how long a message may be retried (aliases).
+const DELIVERY_TIMEOUT_SETTINGS: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
+
+/// The longest delivery timeout a lease of `ttl` allows: half of it, less librdkafka's timeout scan.
+fn longest_delivery_timeout(ttl: Duration) -> Duration {
+    (ttl / 2).saturating_sub(LIBRDKAFKA_TIMEOUT_SCAN)
+}
+
+/// The backend the relay sends through, with the delivery timeout it has: `backend` itself when it was built
+/// with a short enough `message.timeout.ms` / `delivery.timeout.ms`, else another producer like it with
+/// `message.timeout.ms` set to the relay's.
+fn relay_backend(backend: KafkaBackend, config: &RelayConfig) -> Result<(KafkaBackend, Duration), OutboxError> {
+    let ttl = config.lease_ttl;
+    let longest = longest_delivery_timeout(ttl);
+    if backend.setting("transactional.id").is_some() {
+        return Err(OutboxError::Config(
+            "the relay's Kafka producer has a transactional.id: librdkafka then lets a message be retried for \
+             transaction.timeout.ms, longer than the relay's lease; build the relay's backend without it (the relay \
+             does not use transactions)"
+                .to_string(),
+        ));
+    }
+    let mut given: Option<Duration> = None;
+    for key in DELIVERY_TIMEOUT_SETTINGS {
+        let Some(value) = backend.setting(key) else { continue };
+        let ms: u64 = value.trim().parse().map_err(|_| {
+            OutboxError::Config(format!(
+                "the relay's Kafka producer has {key} = `{value}`, which is not a number of milliseconds"
+            ))
+        })?;
+        let timeout = Duration::from_millis(ms);
+        if ms == 0 || timeout > longest {
+            return Err(OutboxError::Config(format!(
+                "the relay's Kafka producer has {key} = {value}{}: librdkafka would keep retrying a message after \
+                 the lease it was sent under (lease_ttl {ttl:?}) can be taken over by another relay, which sends it \
+                 again; set {key} to at most {} (half the lease minus 1 s), or leave it unset and let the relay set \
+                 it (RelayConfig::delivery_timeout), or lengthen lease_ttl",
+                if ms == 0 { " (no limit)" } else { "" },
+                longest.as_millis()
+            )));
+        }
+        given = given.max(Some(timeout));
+    }
+    if let Some(timeout) = given {
+        return Ok((backend, timeout));
+    }
+    let timeout = config.delivery_timeout.unwrap_or_else(|| (ttl / 3).min(longest));
+    if timeout > longest || timeout < Duration::from_millis(1) {
+        return Err(OutboxError::Config(format!(
+            "delivery_timeout {timeout:?} does not fit lease_ttl {ttl:?}: a message must be acknowledged or failed \
+             before its lease can be taken over, so it may be at most {longest:?} (half the lease minus 1 s) and at \
+             least 1 ms; shorten delivery_timeout or lengthen lease_ttl"
+        )));
+    }
+    let backend = backend
+        .to_builder()
+        .setting("message.timeout.ms", timeout.as_millis().to_string())
+        .build()
+        .map_err(|e| {
+            OutboxError::Kafka(format!(
+                "could not create the relay's Kafka producer with message.timeout.ms = {}: {e}",
+                timeout.as_millis()
+            ))
+        })?;
+    Ok((backend, timeout))
 }
 
 impl Relay {
     /// A relay reading the outbox at `database_url` and sending through `backend` (keep its `acks=all` and
     /// idempotence: they are what keeps a partition in order with several batches in flight).
+    ///
+    /// Unless `backend` was built with a `message.timeout.ms` (or `delivery.timeout.ms`) short enough for the
+    /// lease, the relay sends through another producer like it, with `message.timeout.ms` set to
+    /// [`RelayConfig::delivery_timeout`]. Fails when a setting would let a message outlive its lease (a longer or
+    /// unlimited delivery timeout, a `transactional.id`), and on settings out of range.
     pub fn new(
         database_url: impl Into<String>,
         backend: KafkaBackend,
@@ -215,12 +329,33 @@ impl Relay {
                 config.lease_ttl
             )));
         }
+        if config.connect_timeout.is_zero() || config.statement_timeout.is_zero() {
+            return Err(OutboxError::Config(
+                "connect_timeout and statement_timeout must be longer than zero".to_string(),
+            ));
+        }
+        let pool_size = config.pool_size.unwrap_or(config.max_workers.saturating_add(1));
+        if pool_size < 2 {
+            return Err(OutboxError::Config(format!(
+                "pool_size {pool_size} is too small: the relay needs one connection to look for work and one per \
+                 partition it works on; use at least 2"
+            )));
+        }
+        let (backend, delivery_timeout) = relay_backend(backend, &config)?;
         Ok(Relay {
             url,
             owner: fresh_owner(&config.name),
             backend,
             config: Arc::new(config),
+            delivery_timeout,
+            pool_size,
         })
+    }
+
+    /// How long librdkafka tries to deliver each message this relay hands over before reporting it failed
+    /// (`message.timeout.ms` on the relay's producer).
+    pub fn delivery_timeout(&self) -> Duration {
+        self.delivery_timeout
     }
 
     /// Runs until SIGTERM or ctrl-c, then shuts down gracefully.
@@ -236,23 +371,38 @@ impl Relay {
             owner: fresh_owner(&self.config.name),
             ..self.clone()
         };
-        me.run_once(stop).await
+        with_statement_timeout(self.config.statement_timeout, me.run_once(stop)).await
+    }
+
+    /// The settings of this relay's database connections.
+    fn connection_settings(&self) -> pool::Settings {
+        pool::Settings {
+            connect_timeout: self.config.connect_timeout,
+            statement_timeout: self.config.statement_timeout,
+        }
     }
 
     async fn run_once(&self, stop: impl Future<Output = ()>) -> Result<RelayStats, OutboxError> {
+        // The connections of this run: one to look for work (`coord`), one per worker.
+        let pool = pool::build(&self.url, self.pool_size, self.connection_settings())?;
+        let max_workers = self.config.max_workers.min(self.pool_size - 1);
         // Fail early on a database that cannot be reached or lacks the tables.
-        let mut coord = Conn::connect(&self.url).await?;
+        let mut coord = pool::get(&pool, &self.url).await?;
         coord.leases().await.map_err(OutboxError::not_migrated)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
         let counters = Arc::new(Counters::default());
         let listener = (coord.dialect() == Dialect::Postgres).then(|| {
-            tokio::spawn(listen(
-                self.url.clone(),
-                Arc::clone(&wake_tx),
-                stop_rx.clone(),
-                self.config.backoff,
+            tokio::spawn(with_statement_timeout(
+                self.config.statement_timeout,
+                listen(
+                    self.url.clone(),
+                    self.config.connect_timeout,
+                    Arc::clone(&wake_tx),
+                    stop_rx.clone(),
+                    self.config.backoff,
+                ),
             ))
         });
         tracing::info!(owner = %self.owner, database = %redact::url(&self.url), "outbox relay started");
@@ -261,7 +411,6 @@ impl Relay {
         let mut workers: JoinSet<WorkerEnd> = JoinSet::new();
         let mut active: HashSet<(String, i32)> = HashSet::new();
         let mut tasks: HashMap<tokio::task::Id, (String, i32)> = HashMap::new();
-        let mut idle: Vec<Conn> = Vec::new();
         let mut retry_at: HashMap<(String, i32), (Instant, u32)> = HashMap::new();
         let mut coord = Some(coord);
         let mut coord_failures = 0u32;
@@ -275,7 +424,7 @@ impl Relay {
             let pass = async {
                 let conn = match coord.as_mut() {
                     Some(c) => c,
-                    None => coord.insert(Conn::connect(&self.url).await?),
+                    None => coord.insert(pool::get(&pool, &self.url).await?),
                 };
                 if Instant::now() >= next_metrics {
                     report_pending(conn, &mut reported).await?;
@@ -284,12 +433,16 @@ impl Relay {
                 let now = Instant::now();
                 for (topic, partition) in conn.partitions_with_rows().await? {
                     let key = (topic, partition);
-                    if active.contains(&key) || active.len() >= self.config.max_workers {
+                    if active.contains(&key) || active.len() >= max_workers {
                         continue;
                     }
                     if retry_at.get(&key).is_some_and(|(at, _)| *at > now) {
                         continue;
                     }
+                    // The worker's connection first: a lease is only taken when it can be worked on at once.
+                    let Some(worker_conn) = pool::try_get(&pool, &self.url).await? else {
+                        break;
+                    };
                     let ttl = ms(self.config.lease_ttl);
                     let asked = Instant::now();
                     let Some(fence) = conn.acquire(&key.0, key.1, &self.owner, ttl).await? else {
@@ -301,13 +454,17 @@ impl Relay {
                         fence,
                         renewed: asked,
                         relay: self.clone(),
+                        pool: pool.clone(),
                         counters: Arc::clone(&counters),
                         stop: stop_rx.clone(),
                         wake: wake_rx.clone(),
                         wake_all: Arc::clone(&wake_tx),
+                        lease_failure: None,
                     };
-                    let pooled = idle.pop();
-                    let task = workers.spawn(worker.run(pooled));
+                    let task = workers.spawn(with_statement_timeout(
+                        self.config.statement_timeout,
+                        worker.run(worker_conn),
+                    ));
                     tasks.insert(task.id(), key.clone());
                     active.insert(key);
                 }
@@ -320,7 +477,10 @@ impl Relay {
             match outcome {
                 Ok(()) => coord_failures = 0,
                 Err(e) => {
-                    coord = None;
+                    // Its connection may be the one that failed (a statement timed out): never reused.
+                    if let Some(c) = coord.take() {
+                        pool::discard(c);
+                    }
                     coord_failures = coord_failures.saturating_add(1);
                     tracing::warn!(error = %e, "outbox relay: could not look for pending messages; retrying");
                     let delay = backoff(self.config.backoff, coord_failures);
@@ -352,9 +512,6 @@ impl Relay {
                                         "outbox relay: partition failed; retrying after backoff (order is kept)");
                                     retry_at.insert(key, (Instant::now() + delay, failures));
                                 }
-                            }
-                            if let Some(conn) = end.conn && idle.len() < self.config.max_workers {
-                                idle.push(conn);
                             }
                         }
                         Err(join) => {
@@ -424,7 +581,8 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// How long after asking for a lease (or its renewal) a worker may still send: the TTL minus a fifth of it.
+/// How long after asking for a lease (or its renewal) it surely still holds: the TTL minus a fifth of it (the
+/// database's and the relay's clocks may run at slightly different rates, and the renewal takes time).
 fn lease_margin(ttl: Duration) -> Duration {
     ttl - ttl / 5
 }
@@ -436,6 +594,7 @@ fn backoff((min, max): (Duration, Duration), failures: u32) -> Duration {
 /// LISTENs on PostgreSQL and bumps `wake` on every notification, reconnecting when the connection drops.
 async fn listen(
     url: String,
+    connect_timeout: Duration,
     wake: Arc<watch::Sender<u64>>,
     mut stop: watch::Receiver<bool>,
     delays: (Duration, Duration),
@@ -443,7 +602,7 @@ async fn listen(
     let mut failures = 0u32;
     loop {
         let run = async {
-            let mut conn = Conn::connect(&url).await?;
+            let mut conn = Conn::connect_within(&url, connect_timeout).await?;
             conn.listen().await?;
             failures = 0;
             // Rows may have come while the connection was down.
@@ -495,7 +654,6 @@ async fn report_pending(conn: &mut Conn, reported: &mut HashSet<String>) -> Resu
 struct WorkerEnd {
     topic: String,
     partition: i32,
-    conn: Option<Conn>,
     result: Result<(), OutboxError>,
 }
 
@@ -503,15 +661,25 @@ struct Worker {
     topic: String,
     partition: i32,
     fence: i64,
-    /// When the lease was last taken or renewed (the request's start): it may be used until
-    /// [`lease_margin`] after this.
+    /// When the lease was last taken or renewed (the request's start): batches may be handed over until
+    /// [`send_window`](Worker::send_window) after this.
     renewed: Instant,
     relay: Relay,
+    /// Where a connection that failed is replaced from.
+    pool: pool::Pool,
     counters: Arc<Counters>,
     stop: watch::Receiver<bool>,
     wake: watch::Receiver<u64>,
     /// Wakes the relay's other workers and its search for partitions with rows (after rows got a partition).
     wake_all: Arc<watch::Sender<u64>>,
+    /// A renewal that failed while something that must finish (a batch being handed over) was under way: the
+    /// worker ends with it once that is done.
+    lease_failure: Option<OutboxError>,
+}
+
+/// Whether `result` says the worker's connection failed (an error, a timed-out call): it is then never reused.
+fn connection_failed(result: &Result<(), OutboxError>) -> bool {
+    matches!(result, Err(OutboxError::Database { .. } | OutboxError::Connect { .. }))
 }
 
 /// After the broker refused a request as too large without saying which message is: rows up to `through` go
@@ -542,68 +710,73 @@ impl Flight {
 }
 
 impl Worker {
-    async fn run(mut self, pooled: Option<Conn>) -> WorkerEnd {
-        let mut conn = match pooled {
-            Some(c) => Some(c),
-            None => match Conn::connect(&self.relay.url).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    return WorkerEnd {
-                        topic: self.topic,
-                        partition: self.partition,
-                        conn: None,
-                        result: Err(e),
-                    };
-                }
-            },
-        };
+    async fn run(mut self, conn: pool::Pooled) -> WorkerEnd {
+        let mut conn = Some(conn);
         let mut in_flight: VecDeque<Flight> = VecDeque::new();
         let result = match conn.as_mut() {
             Some(c) if self.partition == -1 => self.assign(c).await,
             Some(c) => self.work(c, &mut in_flight).await,
             None => Ok(()),
         };
+        // A connection that failed (a call timed out, the connection broke) is dropped, never reused: the lease
+        // is renewed and released on a new one.
+        if connection_failed(&result)
+            && let Some(c) = conn.take()
+        {
+            pool::discard(c);
+        }
         if !in_flight.is_empty() {
             // Failed with batches still in librdkafka's hands: they may yet be sent, so the lease is kept (and
             // renewed where possible) until they have settled, and nobody else sends this partition meanwhile.
+            // They settle within the delivery timeout.
             conn = self.settle_after_failure(conn, in_flight).await;
         }
-        if let Some(c) = conn.as_mut()
-            && !matches!(result, Err(OutboxError::LeaseLost { .. }))
-            && let Err(e) = c
-                .release(&self.topic, self.partition, &self.relay.owner, self.fence)
-                .await
-        {
-            tracing::debug!(error = %e, "outbox relay: could not release a lease; it expires by itself");
+        if !matches!(result, Err(OutboxError::LeaseLost { .. })) {
+            if conn.is_none() {
+                conn = pool::get(&self.pool, &self.relay.url).await.ok();
+            }
+            if let Some(c) = conn.as_mut()
+                && let Err(e) = c
+                    .release(&self.topic, self.partition, &self.relay.owner, self.fence)
+                    .await
+            {
+                tracing::debug!(error = %e, "outbox relay: could not release a lease; it expires by itself");
+                if let Some(c) = conn.take() {
+                    pool::discard(c);
+                }
+            }
         }
-        // A connection that failed is not reused.
-        let healthy = !matches!(result, Err(OutboxError::Database { .. } | OutboxError::Connect { .. }));
         WorkerEnd {
             topic: self.topic,
             partition: self.partition,
-            conn: conn.filter(|_| healthy),
             result,
         }
     }
 
     /// Waits for batches left in flight by a failure, renewing the lease (on a new connection if the old one
     /// failed) so that it does not expire while they may still be sent.
-    async fn settle_after_failure(&mut self, mut conn: Option<Conn>, in_flight: VecDeque<Flight>) -> Option<Conn> {
+    async fn settle_after_failure(
+        &mut self,
+        mut conn: Option<pool::Pooled>,
+        in_flight: VecDeque<Flight>,
+    ) -> Option<pool::Pooled> {
         for mut flight in in_flight {
             loop {
                 tokio::select! {
                     _ = &mut flight.wait => break,
                     () = tokio::time::sleep(self.renew_in()) => {
                         if conn.is_none() {
-                            conn = Conn::connect(&self.relay.url).await.ok();
+                            conn = pool::get(&self.pool, &self.relay.url).await.ok();
                         }
                         if let Some(c) = conn.as_mut()
                             && let Err(e) = self.renew(c).await
                         {
                             tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
                                 "outbox relay: could not renew a lease while failed batches settle");
-                            conn = None;
-                            // Try again a third of the TTL from now, not at once.
+                            if let Some(c) = conn.take() {
+                                pool::discard(c);
+                            }
+                            // Try again at the next renewal, not at once.
                             self.renewed = Instant::now();
                         }
                     }
@@ -619,6 +792,9 @@ impl Worker {
         let mut failures = 0u32;
         let mut narrow: Option<Narrow> = None;
         loop {
+            if let Some(e) = self.lease_failure.take() {
+                return Err(e);
+            }
             let stopping = *self.stop.borrow();
             if self.renew_in().is_zero() {
                 self.renew(conn).await?;
@@ -680,8 +856,14 @@ impl Worker {
                     // from the lowest id.
                     // The lease is renewed all along: the broker may take long to answer, and nobody else
                     // may send this partition before what is still in flight has settled.
-                    while let Some(mut later) = in_flight.pop_front() {
+                    // A batch leaves `in_flight` only once settled, so a failure here leaves it to
+                    // `settle_after_failure`.
+                    while let Some(later) = in_flight.front_mut() {
                         self.renewing(conn, &mut later.wait).await?;
+                        in_flight.pop_front();
+                    }
+                    if let Some(e) = self.lease_failure.take() {
+                        return Err(e);
                     }
                     failures = failures.saturating_add(1);
                     let delay = backoff(config.backoff, failures);
@@ -791,18 +973,46 @@ impl Worker {
         }
     }
 
-    /// How long until the lease is due for renewal (every third of its TTL); zero when it is due.
+    /// How long after a lease's renewal was sent a batch may still be handed to librdkafka: every message of it
+    /// is then acknowledged or failed (the delivery timeout, plus librdkafka's timeout scan) before the lease,
+    /// less a fifth of it, can be taken over.
+    fn send_window(&self) -> Duration {
+        let ttl = self.relay.config.lease_ttl;
+        lease_margin(ttl).saturating_sub(self.relay.delivery_timeout + LIBRDKAFKA_TIMEOUT_SCAN)
+    }
+
+    /// How long until the lease is due for renewal (every third of its TTL, or sooner if the send window is
+    /// shorter, so that renewing on time keeps batches going); zero when it is due.
     fn renew_in(&self) -> Duration {
-        (self.relay.config.lease_ttl / 3).saturating_sub(self.renewed.elapsed())
+        (self.relay.config.lease_ttl / 3)
+            .min(self.send_window())
+            .saturating_sub(self.renewed.elapsed())
     }
 
     /// Awaits `work` (which must not need the worker), renewing the lease whenever it is due meanwhile.
+    ///
+    /// `work` may be a batch being handed to librdkafka, which must not stop half-way: before it starts, the lease
+    /// is renewed if the send window has passed (a failure then drops `work` unstarted); once it has started, a
+    /// failed renewal lets it finish and is kept in `lease_failure`, which ends the worker at its next step, with
+    /// the batch tracked among those in flight.
     async fn renewing<F: Future>(&mut self, conn: &mut Conn, work: F) -> Result<F::Output, OutboxError> {
+        if self.lease_failure.is_none() && self.renewed.elapsed() >= self.send_window() {
+            self.renew(conn).await?;
+        }
         let mut work = std::pin::pin!(work);
         loop {
+            if self.lease_failure.is_some() {
+                return Ok(work.await);
+            }
             tokio::select! {
                 out = &mut work => return Ok(out),
-                () = tokio::time::sleep(self.renew_in()) => self.renew(conn).await?,
+                () = tokio::time::sleep(self.renew_in()) => {
+                    if let Err(e) = self.renew(conn).await {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
+                            "outbox relay: could not renew a lease; finishing what was under way, then stopping");
+                        self.lease_failure = Some(e);
+                    }
+                }
             }
         }
     }

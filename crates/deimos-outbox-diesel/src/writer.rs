@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deimos_metrics::catalogue::DB_PRODUCER_INSERT;
+use deimos_metrics::catalogue::{DB_PRODUCER_INSERT, DB_PRODUCER_STALE_PARTITION_COUNT};
 use deimos_producer::{
     DeliveryError, KafkaBackend, OutgoingBatch, Partitioner, Pending, Producer, PublishBackend, PublishOptions, Record,
 };
@@ -171,9 +173,16 @@ pub struct OutboxReport {
 /// ([`crate::Relay`]) ships them to Kafka.
 ///
 /// Each row gets its partition when it is written, with the same [`Partitioner`] as the Kafka backend, from the
-/// topic's partition count ([`partitions`](OutboxBuilder::partitions), or asked of Kafka once per topic when a
-/// [`KafkaBackend`] is given). Without a count, or without a key, the partition is -1 and the producer
-/// partitions the message when the relay sends it.
+/// topic's partition count ([`partitions`](OutboxBuilder::partitions), or asked of Kafka when a [`KafkaBackend`]
+/// is given). Without a count, or without a key, the partition is -1 and the producer partitions the message when
+/// the relay sends it.
+///
+/// A count asked of Kafka is used for [`partition_count_ttl`](OutboxBuilder::partition_count_ttl), then asked
+/// again in the background while writes go on with the last known one: once a topic's count is known, writing
+/// never waits for Kafka, down or not. Writes made with a count older than that are counted in
+/// `db_producer.stale_partition_count`, and a failed refresh is logged as a warning. Only the first write of a
+/// topic waits for Kafka (up to 10 s) and fails without it; [`fetch_partition_counts`](Self::fetch_partition_counts)
+/// at startup spares business transactions even that.
 ///
 /// An `Outbox` is also a [`PublishBackend`], so producers can be built against it; their plain `publish` calls
 /// fail with a message pointing here, since writing needs the caller's connection.
@@ -184,7 +193,22 @@ pub struct Outbox {
     default_partitions: Option<i32>,
     kafka: Option<KafkaBackend>,
     notify: bool,
+    /// Partition counts asked of Kafka, shared by clones.
+    known: Arc<Mutex<HashMap<String, KnownCount>>>,
+    count_ttl: Duration,
 }
+
+/// A partition count asked of Kafka.
+#[derive(Debug, Clone, Copy)]
+struct KnownCount {
+    count: i32,
+    fetched: Instant,
+    /// A refresh runs in the background.
+    refreshing: bool,
+}
+
+/// How long a partition count asked of Kafka is used before it is asked again (as the Kafka backend's cache).
+const DEFAULT_COUNT_TTL: Duration = Duration::from_secs(300);
 
 /// Builds an [`Outbox`].
 #[derive(Debug, Clone)]
@@ -203,8 +227,25 @@ impl Outbox {
                 default_partitions: None,
                 kafka: None,
                 notify: true,
+                known: Arc::default(),
+                count_ttl: DEFAULT_COUNT_TTL,
             },
         }
+    }
+
+    /// Asks Kafka for the partition counts of `topics` (with the prefix, as they are sent) that are not
+    /// configured, so that no write has to wait for Kafka: call it at startup, before serving. Fails if Kafka
+    /// cannot say (a topic that does not exist, brokers out of reach); does nothing without [`OutboxBuilder::kafka`].
+    pub async fn fetch_partition_counts(&self, topics: &[&str]) -> Result<(), OutboxError> {
+        let Some(kafka) = &self.kafka else {
+            return Ok(());
+        };
+        for topic in topics {
+            if self.partition_count(topic).is_none() {
+                self.fetch_count(kafka, topic).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Encodes `payloads` through `producer` (see [`Producer::publish_list_with`]) and writes them with one
@@ -272,12 +313,7 @@ impl Outbox {
         let count = match self.partition_count(&batch.topic) {
             Some(n) => Some(n),
             None => match &self.kafka {
-                Some(kafka) => Some(kafka.partition_count(&batch.topic).await.map_err(|e| {
-                    OutboxError::Kafka(format!(
-                        "the partition count of `{}` is needed to partition outbox rows: {e}",
-                        batch.topic
-                    ))
-                })?),
+                Some(kafka) => Some(self.kafka_count(kafka, &batch.topic).await?),
                 None => None,
             },
         };
@@ -307,6 +343,62 @@ impl Outbox {
 
     fn partition_count(&self, topic: &str) -> Option<i32> {
         self.partitions.get(topic).copied().or(self.default_partitions)
+    }
+
+    /// The partition count of `topic` as Kafka said it: the last known one without waiting (refreshed in the
+    /// background once older than the TTL), or asked now for a topic never asked before.
+    async fn kafka_count(&self, kafka: &KafkaBackend, topic: &str) -> Result<i32, OutboxError> {
+        let (known, refresh) = {
+            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            match known.get_mut(topic) {
+                None => (None, false),
+                Some(k) if k.fetched.elapsed() < self.count_ttl => (Some(k.count), false),
+                Some(k) => {
+                    let refresh = !k.refreshing;
+                    k.refreshing = true;
+                    metrics::counter!(DB_PRODUCER_STALE_PARTITION_COUNT.name, "topic" => topic.to_string())
+                        .increment(1);
+                    (Some(k.count), refresh)
+                }
+            }
+        };
+        let Some(count) = known else {
+            return self.fetch_count(kafka, topic).await;
+        };
+        if refresh {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(refresh_count(
+                        kafka.clone(),
+                        Arc::clone(&self.known),
+                        topic.to_string(),
+                        count,
+                    ));
+                }
+                // Not on tokio: nothing can run in the background, so ask now (as before the TTL existed).
+                Err(_) => refresh_count(kafka.clone(), Arc::clone(&self.known), topic.to_string(), count).await,
+            }
+        }
+        Ok(count)
+    }
+
+    /// Asks Kafka for the partition count of `topic` now, and remembers it.
+    async fn fetch_count(&self, kafka: &KafkaBackend, topic: &str) -> Result<i32, OutboxError> {
+        let count = kafka.partition_count(topic).await.map_err(|e| {
+            OutboxError::Kafka(format!(
+                "the partition count of `{topic}` is needed to partition outbox rows and has never been fetched: \
+                 {e}; configure it (OutboxBuilder::partitions) or fetch it at startup (Outbox::fetch_partition_counts)"
+            ))
+        })?;
+        self.known.lock().unwrap_or_else(PoisonError::into_inner).insert(
+            topic.to_string(),
+            KnownCount {
+                count,
+                fetched: Instant::now(),
+                refreshing: false,
+            },
+        );
+        Ok(count)
     }
 
     /// The rows for a batch: the partition from the partition key (else the key) when the count is known.
@@ -346,6 +438,34 @@ impl Outbox {
     }
 }
 
+/// Asks Kafka for the partition count of `topic` again (in the background), keeping the last known `count` if it
+/// cannot say.
+async fn refresh_count(kafka: KafkaBackend, known: Arc<Mutex<HashMap<String, KnownCount>>>, topic: String, count: i32) {
+    let fetched = kafka.partition_count(&topic).await;
+    let mut known = known.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(entry) = known.get_mut(&topic) else { return };
+    entry.refreshing = false;
+    match fetched {
+        Ok(n) => {
+            if n != count {
+                tracing::info!(
+                    topic,
+                    from = count,
+                    to = n,
+                    "outbox: the topic's partition count changed; rows written from now on are partitioned over the new count"
+                );
+            }
+            entry.count = n;
+            entry.fetched = Instant::now();
+        }
+        Err(e) => {
+            tracing::warn!(topic, count, error = %e,
+                "outbox: could not ask Kafka for the topic's partition count; writes go on with the last known one \
+                 (db_producer.stale_partition_count) and it is asked again on the next write");
+        }
+    }
+}
+
 fn disabled(producer: &Producer) -> OutboxReport {
     OutboxReport {
         topic: producer.topic().to_string(),
@@ -373,10 +493,18 @@ impl OutboxBuilder {
         self
     }
 
-    /// Ask Kafka (through this backend's metadata, cached for five minutes) for partition counts not configured.
-    /// Async writes only; blocking writes leave such rows without a partition.
+    /// Ask Kafka (through this backend's metadata) for partition counts not configured. Async writes only;
+    /// blocking writes leave such rows without a partition.
     pub fn kafka(mut self, backend: KafkaBackend) -> Self {
         self.outbox.kafka = Some(backend);
+        self
+    }
+
+    /// How long a partition count asked of Kafka is used before it is asked again, in the background, while
+    /// writes go on with it (default 5 min). The backend keeps its own cache too
+    /// (`KafkaBackendBuilder::partition_count_ttl`).
+    pub fn partition_count_ttl(mut self, ttl: Duration) -> Self {
+        self.outbox.count_ttl = ttl;
         self
     }
 

@@ -21,7 +21,7 @@ use crate::partitioner::Partitioner;
 
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
-/// How long a topic's partition count is trusted before it is fetched again.
+/// How long a topic's partition count is trusted before it is fetched again, unless the builder says otherwise.
 const PARTITION_COUNT_TTL: Duration = Duration::from_secs(300);
 
 /// A publish backend on librdkafka (rdkafka's `ThreadedProducer`).
@@ -49,7 +49,10 @@ struct Inner {
     max_message_bytes: usize,
     close_timeout: Duration,
     partition_counts: Mutex<HashMap<String, (i32, Instant)>>,
+    partition_count_ttl: Duration,
     metadata_timeout: Duration,
+    /// The librdkafka settings the producer was created with (the builder's, `partitioner` included).
+    settings: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for KafkaBackend {
@@ -82,6 +85,7 @@ pub struct KafkaBackendBuilder {
     partitioner: Partitioner,
     close_timeout: Duration,
     metadata_timeout: Duration,
+    partition_count_ttl: Duration,
 }
 
 impl fmt::Debug for KafkaBackendBuilder {
@@ -91,12 +95,14 @@ impl fmt::Debug for KafkaBackendBuilder {
             partitioner,
             close_timeout,
             metadata_timeout,
+            partition_count_ttl,
         } = self;
         f.debug_struct("KafkaBackendBuilder")
             .field("settings", &redact::settings(settings))
             .field("partitioner", partitioner)
             .field("close_timeout", close_timeout)
             .field("metadata_timeout", metadata_timeout)
+            .field("partition_count_ttl", partition_count_ttl)
             .finish()
     }
 }
@@ -118,6 +124,26 @@ impl KafkaBackend {
             partitioner: Partitioner::default(),
             close_timeout: Duration::from_secs(30),
             metadata_timeout: Duration::from_secs(10),
+            partition_count_ttl: PARTITION_COUNT_TTL,
+        }
+    }
+
+    /// A librdkafka setting this backend was built with (a default of the builder, or one given to it), as
+    /// given; `None` when it was not set, and librdkafka uses its own default.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.inner.settings.get(key).map(String::as_str)
+    }
+
+    /// A builder with this backend's settings, partitioner and timeouts: to build another backend like this one
+    /// (a separate librdkafka producer), with some settings changed.
+    pub fn to_builder(&self) -> KafkaBackendBuilder {
+        let inner = &self.inner;
+        KafkaBackendBuilder {
+            settings: inner.settings.clone(),
+            partitioner: inner.partitioner,
+            close_timeout: inner.close_timeout,
+            metadata_timeout: inner.metadata_timeout,
+            partition_count_ttl: inner.partition_count_ttl,
         }
     }
 
@@ -143,10 +169,12 @@ impl KafkaBackend {
         self.inner.producer.in_flight_count()
     }
 
-    /// The partition count of `topic`, from librdkafka's metadata (cached for a few minutes).
+    /// The partition count of `topic`, from librdkafka's metadata (cached for
+    /// [`partition_count_ttl`](KafkaBackendBuilder::partition_count_ttl), five minutes by default). Fetching it
+    /// waits for the brokers up to 10 s.
     pub async fn partition_count(&self, topic: &str) -> Result<i32, BackendError> {
         if let Some((n, at)) = self.cached_count(topic)
-            && at.elapsed() < PARTITION_COUNT_TTL
+            && at.elapsed() < self.inner.partition_count_ttl
         {
             return Ok(n);
         }
@@ -212,6 +240,12 @@ impl KafkaBackendBuilder {
         self
     }
 
+    /// How long a topic's partition count, once fetched, is used before it is fetched again (default 5 min).
+    pub fn partition_count_ttl(mut self, ttl: Duration) -> Self {
+        self.partition_count_ttl = ttl;
+        self
+    }
+
     /// Creates the librdkafka producer. Fails without brokers or on an invalid setting; does not contact the
     /// brokers.
     pub fn build(mut self) -> Result<KafkaBackend, BackendError> {
@@ -248,7 +282,9 @@ impl KafkaBackendBuilder {
                 max_message_bytes,
                 close_timeout: self.close_timeout,
                 partition_counts: Mutex::new(HashMap::new()),
+                partition_count_ttl: self.partition_count_ttl,
                 metadata_timeout: self.metadata_timeout,
+                settings: self.settings,
             }),
         })
     }

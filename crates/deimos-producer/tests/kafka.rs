@@ -333,3 +333,40 @@ async fn preflight_fails_before_the_first_message() {
         .unwrap_err();
     assert!(err.to_string().contains("acks"), "{err}");
 }
+
+/// A backend tells the settings it was built with, builds another like it, and asks the brokers for a partition
+/// count again once its time to live has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_shows_its_settings_and_builds_another_like_it() {
+    let kafka = Kafka::new("widgets", 3);
+    let backend = KafkaBackend::builder()
+        .bootstrap_servers(kafka.mock.bootstrap_servers())
+        .setting("linger.ms", "7")
+        .partitioner(Partitioner::Murmur2)
+        .partition_count_ttl(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert_eq!(backend.setting("linger.ms"), Some("7"));
+    assert_eq!(backend.setting("acks"), Some("all"), "the builder's defaults");
+    assert_eq!(backend.setting("message.timeout.ms"), None, "librdkafka's default");
+    let other = backend
+        .to_builder()
+        .setting("message.timeout.ms", "5000")
+        .build()
+        .unwrap();
+    assert_eq!(other.setting("linger.ms"), Some("7"));
+    assert_eq!(other.setting("message.timeout.ms"), Some("5000"));
+    assert_eq!(other.partitioner(), Partitioner::Murmur2);
+    assert_eq!(
+        backend.setting("message.timeout.ms"),
+        None,
+        "the first backend is unchanged"
+    );
+
+    assert_eq!(backend.partition_count("widgets").await.unwrap(), 3);
+    kafka.mock.broker_down(1).unwrap();
+    // Within its time to live the count needs no broker; after it, the brokers are asked again.
+    assert_eq!(backend.partition_count("widgets").await.unwrap(), 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(backend.partition_count("widgets").await.is_err());
+}

@@ -58,6 +58,19 @@ struct RelayArgs {
     /// Polling interval when nothing wakes the relay, in milliseconds.
     #[arg(long, default_value_t = 500)]
     poll_interval_ms: u64,
+    /// How long librdkafka may try to deliver a message (message.timeout.ms), in milliseconds; default a third
+    /// of the lease, at most half of it minus 1 s.
+    #[arg(long)]
+    delivery_timeout_ms: Option<u64>,
+    /// How long opening a database connection may take, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    connect_timeout_ms: u64,
+    /// How long one database statement may take before its connection is dropped, in milliseconds.
+    #[arg(long, default_value_t = 10000)]
+    statement_timeout_ms: u64,
+    /// Database connections of the relay; default max-workers + 1.
+    #[arg(long)]
+    pool_size: Option<usize>,
     /// Topics to compact within a batch (last message per key): `all` or a comma-separated list.
     #[arg(long)]
     compact_topics: Option<String>,
@@ -153,6 +166,10 @@ async fn run(cli: Cli) -> Result<()> {
             config.max_workers = args.max_workers;
             config.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
             config.poll_interval = Duration::from_millis(args.poll_interval_ms);
+            config.delivery_timeout = args.delivery_timeout_ms.map(Duration::from_millis);
+            config.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+            config.statement_timeout = Duration::from_millis(args.statement_timeout_ms);
+            config.pool_size = args.pool_size;
             config.compact_topics = topics(args.compact_topics.as_deref());
             config.log_topics = topics(args.log_topics.as_deref());
             let stats = Relay::new(url, backend.clone(), config)?.run().await?;

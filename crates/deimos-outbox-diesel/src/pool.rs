@@ -1,0 +1,211 @@
+//! The relay's connection pool: deadpool, through diesel-async's managers (its `deadpool` feature), handing out
+//! [`Conn`]s.
+//!
+//! diesel-async's manager is per connection type, and the relay's [`Conn`] covers three, so [`ConnManager`] holds
+//! the manager of the URL's database and wraps what it makes. Connections are opened with the relay's connect
+//! timeout and session settings, and checked (`SELECT 1`, within the statement timeout) each time they are
+//! handed out again: a connection the server closed meanwhile is replaced before anyone uses it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::managed::{self, Manager, Metrics, RecycleError, RecycleResult, Timeouts};
+use diesel::SqliteConnection;
+use diesel_async::pg::AsyncPgConnection;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
+use futures::FutureExt;
+
+use deimos_core::redact;
+
+use crate::db::{self, Conn, Dialect};
+use crate::error::OutboxError;
+
+/// A pool of the relay's connections.
+pub(crate) type Pool = managed::Pool<ConnManager>;
+
+/// A connection of the pool: derefs to [`Conn`]; back to the pool when dropped (use [`discard`] for one that
+/// failed).
+pub(crate) type Pooled = managed::Object<ConnManager>;
+
+/// Makes and checks the relay's connections, through the diesel-async manager of the URL's database.
+pub(crate) struct ConnManager {
+    managers: Managers,
+}
+
+enum Managers {
+    Pg(AsyncDieselConnectionManager<AsyncPgConnection>),
+    Mysql(AsyncDieselConnectionManager<AsyncMysqlConnection>),
+    Sqlite(AsyncDieselConnectionManager<SyncConnectionWrapper<SqliteConnection>>),
+}
+
+/// What the relay's connections are opened with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// How long opening one may take.
+    pub(crate) connect_timeout: Duration,
+    /// How long one call may take; also set on the server's side where it has such a setting.
+    pub(crate) statement_timeout: Duration,
+}
+
+/// diesel-async's manager config: `SELECT 1` when a connection is handed out again, and `setup` to open one.
+fn manager_config<C: AsyncConnection + 'static>(
+    setup: impl Fn(String) -> futures::future::BoxFuture<'static, diesel::ConnectionResult<C>> + Send + Sync + 'static,
+) -> ManagerConfig<C> {
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Verified;
+    config.custom_setup = Box::new(move |url| setup(url.to_string()));
+    config
+}
+
+/// Opens a connection within `limit`, then runs `session` (the session settings) on it within `limit` too.
+async fn open<C: AsyncConnection + SimpleAsyncConnection>(
+    limit: Duration,
+    connect: impl std::future::Future<Output = diesel::ConnectionResult<C>>,
+    session: Arc<str>,
+) -> diesel::ConnectionResult<C> {
+    let mut conn = tokio::time::timeout(limit, connect).await.map_err(|_| {
+        diesel::ConnectionError::BadConnection(format!(
+            "the database did not answer within {limit:?} (connect_timeout)"
+        ))
+    })??;
+    if !session.is_empty() {
+        tokio::time::timeout(limit, conn.batch_execute(&session))
+            .await
+            .map_err(|_| {
+                diesel::ConnectionError::BadConnection(format!(
+                    "the database did not answer within {limit:?} (connect_timeout) while setting up the session"
+                ))
+            })?
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    }
+    Ok(conn)
+}
+
+impl ConnManager {
+    fn new(url: &str, settings: Settings) -> Result<ConnManager, OutboxError> {
+        let Settings {
+            connect_timeout,
+            statement_timeout,
+        } = settings;
+        let managers = match Dialect::of_url(url)? {
+            Dialect::Postgres => {
+                // The server gives up on a statement, or on a transaction left open by a relay that vanished (its
+                // lease row locked), after the same time.
+                let ms = statement_timeout.as_millis();
+                let session: Arc<str> =
+                    format!("SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms};").into();
+                Managers::Pg(AsyncDieselConnectionManager::new_with_config(
+                    url,
+                    manager_config(move |url| {
+                        let session = Arc::clone(&session);
+                        async move { open(connect_timeout, AsyncPgConnection::establish(&url), session).await }.boxed()
+                    }),
+                ))
+            }
+            Dialect::Mysql => {
+                // A lock wait (another relay's transaction on the lease row) ends on the server's side too.
+                let secs = statement_timeout.as_secs().max(1);
+                let session: Arc<str> = format!("SET SESSION innodb_lock_wait_timeout = {secs}").into();
+                Managers::Mysql(AsyncDieselConnectionManager::new_with_config(
+                    db::mysql_url(url),
+                    manager_config(move |url| {
+                        let session = Arc::clone(&session);
+                        async move { open(connect_timeout, AsyncMysqlConnection::establish(&url), session).await }
+                            .boxed()
+                    }),
+                ))
+            }
+            Dialect::Sqlite => Managers::Sqlite(AsyncDieselConnectionManager::new_with_config(
+                db::sqlite_path(url),
+                manager_config(move |path| {
+                    async move {
+                        open(
+                            connect_timeout,
+                            db::establish_sqlite(&path, statement_timeout),
+                            "".into(),
+                        )
+                        .await
+                    }
+                    .boxed()
+                }),
+            )),
+        };
+        Ok(ConnManager { managers })
+    }
+}
+
+impl Manager for ConnManager {
+    type Type = Conn;
+    type Error = PoolError;
+
+    async fn create(&self) -> Result<Conn, PoolError> {
+        Ok(match &self.managers {
+            Managers::Pg(m) => Conn::Pg(m.create().await?),
+            Managers::Mysql(m) => Conn::Mysql(m.create().await?),
+            Managers::Sqlite(m) => Conn::Sqlite(m.create().await?),
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<PoolError> {
+        match (&self.managers, conn) {
+            (Managers::Pg(m), Conn::Pg(c)) => m.recycle(c, metrics).await,
+            (Managers::Mysql(m), Conn::Mysql(c)) => m.recycle(c, metrics).await,
+            (Managers::Sqlite(m), Conn::Sqlite(c)) => m.recycle(c, metrics).await,
+            _ => Err(RecycleError::message("a connection to another kind of database")),
+        }
+    }
+}
+
+/// A pool of at most `size` connections to `url`. Opening a connection is bounded by the manager itself (the
+/// connect timeout, then again for the session settings), so its errors say what timed out.
+pub(crate) fn build(url: &str, size: usize, settings: Settings) -> Result<Pool, OutboxError> {
+    Pool::builder(ConnManager::new(url, settings)?)
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .recycle_timeout(Some(settings.statement_timeout))
+        .wait_timeout(Some(settings.connect_timeout))
+        .build()
+        .map_err(|e| OutboxError::Config(format!("the relay's connection pool could not be built: {e}")))
+}
+
+/// A connection from the pool (opened if none is free, within the connect timeout).
+pub(crate) async fn get(pool: &Pool, url: &str) -> Result<Pooled, OutboxError> {
+    pool.get().await.map_err(|e| pool_error(url, e))
+}
+
+/// A connection from the pool if one is free or can be opened now without waiting for another to be returned;
+/// `None` when every connection is in use.
+pub(crate) async fn try_get(pool: &Pool, url: &str) -> Result<Option<Pooled>, OutboxError> {
+    let timeouts = Timeouts {
+        wait: Some(Duration::ZERO),
+        ..pool.timeouts()
+    };
+    match pool.timeout_get(&timeouts).await {
+        Ok(conn) => Ok(Some(conn)),
+        Err(managed::PoolError::Timeout(managed::TimeoutType::Wait)) => Ok(None),
+        Err(e) => Err(pool_error(url, e)),
+    }
+}
+
+/// Drops a connection that failed (a statement timed out or the connection broke) instead of returning it to
+/// the pool; the pool opens a new one when one is needed.
+pub(crate) fn discard(conn: Pooled) {
+    drop(managed::Object::take(conn));
+}
+
+fn pool_error(url: &str, error: managed::PoolError<PoolError>) -> OutboxError {
+    let message = match error {
+        managed::PoolError::Timeout(managed::TimeoutType::Wait) => {
+            "every connection of the relay's pool stayed in use (pool_size)".to_string()
+        }
+        managed::PoolError::Timeout(_) => "the database did not answer in time (connect_timeout)".to_string(),
+        managed::PoolError::Backend(PoolError::ConnectionError(e)) => e.to_string(),
+        other => other.to_string(),
+    };
+    OutboxError::Connect {
+        url: redact::url(url).into_owned(),
+        message: redact::text(&message).into_owned(),
+    }
+}
