@@ -413,14 +413,17 @@ impl Outbox {
                     _ => -1,
                 };
                 let headers: Vec<(String, Vec<u8>)> = batch.headers.iter().chain(&m.headers).cloned().collect();
+                // A producer without keys stores none, as Deimos's DB backend: a given key partitions only.
+                let (key, partition_key) = if batch.keyless {
+                    (None, m.partition_key.as_deref().or(m.key.as_deref()))
+                } else {
+                    (m.key.as_deref(), m.partition_key.as_deref())
+                };
                 NewMessage {
                     topic: &batch.topic,
                     message: m.value.as_deref(),
-                    key: m.key.as_deref(),
-                    partition_key: m
-                        .partition_key
-                        .as_deref()
-                        .map(|pk| String::from_utf8_lossy(pk).into_owned()),
+                    key,
+                    partition_key: partition_key.map(|pk| String::from_utf8_lossy(pk).into_owned()),
                     partition,
                     headers: crate::headers::encode(&headers),
                 }

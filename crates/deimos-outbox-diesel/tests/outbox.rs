@@ -863,3 +863,59 @@ fn strip_timestamp_defaults(sql: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_without_keys_writes_rows_with_a_null_key_as_deimos() {
+    use diesel::{Connection as _, RunQueryDsl as _};
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+        key: Option<Vec<u8>>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        partition_key: Option<String>,
+    }
+    let db = TestDb::new(Kind::Postgres).await;
+    let kit = Kit::new("outbox.keyless").await;
+    let setup = deimos_producer::ProducerSetup::builder(
+        deimos_avro::SchemaStore::new(common::SCHEMAS),
+        kit.registry.clone() as Arc<dyn deimos_registry::SchemaRegistry>,
+        kit.outbox.clone(),
+    )
+    .build();
+    let producer = deimos_producer::Producer::builder("KeylessProducer")
+        .topic("outbox.keyless")
+        .schema("com.acme.Widget")
+        .key_config(deimos_keys::KeyConfig::None)
+        .build(&setup)
+        .await
+        .unwrap();
+    let mut payload = common::widget(5, 1, true);
+    payload["payload_key"] = serde_json::json!("k-5");
+    let mut conn = db.conn().await;
+    conn.begin().await.unwrap();
+    kit.outbox
+        .publish(&producer, &mut conn, vec![payload], &PublishOptions::new())
+        .await
+        .unwrap();
+    conn.commit().await.unwrap();
+    let url = db.url.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        let mut pg = diesel::PgConnection::establish(&url).unwrap();
+        diesel::sql_query("SELECT key, partition_key FROM kafka_messages")
+            .load::<Row>(&mut pg)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].key, None,
+        "Deimos's DB backend stores no key for a key_config none producer"
+    );
+    assert_eq!(
+        rows[0].partition_key.as_deref(),
+        Some("k-5"),
+        "the given key still partitions"
+    );
+    db.drop_db().await;
+}

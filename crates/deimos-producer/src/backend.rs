@@ -88,6 +88,9 @@ pub struct OutgoingBatch {
     pub headers: Arc<[(String, Vec<u8>)]>,
     /// The messages, in order.
     pub messages: Vec<OutgoingMessage>,
+    /// The producer has no keys (`key_config none`): a database backend stores no key, as Deimos's DB backend
+    /// does, and keeps a given key as the partition key only.
+    pub keyless: bool,
 }
 
 impl OutgoingBatch {
@@ -106,7 +109,15 @@ impl OutgoingBatch {
             topic: topic.into(),
             headers: headers.into(),
             messages,
+            keyless: false,
         }
+    }
+
+    /// Marks the batch as coming from a producer without keys (see [`keyless`](Self::keyless)).
+    #[must_use]
+    pub fn keyless(mut self, yes: bool) -> OutgoingBatch {
+        self.keyless = yes;
+        self
     }
 }
 

@@ -586,6 +586,7 @@ impl Producer {
             topic,
             headers,
             messages,
+            keyless: matches!(self.inner.spec.config(), KeyConfig::None),
         }
     }
 
