@@ -1,8 +1,6 @@
 //! The `deimos` binary against librdkafka's mock cluster, the embedded registry and SQLite, run as a user runs
 //! it: arguments in, output and exit code out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// One test writes a header through librdkafka's C API: the safe API only takes UTF-8 header keys.
-#![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,7 +12,7 @@ use deimos_keys::KeyConfig;
 use deimos_producer::{KafkaBackend, Producer, ProducerSetup};
 use deimos_registry::{EmbeddedRegistry, HttpRegistry, SchemaRegistry};
 use rdkafka::ClientConfig;
-use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value as Json, json};
@@ -339,25 +337,6 @@ async fn dlq_redrive_sends_only_to_configured_topics() {
     assert_eq!(lines(&env.deimos(&["tail", "dev.payments"]).await).len(), 2);
 }
 
-/// Headers with one header whose key is not UTF-8, added through librdkafka's C API.
-fn headers_with_raw_key(key: &[u8], value: &[u8]) -> OwnedHeaders {
-    let headers = OwnedHeaders::new();
-    let ptr = headers.as_borrowed() as *const BorrowedHeaders as *mut rdkafka::bindings::rd_kafka_headers_t;
-    // SAFETY: `ptr` is the headers object `headers` owns, alive for this call; librdkafka copies the name and
-    // the value (with their lengths) into it.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_header_add(
-            ptr,
-            key.as_ptr().cast(),
-            isize::try_from(key.len()).unwrap(),
-            value.as_ptr().cast(),
-            isize::try_from(value.len()).unwrap(),
-        )
-    };
-    assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
-    headers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_redrive_reads_header_keys_as_bytes() {
     let mock = MockCluster::new(1).unwrap();
@@ -369,15 +348,14 @@ async fn dlq_redrive_reads_header_keys_as_bytes() {
         .set("bootstrap.servers", &env.brokers)
         .create()
         .unwrap();
-    let headers = headers_with_raw_key(b"\xff\xfe", b"raw")
-        .insert(Header {
-            key: "trace",
-            value: Some("t-1"),
-        })
-        .insert(Header {
-            key: deimos_consumer::HEADER_ORIGINAL_TOPIC,
-            value: Some("dev.widgets"),
-        });
+    // A header key that is not UTF-8 (rdkafka's safe API only writes UTF-8 keys; this goes through librdkafka's
+    // C API).
+    let raw: [(&[u8], Option<&[u8]>); 3] = [
+        (b"\xff\xfe", Some(b"raw")),
+        (b"trace", Some(b"t-1")),
+        (deimos_consumer::HEADER_ORIGINAL_TOPIC.as_bytes(), Some(b"dev.widgets")),
+    ];
+    let headers = deimos_consumer::write_headers(raw.into_iter());
     producer
         .send(
             FutureRecord::to("dev.widgets.dead")

@@ -11,7 +11,7 @@ use deimos_keys::KeyConfig;
 
 use crate::error::ConsumerError;
 use crate::handler::{BatchHandler, Handler};
-use crate::process::{BatchStart, MessageStart, Start};
+use crate::process::{Many, One, Start, Starter};
 
 /// Deimos's default backoff between retries of a fatal error: 1 s, doubling up to 60 s.
 pub const DEFAULT_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
@@ -233,14 +233,14 @@ impl ListenerBuilder {
 
     /// Delivers one message at a time to `handler` (Deimos's delivery `message`).
     pub fn handler<H: Handler>(mut self, handler: H) -> Self {
-        self.delivery = Some(Delivery::Message(Arc::new(MessageStart::new(handler))));
+        self.delivery = Some(Delivery::Message(Arc::new(Starter::new(One(Arc::new(handler))))));
         self
     }
 
     /// Delivers batches of one partition to `handler` (Deimos's delivery `inline_batch`), up to
     /// [`max_batch_size`](Self::max_batch_size) messages or [`max_wait`](Self::max_wait).
     pub fn batch_handler<H: BatchHandler>(mut self, handler: H) -> Self {
-        self.delivery = Some(Delivery::Batch(Arc::new(BatchStart::new(handler))));
+        self.delivery = Some(Delivery::Batch(Arc::new(Starter::new(Many(Arc::new(handler))))));
         self
     }
 

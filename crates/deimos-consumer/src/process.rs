@@ -409,6 +409,12 @@ pub(crate) trait Handle: Send + Sync + 'static {
 /// A [`Handler`], one message per unit.
 pub(crate) struct One<H>(pub(crate) Arc<H>);
 
+impl<H> Clone for One<H> {
+    fn clone(&self) -> Self {
+        One(Arc::clone(&self.0))
+    }
+}
+
 impl<H: Handler> Handle for One<H> {
     type Payload = H::Payload;
     const BATCH: bool = false;
@@ -434,6 +440,12 @@ impl<H: Handler> Handle for One<H> {
 
 /// A [`BatchHandler`], one batch of one partition per unit.
 pub(crate) struct Many<H>(pub(crate) Arc<H>);
+
+impl<H> Clone for Many<H> {
+    fn clone(&self) -> Self {
+        Many(Arc::clone(&self.0))
+    }
+}
 
 impl<H: BatchHandler> Handle for Many<H> {
     type Payload = H::Payload;
@@ -812,43 +824,23 @@ pub(crate) trait InlineRun: Send + Sync {
     fn dead_letter(&self) -> Option<&DeadLetter>;
 }
 
-/// Starts a [`Handler`] listener.
-pub(crate) struct MessageStart<H>(Arc<H>);
+/// Starts a listener's loop, or its inline processing, with its handler ([`One`] or [`Many`]).
+pub(crate) struct Starter<X>(X);
 
-impl<H> MessageStart<H> {
-    pub(crate) fn new(handler: H) -> MessageStart<H> {
-        MessageStart(Arc::new(handler))
+impl<X: Handle + Clone> Starter<X> {
+    pub(crate) fn new(handle: X) -> Starter<X> {
+        Starter(handle)
     }
 }
 
-impl<H: Handler> Start for MessageStart<H> {
+impl<X: Handle + Clone> Start for Starter<X> {
     fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, stop: Stop) -> BoxFuture<'static, ()> {
-        let processor = Arc::new(Processor::new(One(Arc::clone(&self.0)), env));
+        let processor = Arc::new(Processor::new(self.0.clone(), env));
         Box::pin(crate::listen::run(processor, consumer, stop))
     }
 
     fn inline(&self, env: Env) -> Box<dyn InlineRun> {
-        Box::new(Processor::new(One(Arc::clone(&self.0)), env))
-    }
-}
-
-/// Starts a [`BatchHandler`] listener.
-pub(crate) struct BatchStart<H>(Arc<H>);
-
-impl<H> BatchStart<H> {
-    pub(crate) fn new(handler: H) -> BatchStart<H> {
-        BatchStart(Arc::new(handler))
-    }
-}
-
-impl<H: BatchHandler> Start for BatchStart<H> {
-    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, stop: Stop) -> BoxFuture<'static, ()> {
-        let processor = Arc::new(Processor::new(Many(Arc::clone(&self.0)), env));
-        Box::pin(crate::listen::run(processor, consumer, stop))
-    }
-
-    fn inline(&self, env: Env) -> Box<dyn InlineRun> {
-        Box::new(Processor::new(Many(Arc::clone(&self.0)), env))
+        Box::new(Processor::new(self.0.clone(), env))
     }
 }
 

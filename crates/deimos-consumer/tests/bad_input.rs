@@ -1,8 +1,6 @@
 //! Bad input and faults that must neither stop a runner nor skip a message: header keys that are not UTF-8,
 //! handlers that panic, a schema registry that is down, dead letters that cannot be sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// One test writes a header through librdkafka's C API: the safe API only takes UTF-8 header keys.
-#![allow(unsafe_code)]
 
 mod common;
 
@@ -14,28 +12,8 @@ use async_trait::async_trait;
 use common::*;
 use deimos_consumer::{ErrorPolicy, ErrorStage, Handler, HandlerError, Message};
 use deimos_registry::{EmbeddedRegistry, HttpRegistry, SchemaRegistry};
-use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tokio::sync::mpsc;
-
-/// Headers with one header whose key is not UTF-8, added through librdkafka's C API.
-fn headers_with_raw_key(key: &[u8], value: &[u8]) -> OwnedHeaders {
-    let headers = OwnedHeaders::new();
-    let ptr = headers.as_borrowed() as *const BorrowedHeaders as *mut rdkafka::bindings::rd_kafka_headers_t;
-    // SAFETY: `ptr` is the headers object `headers` owns, alive for this call; librdkafka copies the name and
-    // the value (with their lengths) into it.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_header_add(
-            ptr,
-            key.as_ptr().cast(),
-            isize::try_from(key.len()).unwrap(),
-            value.as_ptr().cast(),
-            isize::try_from(value.len()).unwrap(),
-        )
-    };
-    assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
-    headers
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_key_that_is_not_utf8_neither_stops_the_runner_nor_is_lost() {
@@ -45,7 +23,11 @@ async fn a_header_key_that_is_not_utf8_neither_stops_the_runner_nor_is_lost() {
         let value = kit.widget(&topic, 0).await;
         let record = FutureRecord::<[u8], [u8]>::to(&topic)
             .payload(&value)
-            .headers(headers_with_raw_key(b"\xff\xfe", b"\x00\x01"));
+            // A key that is not UTF-8: rdkafka's safe API only writes UTF-8 keys; this goes through librdkafka's
+            // C API.
+            .headers(deimos_consumer::write_headers(
+                [(&b"\xff\xfe"[..], Some(&b"\x00\x01"[..]))].into_iter(),
+            ));
         kit.producer
             .send(record, Duration::from_secs(10))
             .await
