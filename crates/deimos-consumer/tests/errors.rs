@@ -414,8 +414,20 @@ async fn failing_batches_are_retried_then_dead_lettered_whole() {
             .build()
             .unwrap();
         let running = Running::start(kit.runner().listener(listener).build().unwrap());
-        let got = take(&mut rx, 3, 30).await;
-        assert_eq!(got, [(vec![0, 1], 0), (vec![0, 1], 1), (vec![2, 3], 0)]);
+        let mut got = take(&mut rx, 3, 30).await;
+        assert_eq!(
+            got[..2],
+            [(vec![0, 1], 0), (vec![0, 1], 1)],
+            "the failing batch, tried twice"
+        );
+        // The partition is paused while its batch waits to be retried; after that, 2 and 3 form one batch, or
+        // two when 3 is fetched again only after max_wait (the mock cluster answers a fetch late).
+        if got[2].0 == [2] {
+            got.extend(take(&mut rx, 1, 30).await);
+        }
+        let rest: Vec<i64> = got[2..].iter().flat_map(|(ids, _)| ids.clone()).collect();
+        assert_eq!(rest, [2, 3], "then the next messages, once each, in order");
+        assert!(got[2..].iter().all(|(_, retry)| *retry == 0));
         let dead = kit.read_all(&dlq, 2).await;
         let offsets: Vec<_> = dead
             .iter()
