@@ -128,7 +128,7 @@ impl Headers {
     }
 
     /// All headers with their keys as bytes, in order.
-    pub fn iter_raw(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    pub fn iter_raw(&self) -> impl ExactSizeIterator<Item = (&[u8], Option<&[u8]>)> {
         self.0.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 
