@@ -88,7 +88,9 @@ const CI: &[Step] = &[
     Step {
         name: "tidy",
         action: Action::Tidy,
-        hint: Some("the rules are in STYLE.md; the layer table is in xtask/src/tidy.rs"),
+        hint: Some(
+            "the rules are in docs/ARCHITECTURE.md (\"Checked, not remembered\"); the layer table is in xtask/src/tidy.rs",
+        ),
     },
     Step {
         name: "deny",

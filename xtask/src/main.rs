@@ -2,7 +2,7 @@
 //!
 //! - `ci`: fmt, clippy, tests, the quickstart (small), doc build, tidy, deny; what CI runs and what you run before you stop.
 //! - `test`: the tests only (nextest, then doctests).
-//! - `tidy`: checks the workspace layout and crate layering against `STYLE.md`.
+//! - `tidy`: checks the workspace layout and crate layering against the rules in `docs/ARCHITECTURE.md`.
 //! - `bench [suite]`: runs bench suites and prints their results as one table.
 //! - `codegen`: regenerates the Rust types of `schemas/` into `tests/src/generated.rs`.
 //!
@@ -26,7 +26,7 @@ usage: cargo xtask <command>
 commands:
   ci             fmt, clippy, tests (nextest + doctests), the quickstart (500 rows), doc build, tidy, cargo deny; stops at the first failure
   test           nextest over the workspace, then doctests
-  tidy           check crate names, manifests, READMEs, layering and the facade (rules in STYLE.md)
+  tidy           check crate names, manifests, READMEs, layering and the facade (rules in docs/ARCHITECTURE.md)
   bench [suite]  run a bench suite (or all), print one table, write target/deimos-bench/<suite>.json
   codegen        regenerate the Rust types of schemas/ into tests/src/generated.rs (a test checks it is current)
   help           this text";
@@ -181,7 +181,7 @@ mod tests {
         }
     }
 
-    /// The real workspace follows the rules in STYLE.md, so `cargo nextest run --workspace` enforces them.
+    /// The real workspace follows the rules in docs/ARCHITECTURE.md, so `cargo nextest run --workspace` enforces them.
     #[test]
     fn workspace_is_tidy() -> Result<(), Failure> {
         let violations = tidy::check(&workspace_root()).map_err(|err| Failure(format!("{err:#}")))?;

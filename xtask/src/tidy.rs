@@ -1,4 +1,4 @@
-//! `cargo xtask tidy`: the workspace rules of STYLE.md, checked from `cargo metadata` and the manifests.
+//! `cargo xtask tidy`: the workspace rules of docs/ARCHITECTURE.md ("Checked, not remembered"), checked from `cargo metadata` and the manifests.
 //!
 //! Rules, for every crate under `crates/`:
 //! - named `deimos` or `deimos-*`, living in `crates/<name>`; no `-utils` / `-common` names anywhere;
@@ -67,7 +67,7 @@ impl fmt::Display for Violation {
 pub(crate) fn run(root: &Path) -> Result<()> {
     let violations = check(root)?;
     if violations.is_empty() {
-        println!("tidy: workspace follows STYLE.md");
+        println!("tidy: workspace follows the rules of docs/ARCHITECTURE.md");
         Ok(())
     } else {
         eprintln!("{}", report(&violations));
@@ -77,7 +77,10 @@ pub(crate) fn run(root: &Path) -> Result<()> {
 
 /// The violations as a printable list.
 pub(crate) fn report(violations: &[Violation]) -> String {
-    let mut out = format!("tidy: {} violation(s) of STYLE.md:", violations.len());
+    let mut out = format!(
+        "tidy: {} violation(s) of the rules in docs/ARCHITECTURE.md:",
+        violations.len()
+    );
     for violation in violations {
         out.push_str("\n  - ");
         out.push_str(&violation.to_string());
