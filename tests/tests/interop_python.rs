@@ -6,7 +6,7 @@
     unreachable_pub
 )]
 //! Interoperability with Confluent's Python client (`pip install "confluent-kafka[avro,schemaregistry]"`,
-//! which `.ci/run` installs): for the same schema and payload our framed key and value bytes equal those of
+//! which `cargo xtask setup` installs): for the same schema and payload our framed key and value bytes equal those of
 //! its AvroSerializer, its AvroDeserializer decodes ours, and its SchemaRegistryClient works against our
 //! embedded registry server.
 
@@ -33,7 +33,7 @@ async fn python_confluent_kafka_agrees_with_our_bytes_and_registry() {
         .output();
     assert!(
         probe.as_ref().is_ok_and(|o| o.status.success()),
-        "the interoperability test needs Python with confluent-kafka: pip install \"confluent-kafka[avro,schemaregistry]\" (.ci/run does this); {probe:?}"
+        "the interoperability test needs Python with confluent-kafka: pip install \"confluent-kafka[avro,schemaregistry]\" (`cargo xtask setup` does this); {probe:?}"
     );
 
     let server = EmbeddedRegistry::start().await.unwrap();

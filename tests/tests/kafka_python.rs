@@ -40,7 +40,7 @@ fn python(spec: &Value) -> Value {
         .arg(root().join("tests/python/kafka_interop.py"))
         .arg(&file)
         .output()
-        .expect("python3 runs; .ci/run installs confluent-kafka");
+        .expect("python3 runs; `cargo xtask setup` installs confluent-kafka");
     let _ = std::fs::remove_file(&file);
     assert!(
         out.status.success(),

@@ -1,4 +1,5 @@
-//! `cargo xtask ci` and `cargo xtask test`: a fixed list of steps, run in order, stopping at the first failure.
+//! `cargo xtask ci` and `cargo xtask test`: a fixed list of steps, run in order, stopping at the first failure. Both
+//! begin with `setup`, which installs or starts what the tests need on this machine.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,7 +19,15 @@ enum Action {
         env: &'static [(&'static str, &'static str)],
     },
     Tidy,
+    Setup,
 }
+
+/// What the tests need on this machine, installed or started if missing.
+const SETUP: Step = Step {
+    name: "setup",
+    action: Action::Setup,
+    hint: Some("`cargo xtask setup` alone repeats this step; it says what it installs and starts"),
+};
 
 const NEXTEST: Step = Step {
     name: "test",
@@ -50,6 +59,7 @@ const QUICKSTART: Step = Step {
 };
 
 const CI: &[Step] = &[
+    SETUP,
     Step {
         name: "fmt",
         action: Action::Cargo {
@@ -102,7 +112,7 @@ const CI: &[Step] = &[
     },
 ];
 
-const TEST: &[Step] = &[NEXTEST, DOCTEST];
+const TEST: &[Step] = &[SETUP, NEXTEST, DOCTEST];
 
 /// `cargo xtask ci`.
 pub(crate) fn ci(root: &Path) -> Result<()> {
@@ -125,14 +135,17 @@ fn run_steps(root: &Path, label: &str, steps: &[Step]) -> Result<()> {
                 command.args(*args).envs(env.iter().copied());
                 Some(command)
             }
-            Action::Tidy => None,
+            Action::Tidy | Action::Setup => None,
         };
-        let what = command
-            .as_ref()
-            .map_or_else(|| "cargo xtask tidy".to_string(), crate::describe);
+        let what = match (&command, &step.action) {
+            (Some(command), _) => crate::describe(command),
+            (None, Action::Setup) => "cargo xtask setup".to_string(),
+            (None, _) => "cargo xtask tidy".to_string(),
+        };
         println!("{label}: [{}/{}] {}: {what}", index + 1, steps.len(), step.name);
         let result = match command.as_mut() {
             Some(command) => crate::run_command(command),
+            None if matches!(step.action, Action::Setup) => crate::setup::run(),
             None => crate::tidy::run(root),
         };
         let took = step_started.elapsed();

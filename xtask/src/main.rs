@@ -1,5 +1,7 @@
 //! Project automation for deimos-rs, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
 //!
+//! - `setup`: installs or starts what the tests need on this machine (cargo tools, C libraries, Python's Confluent
+//!   client, the databases), saying what it does; the first step of `ci` and `test`.
 //! - `ci`: fmt, clippy, tests, the quickstart (small), doc build, tidy, deny; what CI runs and what you run before you stop.
 //! - `test`: the tests only (nextest, then doctests).
 //! - `tidy`: checks the workspace layout and crate layering against the rules in `docs/ARCHITECTURE.md`.
@@ -11,6 +13,7 @@
 mod bench;
 mod ci;
 mod metadata;
+mod setup;
 mod tidy;
 
 use std::ffi::OsString;
@@ -24,8 +27,10 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci             fmt, clippy, tests (nextest + doctests), the quickstart (500 rows), doc build, tidy, cargo deny; stops at the first failure
-  test           nextest over the workspace, then doctests
+  setup          install or start what the tests need here (cargo-nextest, cargo-deny, libpq, the MySQL client,
+                 Python's Confluent client, PostgreSQL and MariaDB); says what it does, does nothing twice
+  ci             setup, fmt, clippy, tests (nextest + doctests), the quickstart (500 rows), doc build, tidy, cargo deny; stops at the first failure
+  test           setup, nextest over the workspace, then doctests
   tidy           check crate names, manifests, READMEs, layering and the facade (rules in docs/ARCHITECTURE.md)
   bench [suite]  run a bench suite (or all), print one table, write target/deimos-bench/<suite>.json
   codegen        regenerate the Rust types of schemas/ into tests/src/generated.rs (a test checks it is current)
@@ -55,6 +60,10 @@ fn run() -> Result<()> {
         "ci" => {
             no_arguments(command, rest)?;
             ci::ci(&root)
+        }
+        "setup" => {
+            no_arguments(command, rest)?;
+            setup::run()
         }
         "test" => {
             no_arguments(command, rest)?;
