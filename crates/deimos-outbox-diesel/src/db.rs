@@ -5,9 +5,9 @@
 //! always the database's UTC clock, never a relay's nor the session's time zone, so relays on machines with
 //! skewed clocks or sessions in other time zones agree.
 //!
-//! Opening a connection gives up after a connect timeout. Inside the relay, every call a [`Conn`] makes (one
-//! statement, or one short transaction) also has a deadline, the relay's `statement_timeout`: a connection whose
-//! packets are dropped fails instead of hanging, and the relay drops it.
+//! Opening a connection gives up after a connect timeout. Inside the relay and the record consumers, every call
+//! a [`Conn`] makes (one statement, or one short transaction) also has a deadline, their `statement_timeout`
+//! ([`with_statement_timeout`]): a connection whose packets are dropped fails instead of hanging, and is dropped.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -160,13 +160,15 @@ macro_rules! with_conn {
 }
 
 tokio::task_local! {
-    /// The relay's `statement_timeout`, for every [`Conn`] call made by a task of the relay.
+    /// The `statement_timeout` of every [`Conn`] call made in [`with_statement_timeout`].
     static STATEMENT_TIMEOUT: Duration;
 }
 
 /// Runs `work` with every [`Conn`] call made in it (one statement, or one short transaction) bounded by
-/// `timeout`. Tasks spawned from `work` need their own scope.
-pub(crate) async fn with_statement_timeout<F: Future>(timeout: Duration, work: F) -> F::Output {
+/// `timeout`. Tasks spawned from `work` need their own scope. A call that times out fails with a
+/// `ClosedConnection` error: the connection is in an unknown state and must be dropped (with
+/// [`pool::discard`](crate::pool::discard) for a pooled one).
+pub async fn with_statement_timeout<F: Future>(timeout: Duration, work: F) -> F::Output {
     STATEMENT_TIMEOUT.scope(timeout, work).await
 }
 
@@ -180,7 +182,7 @@ impl TimedOut for diesel::result::Error {
         diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::ClosedConnection,
             Box::new(format!(
-                "no answer from the database within {limit:?} (the relay's statement_timeout); the connection is \
+                "no answer from the database within {limit:?} (statement_timeout); the connection is \
                  dropped and a new one opened"
             )),
         )
@@ -194,6 +196,12 @@ impl TimedOut for OutboxError {
             source: diesel::result::Error::timed_out(limit),
         }
     }
+}
+
+/// Awaits one database call made outside [`Conn`]'s own methods (on the connection inside it), within the
+/// statement timeout of [`with_statement_timeout`] if the task has one.
+pub async fn bounded_call<T>(call: impl Future<Output = diesel::QueryResult<T>>) -> diesel::QueryResult<T> {
+    bounded(call).await
 }
 
 /// Awaits one database call, giving up after the task's statement timeout if it has one (relay tasks do). A

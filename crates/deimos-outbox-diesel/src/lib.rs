@@ -3,7 +3,7 @@
 pub mod db;
 mod error;
 pub mod headers;
-mod pool;
+pub mod pool;
 mod relay;
 pub mod schema;
 mod status;

@@ -1,10 +1,12 @@
-//! The relay's connection pool: deadpool, through diesel-async's managers (its `deadpool` feature), handing out
-//! [`Conn`]s.
+//! Connection pools of [`Conn`]s, for the relay and the record consumers: deadpool, through diesel-async's
+//! managers (its `deadpool` feature).
 //!
-//! diesel-async's manager is per connection type, and the relay's [`Conn`] covers three, so [`ConnManager`] holds
-//! the manager of the URL's database and wraps what it makes. Connections are opened with the relay's connect
-//! timeout and session settings, and checked (`SELECT 1`, within the statement timeout) each time they are
-//! handed out again: a connection the server closed meanwhile is replaced before anyone uses it.
+//! diesel-async's manager is per connection type, and [`Conn`] covers three, so [`ConnManager`] holds the manager
+//! of the URL's database and wraps what it makes. Connections are opened within the connect timeout with session
+//! settings that bound statements on the server's side too, and checked (`SELECT 1`, within the statement
+//! timeout) each time they are handed out again: a connection the server closed meanwhile is replaced before
+//! anyone uses it. Calls on a pooled connection get their client-side deadline from
+//! [`with_statement_timeout`](crate::db::with_statement_timeout).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,15 +24,15 @@ use deimos_core::redact;
 use crate::db::{self, Conn, Dialect};
 use crate::error::OutboxError;
 
-/// A pool of the relay's connections.
-pub(crate) type Pool = managed::Pool<ConnManager>;
+/// A pool of connections to one database.
+pub type Pool = managed::Pool<ConnManager>;
 
 /// A connection of the pool: derefs to [`Conn`]; back to the pool when dropped (use [`discard`] for one that
 /// failed).
-pub(crate) type Pooled = managed::Object<ConnManager>;
+pub type Pooled = managed::Object<ConnManager>;
 
-/// Makes and checks the relay's connections, through the diesel-async manager of the URL's database.
-pub(crate) struct ConnManager {
+/// Makes and checks the pool's connections, through the diesel-async manager of the URL's database.
+pub struct ConnManager {
     managers: Managers,
 }
 
@@ -40,13 +42,14 @@ enum Managers {
     Sqlite(AsyncDieselConnectionManager<SyncConnectionWrapper<SqliteConnection>>),
 }
 
-/// What the relay's connections are opened with.
+/// What the pool's connections are opened with.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Settings {
-    /// How long opening one may take.
-    pub(crate) connect_timeout: Duration,
-    /// How long one call may take; also set on the server's side where it has such a setting.
-    pub(crate) statement_timeout: Duration,
+pub struct Settings {
+    /// How long opening one may take (also how long to wait for a free one).
+    pub connect_timeout: Duration,
+    /// How long one call may take; also set on the server's side where it has such a setting (PostgreSQL's
+    /// `statement_timeout` and `idle_in_transaction_session_timeout`, MySQL's `innodb_lock_wait_timeout`).
+    pub statement_timeout: Duration,
 }
 
 /// diesel-async's manager config: `SELECT 1` when a connection is handed out again, and `setup` to open one.
@@ -105,7 +108,8 @@ impl ConnManager {
                 ))
             }
             Dialect::Mysql => {
-                // A lock wait (another relay's transaction on the lease row) ends on the server's side too.
+                // A lock wait (another relay's transaction on the lease row, another consumer's on a record) ends
+                // on the server's side too.
                 let secs = statement_timeout.as_secs().max(1);
                 let session: Arc<str> = format!("SET SESSION innodb_lock_wait_timeout = {secs}").into();
                 Managers::Mysql(AsyncDieselConnectionManager::new_with_config(
@@ -160,24 +164,24 @@ impl Manager for ConnManager {
 
 /// A pool of at most `size` connections to `url`. Opening a connection is bounded by the manager itself (the
 /// connect timeout, then again for the session settings), so its errors say what timed out.
-pub(crate) fn build(url: &str, size: usize, settings: Settings) -> Result<Pool, OutboxError> {
+pub fn build(url: &str, size: usize, settings: Settings) -> Result<Pool, OutboxError> {
     Pool::builder(ConnManager::new(url, settings)?)
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
         .recycle_timeout(Some(settings.statement_timeout))
         .wait_timeout(Some(settings.connect_timeout))
         .build()
-        .map_err(|e| OutboxError::Config(format!("the relay's connection pool could not be built: {e}")))
+        .map_err(|e| OutboxError::Config(format!("the connection pool could not be built: {e}")))
 }
 
 /// A connection from the pool (opened if none is free, within the connect timeout).
-pub(crate) async fn get(pool: &Pool, url: &str) -> Result<Pooled, OutboxError> {
+pub async fn get(pool: &Pool, url: &str) -> Result<Pooled, OutboxError> {
     pool.get().await.map_err(|e| pool_error(url, e))
 }
 
 /// A connection from the pool if one is free or can be opened now without waiting for another to be returned;
 /// `None` when every connection is in use.
-pub(crate) async fn try_get(pool: &Pool, url: &str) -> Result<Option<Pooled>, OutboxError> {
+pub async fn try_get(pool: &Pool, url: &str) -> Result<Option<Pooled>, OutboxError> {
     let timeouts = Timeouts {
         wait: Some(Duration::ZERO),
         ..pool.timeouts()
@@ -191,14 +195,14 @@ pub(crate) async fn try_get(pool: &Pool, url: &str) -> Result<Option<Pooled>, Ou
 
 /// Drops a connection that failed (a statement timed out or the connection broke) instead of returning it to
 /// the pool; the pool opens a new one when one is needed.
-pub(crate) fn discard(conn: Pooled) {
+pub fn discard(conn: Pooled) {
     drop(managed::Object::take(conn));
 }
 
 fn pool_error(url: &str, error: managed::PoolError<PoolError>) -> OutboxError {
     let message = match error {
         managed::PoolError::Timeout(managed::TimeoutType::Wait) => {
-            "every connection of the relay's pool stayed in use (pool_size)".to_string()
+            "every connection of the pool stayed in use (pool_size)".to_string()
         }
         managed::PoolError::Timeout(_) => "the database did not answer in time (connect_timeout)".to_string(),
         managed::PoolError::Backend(PoolError::ConnectionError(e)) => e.to_string(),

@@ -98,11 +98,10 @@ async fn a_relay_cut_from_its_database_sends_nothing_once_its_lease_can_be_taken
     // waits that long for its first answer, and what A hands over stays queued in librdkafka meanwhile.
     kit.mock.broker_round_trip_time(1, Duration::from_secs(8)).unwrap();
     let started = Instant::now();
-    let (server, _) = db.server_and_url_via("");
-    let proxy = Proxy::start(&server).await;
+    let (proxy, _) = Proxy::in_front_of(&db.url).await;
     let mut a_config = config.clone();
     a_config.name = "relay-a".into();
-    let (stop_a, relay_a) = spawn_relay(Relay::new(proxy.url(&db), kit.backend(), a_config).unwrap());
+    let (stop_a, relay_a) = spawn_relay(Relay::new(proxy.url(&db.url), kit.backend(), a_config).unwrap());
 
     // A leases every partition with rows, and hands its batches over.
     within(20, async {
@@ -289,14 +288,13 @@ async fn writes_use_the_last_known_partition_count_while_kafka_is_down() {
 async fn a_stalled_database_connection_times_out_and_the_relay_goes_on(kind: Kind) {
     let db = TestDb::new(kind).await;
     let kit = Kit::new("outbox.stall").await;
-    let (server, _) = db.server_and_url_via("");
-    let proxy = Proxy::start(&server).await;
+    let (proxy, _) = Proxy::in_front_of(&db.url).await;
     let mut config = fast_config();
     // The worker keeps its connection (and its lease) while idle.
     config.idle_release = Duration::from_secs(60);
     config.statement_timeout = Duration::from_secs(1);
     config.connect_timeout = Duration::from_secs(1);
-    let (stop, relay) = spawn_relay(Relay::new(proxy.url(&db), kit.backend(), config).unwrap());
+    let (stop, relay) = spawn_relay(Relay::new(proxy.url(&db.url), kit.backend(), config).unwrap());
     let mut conn = db.conn().await;
     kit.write(&mut conn, &[(1, 1), (2, 1)], true).await;
     wait_empty(&db, 30).await;
@@ -332,12 +330,11 @@ async fn mariadb_a_stalled_database_connection_times_out_and_the_relay_goes_on()
 async fn a_black_holed_database_fails_the_connect_within_the_connect_timeout() {
     let db = TestDb::new(Kind::Postgres).await;
     let kit = Kit::new("outbox.hole").await;
-    let (server, _) = db.server_and_url_via("");
-    let proxy = Proxy::start(&server).await;
+    let (proxy, _) = Proxy::in_front_of(&db.url).await;
     proxy.black_hole();
     let mut config = fast_config();
     config.connect_timeout = Duration::from_secs(1);
-    let relay = Relay::new(proxy.url(&db), kit.backend(), config).unwrap();
+    let relay = Relay::new(proxy.url(&db.url), kit.backend(), config).unwrap();
     let started = Instant::now();
     let result = within(10, relay.run_until(std::future::pending())).await;
     let error = result.err().map(|e| e.to_string()).unwrap_or_default();

@@ -518,10 +518,8 @@ async fn the_relay_waits_out_a_broker_outage() {
 async fn the_relay_recovers_from_a_database_restart(kind: Kind) {
     let db = TestDb::new(kind).await;
     let kit = Kit::new("outbox.dbrestart").await;
-    let (server, _) = db.server_and_url_via("");
-    let proxy = common::Proxy::start(&server).await;
     // The relay reaches the database through the proxy; the test writes directly.
-    let (_, through_proxy) = db.server_and_url_via(&format!("127.0.0.1:{}", proxy.port));
+    let (proxy, through_proxy) = common::Proxy::in_front_of(&db.url).await;
     let mut config = fast_config();
     config.idle_release = Duration::from_secs(30);
     let relay = Relay::new(&through_proxy, kit.backend(), config).unwrap();

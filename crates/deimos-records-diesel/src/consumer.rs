@@ -10,9 +10,10 @@ use deimos_consumer::{
     Batch, BatchHandler, DecodedKey, Handler, HandlerError, Message, PartiallyHandled, Transient, async_trait,
 };
 use deimos_metrics::catalogue::DEADLOCK;
+use deimos_outbox_diesel::db::with_statement_timeout;
+use deimos_outbox_diesel::pool::{self, Pool};
 use deimos_outbox_diesel::{Conn, Dialect};
 use serde_json::{Map, Value as Json};
-use tokio::sync::Mutex;
 
 use crate::error::RecordError;
 use crate::ops::{self, KeyValues, OnConflict};
@@ -69,11 +70,21 @@ impl Default for DeadlockRetry {
     }
 }
 
-/// Where a consumer gets its connection: opened from a URL (again after it fails), or given.
+/// Where a consumer gets its connections: a pool, built from the URL when the consumer is.
 struct Database {
     url: Option<String>,
-    conn: Mutex<Option<Conn>>,
+    pool: Option<Pool>,
+    pool_size: usize,
+    settings: pool::Settings,
 }
+
+/// A record consumer's connections by default: one per batch or message applied at the same time.
+const DEFAULT_POOL_SIZE: usize = 4;
+/// How long opening a connection (or waiting for a free one) may take, by default.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one statement may take, by default: long enough for a 1000-row upsert, short enough that a connection
+/// whose packets are dropped is given up on.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Inner {
     table: RecordTable,
@@ -110,15 +121,31 @@ impl fmt::Debug for RecordConsumerBuilder {
 }
 
 impl RecordConsumerBuilder {
-    /// Connects to this database (`postgres://`, `mysql://`, `sqlite://`), and again after a connection fails.
+    /// The database (`postgres://`, `mysql://`, `sqlite://`): connections are pooled, checked before reuse, and
+    /// a lost one is replaced.
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
         self.inner.db.url = Some(url.into());
         self
     }
 
-    /// Uses this connection (with [`database_url`](Self::database_url) too, a failed one is replaced).
-    pub fn connection(mut self, conn: Conn) -> Self {
-        self.inner.db.conn = Mutex::new(Some(conn));
+    /// At most this many connections (4); they are opened when needed.
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.inner.db.pool_size = n;
+        self
+    }
+
+    /// How long opening a connection, or waiting for a free one, may take (5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.inner.db.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one statement may take (30 s). Past it the connection is dropped and
+    /// the batch is a transient error, retried on a new connection: a database that stops answering (packets
+    /// dropped, not refused) does not hang the listener. PostgreSQL sessions also get it as `statement_timeout`
+    /// and `idle_in_transaction_session_timeout`, MySQL's as `innodb_lock_wait_timeout`.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.inner.db.settings.statement_timeout = timeout;
         self
     }
 
@@ -201,14 +228,24 @@ impl RecordConsumerBuilder {
         self
     }
 
-    fn check(self) -> Result<Arc<Inner>, RecordError> {
+    fn check(mut self) -> Result<Arc<Inner>, RecordError> {
         self.inner.table.check().map_err(RecordError::Config)?;
-        if self.inner.db.url.is_none() && self.inner.db.conn.try_lock().is_ok_and(|c| c.is_none()) {
+        let name = self.inner.table.name().to_string();
+        let db = &mut self.inner.db;
+        let Some(url) = db.url.as_deref() else {
             return Err(RecordError::Config(format!(
-                "the record consumer of `{}` has no database: give .database_url or .connection",
-                self.inner.table.name()
+                "the record consumer of `{name}` has no database: give .database_url(\"postgres://…\") (or mysql://…, \
+                 sqlite://PATH)"
+            )));
+        };
+        if db.pool_size == 0 || db.settings.connect_timeout.is_zero() || db.settings.statement_timeout.is_zero() {
+            return Err(RecordError::Config(format!(
+                "the record consumer of `{name}`: pool_size, connect_timeout and statement_timeout must be more than \
+                 zero (got {}, {:?}, {:?})",
+                db.pool_size, db.settings.connect_timeout, db.settings.statement_timeout
             )));
         }
+        db.pool = Some(pool::build(url, db.pool_size, db.settings)?);
         if self.inner.mapped.is_empty() {
             return Err(RecordError::Config(format!(
                 "no field of the schema is a column of `{}`: nothing would be saved",
@@ -292,7 +329,12 @@ impl RecordConsumer {
                 key_field: None,
                 db: Database {
                     url: None,
-                    conn: Mutex::new(None),
+                    pool: None,
+                    pool_size: DEFAULT_POOL_SIZE,
+                    settings: pool::Settings {
+                        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                        statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+                    },
                 },
                 compacted: true,
                 max_db_batch_size: 1000,
@@ -1070,35 +1112,51 @@ impl Inner {
         )
     }
 
-    /// Runs a batch with deadlock retries, then the per-message fallback. A lost connection is dropped (the
-    /// next attempt opens a new one) and, like a deadlock past its retries, reported as transient.
+    /// Runs a batch on a connection of the pool, every statement within the statement timeout. A lost connection
+    /// (or one that timed out) is dropped, so the next attempt gets a new one, and, like a deadlock past its
+    /// retries, reported as transient.
     async fn run(&self, msgs: Vec<Msg>, at: Position<'_>, batch: bool) -> Result<(), Failed> {
-        let mut guard = self.db.conn.lock().await;
-        if guard.is_none() {
-            // Transient too: the messages wait (nothing is skipped) until the service is given a URL.
-            let url = self.db.url.as_deref().ok_or_else(|| Failed {
-                error: RecordError::Config(format!(
-                    "the connection of the record consumer of `{}` was lost and it has no database_url to open \
-                     another; give .database_url (with or without .connection) so that it can reconnect",
-                    self.table.name()
-                )),
+        let (Some(pool), Some(url)) = (&self.db.pool, &self.db.url) else {
+            return Err(Failed::permanent(RecordError::Config("no connection pool".into())));
+        };
+        let mut conn = pool::get(pool, url).await.map_err(|e| {
+            let error = RecordError::from(e);
+            tracing::warn!(table = self.table.name(), %error, "could not connect to the database; the runner retries");
+            Failed {
+                error,
                 transient: true,
                 committed: Committed::Nothing,
-            })?;
-            let conn = Conn::connect(url).await.map_err(|e| {
-                let error = RecordError::from(e);
-                tracing::warn!(table = self.table.name(), %error, "could not connect to the database; the runner retries");
-                Failed {
-                    error,
-                    transient: true,
-                    committed: Committed::Nothing,
-                }
-            })?;
-            *guard = Some(conn);
+            }
+        })?;
+        let result = with_statement_timeout(
+            self.db.settings.statement_timeout,
+            self.run_on(&mut conn, msgs, at, batch),
+        )
+        .await;
+        match result {
+            Err((failed, true)) => {
+                tracing::warn!(
+                    table = self.table.name(),
+                    error = %failed.error,
+                    "the database connection is lost; the runner retries, on a new connection"
+                );
+                pool::discard(conn);
+                Err(failed)
+            }
+            Err((failed, false)) => Err(failed),
+            Ok(()) => Ok(()),
         }
-        let Some(conn) = guard.as_mut() else {
-            return Err(Failed::permanent(RecordError::Config("no connection".into())));
-        };
+    }
+
+    /// Runs a batch with deadlock retries, then the per-message fallback; an error says whether the connection is
+    /// lost.
+    async fn run_on(
+        &self,
+        conn: &mut Conn,
+        msgs: Vec<Msg>,
+        at: Position<'_>,
+        batch: bool,
+    ) -> Result<(), (Failed, bool)> {
         let mut committed = Committed::Nothing;
         let mut attempt = 1;
         let result = loop {
@@ -1119,54 +1177,61 @@ impl Inner {
         };
         let Err(error) = result else { return Ok(()) };
         if lost(conn, &error).await {
-            return Err(self.lost_connection(&mut guard, error, committed));
+            return Err((
+                Failed {
+                    error,
+                    transient: true,
+                    committed,
+                },
+                true,
+            ));
         }
         if error.is_deadlock() {
             tracing::warn!(table = self.table.name(), attempts = attempt, %error, "deadlock past the retries; the runner retries the batch later");
-            return Err(Failed {
-                error,
-                transient: true,
-                committed,
-            });
+            return Err((
+                Failed {
+                    error,
+                    transient: true,
+                    committed,
+                },
+                false,
+            ));
         }
         if !(batch && self.fallback && msgs.len() > 1 && !matches!(error, RecordError::Config(_))) {
-            return Err(Failed {
-                error,
-                transient: false,
-                committed,
-            });
+            return Err((
+                Failed {
+                    error,
+                    transient: false,
+                    committed,
+                },
+                false,
+            ));
         }
         tracing::warn!(table = self.table.name(), %error, messages = msgs.len(), "the batch failed; saving its messages one at a time");
         let Err(error) = self.fallback(conn, &msgs, &at, error, &mut committed).await else {
             return Ok(());
         };
         if lost(conn, &error).await {
-            return Err(self.lost_connection(&mut guard, error, committed));
+            return Err((
+                Failed {
+                    error,
+                    transient: true,
+                    committed,
+                },
+                true,
+            ));
         }
         // The fallback's own transaction deadlocked (claiming the offset, committing): nothing of it is
         // committed, and it may pass.
         let transient = error.is_deadlock();
-        Err(Failed {
-            error,
-            transient,
-            committed,
-        })
-    }
-
-    /// Drops the lost connection, so the next attempt opens a new one.
-    fn lost_connection(&self, guard: &mut Option<Conn>, error: RecordError, committed: Committed) -> Failed {
-        tracing::warn!(
-            table = self.table.name(),
-            %error,
-            reconnects = self.db.url.is_some(),
-            "the database connection is lost; the runner retries, on a new connection"
-        );
-        *guard = None;
-        Failed {
-            error,
-            transient: true,
-            committed,
-        }
+        Err((
+            Failed {
+                error,
+                transient,
+                committed,
+            },
+            false,
+        ))
     }
 }
 

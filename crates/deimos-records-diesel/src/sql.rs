@@ -5,6 +5,7 @@
 
 use std::future::Future;
 
+use deimos_outbox_diesel::db::bounded_call;
 use deimos_outbox_diesel::{AsyncOutboxConnection, BeginTransaction, Conn, Dialect};
 use diesel::result::QueryResult;
 use diesel::sql_types::{BigInt, Binary, Bool, Date, Double, Nullable, Text, Timestamp};
@@ -132,29 +133,31 @@ macro_rules! on_conn {
     };
 }
 
+/// Each call within the statement timeout of the task, when it has one
+/// ([`with_statement_timeout`](deimos_outbox_diesel::db::with_statement_timeout)).
 impl RecordConnection for Conn {
     fn sql_dialect(&self) -> Dialect {
         self.dialect()
     }
 
     async fn run(&mut self, sql: &str, binds: &[SqlValue]) -> QueryResult<usize> {
-        on_conn!(self, c => c.run(sql, binds).await)
+        bounded_call(async { on_conn!(self, c => c.run(sql, binds).await) }).await
     }
 
     async fn texts(&mut self, sql: &str, binds: &[SqlValue]) -> QueryResult<Vec<String>> {
-        on_conn!(self, c => c.texts(sql, binds).await)
+        bounded_call(async { on_conn!(self, c => c.texts(sql, binds).await) }).await
     }
 
     async fn begin_tx(&mut self) -> QueryResult<()> {
-        on_conn!(self, c => c.begin_tx().await)
+        bounded_call(async { on_conn!(self, c => c.begin_tx().await) }).await
     }
 
     async fn commit_tx(&mut self) -> QueryResult<()> {
-        on_conn!(self, c => c.commit_tx().await)
+        bounded_call(async { on_conn!(self, c => c.commit_tx().await) }).await
     }
 
     async fn rollback_tx(&mut self) -> QueryResult<()> {
-        on_conn!(self, c => c.rollback_tx().await)
+        bounded_call(async { on_conn!(self, c => c.rollback_tx().await) }).await
     }
 }
 

@@ -3,9 +3,15 @@
 //! twice while it consumes: the batch that meets the dead connection is a transient error, retried on a new
 //! connection whatever the error policy (the default, swallow, would skip it), so every message is applied,
 //! once. With and without exactly-once.
+//!
+//! The same consumer behind a TCP proxy whose connections stop forwarding without closing (packets dropped, as a
+//! firewall or a lost route does): its statement and connect timeouts give the dead connection up, and the batch
+//! is retried on a new one once the network heals.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "../../deimos-outbox-diesel/tests/common/proxy.rs"]
+mod proxy;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +40,17 @@ async fn wait_for_rows(db: &TestDb, n: i64) -> i64 {
     }
 }
 
-async fn lost_connections_are_retried(exactly_once: bool) {
-    let db = TestDb::new(Kind::Postgres).await;
+/// What happens to the consumer's database between phases.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// The server terminates every connection (PostgreSQL).
+    Terminated,
+    /// Every connection, open or new, stops forwarding for a few seconds; open ones never forward again.
+    BlackHole,
+}
+
+async fn lost_connections_are_retried(kind: Kind, fault: Fault, exactly_once: bool) {
+    let db = TestDb::new(kind).await;
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic(TOPIC, 1, 1).unwrap();
     let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
@@ -52,9 +67,12 @@ async fn lost_connections_are_retried(exactly_once: bool) {
         .await
         .unwrap();
 
+    let (proxy, url) = proxy::Proxy::in_front_of(&db.url).await;
     let consumer = RecordConsumer::builder(common::events(), &common::schema("com.acme.records.Event"))
-        .database_url(&db.url)
+        .database_url(url)
         .exactly_once(exactly_once)
+        .statement_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(1))
         .build_batch()
         .unwrap();
     let listener = Listener::builder(TOPIC, "records-lost-connection")
@@ -86,14 +104,23 @@ async fn lost_connections_are_retried(exactly_once: bool) {
     // Three phases; between them (the consumer idle, its connection open) the server terminates the
     // database's connections: the first batch of the next phase meets a dead connection.
     for phase in 0..3 {
-        if phase > 0 {
+        if phase > 0 && fault == Fault::Terminated {
             let terminated = db.terminate_connections().await;
             assert!(terminated >= 1, "the consumer's connection was open and is terminated");
+        }
+        if phase > 0 && fault == Fault::BlackHole {
+            proxy.black_hole();
         }
         producer
             .publish_list(events(phase * PHASE, (phase + 1) * PHASE))
             .await
             .unwrap();
+        if phase > 0 && fault == Fault::BlackHole {
+            // Longer than the statement and connect timeouts: the consumer gives up on its connection, fails to
+            // open another, and retries until the network heals.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            proxy.heal();
+        }
         let count = wait_for_rows(&db, (phase + 1) * PHASE).await;
         assert_eq!(
             count,
@@ -108,11 +135,15 @@ async fn lost_connections_are_retried(exactly_once: bool) {
 
     let mut conn = db.conn().await;
     assert_eq!(common::count(&mut conn, TOPIC).await, 3 * PHASE);
-    let rows = common::texts(
-        &mut conn,
-        "SELECT string_agg(seq::text || '=' || note, ',' ORDER BY seq) AS j FROM events",
-    )
-    .await;
+    let aggregate = if kind == Kind::Postgres {
+        "SELECT string_agg(seq::text || '=' || note, ',' ORDER BY seq) AS j FROM events"
+    } else {
+        conn.execute("SET SESSION group_concat_max_len = 1000000")
+            .await
+            .unwrap();
+        "SELECT GROUP_CONCAT(CONCAT(seq, '=', note) ORDER BY seq SEPARATOR ',') AS j FROM events"
+    };
+    let rows = common::texts(&mut conn, aggregate).await;
     let expected: Vec<String> = (0..3 * PHASE).map(|i| format!("{i}=event {i}")).collect();
     assert_eq!(rows[0], expected.join(","), "each message applied once, as it says");
     drop(conn);
@@ -121,10 +152,20 @@ async fn lost_connections_are_retried(exactly_once: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lost_connections_are_retried() {
-    lost_connections_are_retried(false).await;
+    lost_connections_are_retried(Kind::Postgres, Fault::Terminated, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lost_connections_are_retried_exactly_once() {
-    lost_connections_are_retried(true).await;
+    lost_connections_are_retried(Kind::Postgres, Fault::Terminated, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_database_that_stops_answering_is_given_up_on() {
+    lost_connections_are_retried(Kind::Postgres, Fault::BlackHole, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_database_that_stops_answering_is_given_up_on() {
+    lost_connections_are_retried(Kind::Mariadb, Fault::BlackHole, true).await;
 }
