@@ -116,6 +116,9 @@ impl fmt::Debug for ConsumerConfig {
             dead_letter_topic,
             report_lag,
             payload_log,
+            ordering,
+            max_in_flight,
+            max_concurrency,
             settings,
         } = self;
         f.debug_struct("ConsumerConfig")
@@ -139,6 +142,9 @@ impl fmt::Debug for ConsumerConfig {
             .field("dead_letter_topic", dead_letter_topic)
             .field("report_lag", report_lag)
             .field("payload_log", payload_log)
+            .field("ordering", ordering)
+            .field("max_in_flight", max_in_flight)
+            .field("max_concurrency", max_concurrency)
             .field("settings", &redact::settings(settings))
             .finish()
     }

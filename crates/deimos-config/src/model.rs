@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deimos_avro::SchemaStore;
-use deimos_consumer::{ConsumerRunner, ConsumerRunnerBuilder, ErrorPolicy, Listener, ListenerBuilder};
+use deimos_consumer::{ConsumerRunner, ConsumerRunnerBuilder, ErrorPolicy, Listener, ListenerBuilder, ProcessingOrder};
 use deimos_core::redact;
 use deimos_keys::KeyConfig;
 use deimos_metrics::PayloadLog;
@@ -282,6 +282,13 @@ pub struct ConsumerConfig {
     pub report_lag: Option<bool>,
     /// Overrides `consumers.payload_log`.
     pub payload_log: Option<String>,
+    /// Which messages are handled in order: `partition` (the default), `key` or `unordered`.
+    pub ordering: Option<String>,
+    /// The most messages (or batches) handled at the same time (default 64).
+    pub max_in_flight: Option<usize>,
+    /// Deimos's name for [`max_in_flight`](Self::max_in_flight) (Deimos runs that many consumer threads);
+    /// give one of the two.
+    pub max_concurrency: Option<usize>,
     /// librdkafka settings of this listener's consumer only.
     pub settings: BTreeMap<String, String>,
 }
@@ -698,6 +705,26 @@ impl Config {
         }
         if let Some(n) = c.max_attempts {
             b = b.max_attempts(n);
+        }
+        if let Some(ordering) = c.ordering.as_deref() {
+            let ordering = ordering
+                .trim()
+                .parse::<ProcessingOrder>()
+                .map_err(|message| ConfigError::Invalid {
+                    setting: format!("consumer `{}`: ordering", c.name),
+                    message,
+                })?;
+            b = b.ordering(ordering);
+        }
+        match (c.max_in_flight, c.max_concurrency) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    setting: format!("consumer `{}`: max_in_flight", c.name),
+                    message: "max_concurrency is Deimos's name for max_in_flight: give one of the two".into(),
+                });
+            }
+            (Some(n), None) | (None, Some(n)) => b = b.max_in_flight(n),
+            (None, None) => {}
         }
         if let Some(topic) = &c.dead_letter_topic {
             b = b.dead_letter_topic(topic);

@@ -1,11 +1,13 @@
 //! The librdkafka consumer context of a listener: tracks the assignment, commits on revoke, reports lag
 //! and forwards librdkafka's logs to `tracing`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -13,6 +15,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 
 use deimos_metrics::catalogue::CONSUMER_LAG;
+
+use crate::progress::Progress;
 
 /// The consumer type every listener runs.
 pub(crate) type KafkaConsumer = StreamConsumer<ListenerContext>;
@@ -28,10 +32,25 @@ pub(crate) struct ListenerContext {
     any_revoked: AtomicBool,
     /// Set when the runner closes the consumer (after committing).
     closing: AtomicBool,
+    /// The listener's offsets; a revoke waits there for the revoked partitions' units in flight.
+    progress: Arc<Progress>,
+    /// How long a revoke waits for them.
+    drain_within: Duration,
+    /// Per partition, the last lag librdkafka's statistics gave.
+    lag: Mutex<BTreeMap<i32, i64>>,
+    /// Whether the listener's loop runs: a revoke waits for units in flight only then (a consumer dropped with
+    /// an aborted loop has none that could finish).
+    looping: AtomicBool,
 }
 
 impl ListenerContext {
-    pub(crate) fn new(topic: Arc<str>, group_id: Arc<str>, report_lag: bool) -> ListenerContext {
+    pub(crate) fn new(
+        topic: Arc<str>,
+        group_id: Arc<str>,
+        report_lag: bool,
+        progress: Arc<Progress>,
+        drain_within: Duration,
+    ) -> ListenerContext {
         ListenerContext {
             topic,
             group_id,
@@ -40,6 +59,89 @@ impl ListenerContext {
             revoked: Mutex::new(Vec::new()),
             any_revoked: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            progress,
+            drain_within,
+            lag: Mutex::new(BTreeMap::new()),
+            looping: AtomicBool::new(false),
+        }
+    }
+
+    /// Says whether the listener's loop runs.
+    pub(crate) fn set_looping(&self, yes: bool) {
+        self.looping.store(yes, Ordering::Release);
+    }
+
+    /// Whether `partition` is assigned now.
+    pub(crate) fn is_assigned(&self, partition: i32) -> bool {
+        self.assigned.lock().is_ok_and(|a| a.contains(&partition))
+    }
+
+    /// The partitions assigned now, in order.
+    pub(crate) fn assigned(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = self
+            .assigned
+            .lock()
+            .map(|a| a.iter().copied().collect())
+            .unwrap_or_default();
+        out.sort_unstable();
+        out
+    }
+
+    /// The last known lag per assigned partition (with `report_lag`).
+    pub(crate) fn lag(&self) -> BTreeMap<i32, i64> {
+        self.lag.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Reads the committed offsets of newly assigned partitions: their metadata names the messages after the
+    /// committed offset that an earlier owner finished (out of order), which are then skipped.
+    fn resume_progress<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, assigned: &TopicPartitionList) {
+        if assigned.count() == 0 {
+            return;
+        }
+        let committed = match consumer.committed_offsets(assigned.clone(), Duration::from_secs(10)) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::debug!(topic = &*self.topic, %error, "could not read the committed offsets' metadata; messages finished out of order before may be handled again");
+                return;
+            }
+        };
+        for element in committed.elements() {
+            if let rdkafka::Offset::Offset(position) = element.offset() {
+                let skipped = self
+                    .progress
+                    .resume_from(element.partition(), position, element.metadata());
+                if skipped > 0 {
+                    tracing::debug!(
+                        topic = &*self.topic,
+                        partition = element.partition(),
+                        position,
+                        skipped,
+                        "messages after the committed offset were finished before; they are skipped"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Forgets the progress of revoked partitions, first waiting (when the consumer is not closing and the
+    /// runtime has other threads to run them) for their units in flight, so that what those finish is stored
+    /// and committed before the partitions move to another member.
+    fn drain_revoked(&self, revoked: &[i32], wait: bool) {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let looping = self.looping.load(Ordering::Acquire);
+        let abandoned = if wait && looping && multi_thread && self.progress.in_flight() > 0 {
+            tokio::task::block_in_place(|| self.progress.forget(revoked, Some(self.drain_within)))
+        } else {
+            self.progress.forget(revoked, None)
+        };
+        if abandoned > 0 {
+            tracing::warn!(
+                topic = &*self.topic,
+                partitions = ?revoked,
+                abandoned,
+                "partitions revoked with messages still being handled; their offsets are not committed and the next owner handles them again"
+            );
         }
     }
 
@@ -141,6 +243,7 @@ impl ClientContext for ListenerContext {
         let Ok(assigned) = self.assigned.lock().map(|a| a.clone()) else {
             return;
         };
+        let mut lags = BTreeMap::new();
         for (id, partition) in &topic.partitions {
             // Lag behind the last handled (stored) offset, else the committed one; nothing when neither is
             // known yet (Deimos reports nothing for partitions without a known offset).
@@ -152,6 +255,7 @@ impl ClientContext for ListenerContext {
             if *id < 0 || !assigned.contains(id) || lag < 0 {
                 continue;
             }
+            lags.insert(*id, lag);
             // The lag is a count of messages, well inside f64's exact integers.
             #[allow(clippy::cast_precision_loss)]
             let lag = lag as f64;
@@ -163,19 +267,24 @@ impl ClientContext for ListenerContext {
             )
             .set(lag);
         }
+        if let Ok(mut l) = self.lag.lock() {
+            *l = lags;
+        }
     }
 }
 
 impl ConsumerContext for ListenerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            // The offsets handled so far are stored (the listener polls its consumer only between two steps,
-            // never during a handler call). Commit them before the rebalance goes on, and wait for it: the
-            // partitions' next owner fetches from the committed offset, so a commit still in flight would have
-            // it handle these messages again. Not when the assignment is lost (the coordinator is gone, or took
-            // the partitions already: a commit could not succeed and a synchronous one could block without
-            // bound) nor when closing (the runner has committed already).
+            // Let the revoked partitions' messages being handled finish (their offsets are stored as they do),
+            // then commit before the rebalance goes on, and wait for it: the partitions' next owner fetches from
+            // the committed offset, so a commit still in flight would have it handle these messages again. Not
+            // when the assignment is lost (the coordinator is gone, or took the partitions already: a commit
+            // could not succeed and a synchronous one could block without bound) nor when closing (the runner
+            // has committed already).
             let wait = !consumer.assignment_lost() && !self.closing.load(Ordering::Acquire);
+            let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            self.drain_revoked(&revoked, wait);
             if wait {
                 commit_on_revoke(consumer, &self.topic);
             } else {
@@ -186,7 +295,6 @@ impl ConsumerContext for ListenerContext {
                     }
                 }
             }
-            let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             if let Ok(mut a) = self.assigned.lock() {
                 for p in &revoked {
                     a.remove(p);
@@ -207,6 +315,7 @@ impl ConsumerContext for ListenerContext {
                 if let Err(error) = consumer.resume(tpl) {
                     tracing::debug!(topic = &*self.topic, %error, "resuming newly assigned partitions failed");
                 }
+                self.resume_progress(consumer, tpl);
                 let added: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 if let Ok(mut a) = self.assigned.lock() {
                     a.extend(added.iter().copied());

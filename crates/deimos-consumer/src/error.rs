@@ -138,6 +138,19 @@ pub enum ConsumerError {
         source: BoxError,
     },
 
+    /// A [`ListenerControl`](crate::ListenerControl) command could not be carried out.
+    #[error("{what} on the listener for topic `{topic}` (group `{group_id}`): {message}")]
+    Control {
+        /// The listener's topic.
+        topic: String,
+        /// The consumer group.
+        group_id: String,
+        /// The command, e.g. `seeking partition 3 to offset 42`.
+        what: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+
     /// Waiting for SIGTERM / ctrl-c could not be set up.
     #[error("could not listen for SIGTERM / ctrl-c: {0}; use `run_until(future)` to stop the runner another way")]
     Signal(#[source] std::io::Error),

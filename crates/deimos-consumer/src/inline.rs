@@ -237,6 +237,8 @@ impl InlineListenerBuilder<'_> {
             max_batch_size: listener.max_batch_size,
             max_wait: listener.max_wait,
             payload_log: listener.payload_log,
+            ordering: listener.ordering,
+            max_in_flight: listener.max_in_flight,
         };
         Ok(InlineListener {
             topic: listener.topic.clone(),

@@ -1,14 +1,23 @@
-//! Scheduling: one lane per assigned partition, holding its fetched messages in offset order, the unit being
-//! worked on (a message, or a batch), and whether the partition waits (a backoff) or is stopped.
+//! Scheduling: which fetched messages may be handled now, given the listener's [`ProcessingOrder`].
 //!
-//! Pure bookkeeping, without Kafka: the loop in `listen` feeds it messages and step results, and asks it which
-//! partition to work on next, when to wake up, and which partitions to pause or resume.
+//! Each partition has a lane; a lane has slots, each an ordered queue whose units (a message, or a batch) are
+//! stepped on one at a time: the whole partition is one slot (`partition` order), each key is one (`key` order,
+//! messages without a key sharing their partition's), or each message is one (`unordered`). Units of different
+//! slots run at the same time. A unit that must wait (a backoff) stays first in its slot, holding only that
+//! slot; one that can never finish stops its slot.
+//!
+//! Pure bookkeeping, without Kafka: the loop in `listen` feeds it messages and step results, and asks it for the
+//! next unit to start, when to wake up, and which partitions to pause (a full buffer, a waiting partition, the
+//! listener's buffer budget spent, or paused from a [`ListenerControl`](crate::ListenerControl)).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::listener::ProcessingOrder;
 use crate::process::{Hold, Raw, Step, UnitState};
 
 /// A partition's lane buffers at most this many messages before the partition is paused.
@@ -16,7 +25,7 @@ pub(crate) const MAX_BUFFERED_MESSAGES: usize = 2_000;
 /// ... or this many bytes.
 pub(crate) const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 
-/// How units are cut from a lane's messages.
+/// How units are cut from a slot's messages.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cut {
     /// One message per unit.
@@ -25,245 +34,395 @@ pub(crate) enum Cut {
     Batch { max_size: usize, max_wait: Duration },
 }
 
-/// The unit a lane is working on: its first `len` messages.
-struct Current {
-    len: usize,
-    state: UnitState,
-    /// When it may take its next step (`None`: now).
-    wake_at: Option<Instant>,
-    hold: Option<Hold>,
+/// A slot of a lane: the partition, one key's hash, or one message's offset.
+pub(crate) type SlotId = u64;
+/// The slot of the messages without a key, in `key` order.
+const KEYLESS: SlotId = u64::MAX;
+
+/// A unit taken out of the lanes to be stepped on: its messages and its state travel with the step.
+pub(crate) struct Unit {
+    pub(crate) partition: i32,
+    pub(crate) slot: SlotId,
+    /// The partition's assignment (or seek) the unit belongs to: results of an older one are dropped.
+    pub(crate) epoch: u64,
+    pub(crate) messages: Vec<Raw>,
+    pub(crate) state: UnitState,
+}
+
+/// A unit waiting between two steps.
+struct Held {
+    unit: Unit,
+    wake_at: Instant,
+    hold: Hold,
 }
 
 #[derive(Default)]
-struct Lane {
+struct Slot {
     queue: VecDeque<Raw>,
-    bytes: usize,
-    /// When the oldest message not yet in a unit arrived (batch deadlines).
+    /// When the oldest queued message arrived (batch deadlines).
     oldest_at: Option<Instant>,
-    current: Option<Current>,
-    /// Why the partition stopped (a unit that can never finish); nothing more is worked on.
+    /// A unit of this slot is being stepped on.
+    busy: bool,
+    /// A unit that waits, first in line.
+    held: Option<Held>,
+    /// Why the slot stopped (a unit that can never finish): nothing more of it is handled.
     stopped: Option<String>,
-    /// The last offset handled (or given up on) in this lane, to skip messages fetched again.
-    last_done: Option<i64>,
+    /// In the ready queue.
+    queued: bool,
 }
 
-/// What a pushed message was.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Pushed {
-    /// Queued.
-    Queued,
-    /// Already handled by this lane (fetched again after a rebalance): its offset can be stored again.
-    AlreadyDone,
-    /// Already waiting in this lane (fetched again after a pause): dropped, nothing to store.
-    AlreadyQueued,
+impl Slot {
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && !self.busy && self.held.is_none() && self.stopped.is_none()
+    }
+}
+
+struct Lane {
+    epoch: u64,
+    slots: HashMap<SlotId, Slot>,
+    /// Messages queued or held (not in flight).
+    buffered: usize,
+    bytes: usize,
+    /// Paused from a control handle.
+    paused: bool,
 }
 
 /// The lanes of one listener.
 pub(crate) struct Lanes {
     cut: Cut,
-    lanes: BTreeMap<i32, Lane>,
-    /// The partition worked on last, for round-robin.
-    last_served: Option<i32>,
+    order: ProcessingOrder,
+    lanes: HashMap<i32, Lane>,
+    /// Slots that may have a unit to start, oldest first.
+    ready: VecDeque<(i32, SlotId)>,
+    /// When slots become ready by themselves (a backoff ends, a batch is due); stale entries are skipped.
+    timers: BinaryHeap<Reverse<(Instant, i32, SlotId)>>,
+    /// Messages buffered over all lanes, and the budget past which every partition is paused (until half of
+    /// it is left).
+    buffered: usize,
+    budget: usize,
+    throttled: bool,
+    in_flight: usize,
+    /// Every partition paused from a control handle, those assigned later too.
+    all_paused: bool,
+    hasher: BuildHasherDefault<DefaultHasher>,
 }
 
-/// What to store and what changed after a step.
-#[derive(Debug, PartialEq)]
+/// What a finished step changed.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Applied {
-    /// The unit finished: store `last_offset + 1`.
-    Finished { last_offset: i64 },
+    /// The unit finished (its offsets are marked done by the step's task).
+    Finished,
     /// The unit waits.
     Waiting,
-    /// The partition stopped.
+    /// The slot stopped.
     Stopped,
-    /// The partition was revoked while the step ran: nothing to store.
+    /// The partition was revoked or sought meanwhile: nothing to do.
     Gone,
 }
 
 impl Lanes {
-    pub(crate) fn new(cut: Cut) -> Lanes {
+    /// Lanes cutting units with `cut`, in `order`, pausing every partition once `budget` messages are buffered.
+    pub(crate) fn new(cut: Cut, order: ProcessingOrder, budget: usize) -> Lanes {
         Lanes {
             cut,
-            lanes: BTreeMap::new(),
-            last_served: None,
+            order,
+            lanes: HashMap::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            buffered: 0,
+            budget: budget.max(1),
+            throttled: false,
+            in_flight: 0,
+            all_paused: false,
+            hasher: BuildHasherDefault::default(),
         }
     }
 
-    /// Adds a fetched message to its partition's lane.
-    pub(crate) fn push(&mut self, message: Raw, now: Instant) -> Pushed {
-        let lane = self.lanes.entry(message.partition).or_default();
-        if lane.last_done.is_some_and(|done| message.offset <= done) {
-            return Pushed::AlreadyDone;
+    fn slot_of(&self, message: &Raw) -> SlotId {
+        match self.order {
+            ProcessingOrder::Partition => 0,
+            ProcessingOrder::Key => match &message.key {
+                Some(key) => self.hasher.hash_one(key.as_slice()) & !(1 << 63),
+                None => KEYLESS,
+            },
+            ProcessingOrder::Unordered => message.offset.cast_unsigned(),
         }
-        if lane.queue.back().is_some_and(|last| message.offset <= last.offset) {
-            return Pushed::AlreadyQueued;
+    }
+
+    /// Adds a fetched message (new to this `epoch` of its partition) to its slot.
+    pub(crate) fn push(&mut self, message: Raw, epoch: u64, now: Instant) {
+        let partition = message.partition;
+        let slot_id = self.slot_of(&message);
+        let all_paused = self.all_paused;
+        let lane = self.lanes.entry(partition).or_insert_with(|| Lane {
+            epoch,
+            slots: HashMap::new(),
+            buffered: 0,
+            bytes: 0,
+            paused: all_paused,
+        });
+        if lane.epoch != epoch {
+            // Messages of an earlier assignment, or from before a seek: forgotten.
+            self.buffered -= lane.buffered;
+            *lane = Lane {
+                epoch,
+                slots: HashMap::new(),
+                buffered: 0,
+                bytes: 0,
+                paused: lane.paused,
+            };
         }
+        lane.buffered += 1;
         lane.bytes += message.size();
-        if lane.oldest_at.is_none() {
-            lane.oldest_at = Some(now);
+        self.buffered += 1;
+        let slot = lane.slots.entry(slot_id).or_default();
+        if slot.queue.is_empty() {
+            slot.oldest_at = Some(now);
+            if let Cut::Batch { max_wait, .. } = self.cut {
+                self.timers.push(Reverse((now + max_wait, partition, slot_id)));
+            }
         }
-        lane.queue.push_back(message);
-        Pushed::Queued
+        slot.queue.push_back(message);
+        let full = match self.cut {
+            Cut::Message => true,
+            Cut::Batch { max_size, .. } => slot.queue.len() >= max_size,
+        };
+        if full && !slot.queued && !slot.busy && slot.held.is_none() && slot.stopped.is_none() && !lane.paused {
+            slot.queued = true;
+            self.ready.push_back((partition, slot_id));
+        }
     }
 
-    /// Forgets revoked partitions: their buffered messages and any unit in progress (its offsets were not
-    /// stored, so the partition's next owner handles it).
-    pub(crate) fn revoke(&mut self, partitions: &[i32]) {
-        for p in partitions {
-            self.lanes.remove(p);
-        }
-    }
-
-    /// The next partition to take a step on, round-robin, if any is ready at `now`.
-    pub(crate) fn next_ready(&mut self, now: Instant) -> Option<i32> {
-        let start = self.last_served;
-        let ready = |(p, lane): (&i32, &Lane)| self.is_ready(lane, now).then_some(*p);
-        let after = start.map_or(Some(i32::MIN), |s| s.checked_add(1));
-        let found = after
-            .and_then(|a| self.lanes.range(a..).find_map(ready))
-            .or_else(|| self.lanes.iter().find_map(ready));
-        if found.is_some() {
-            self.last_served = found;
-        }
-        found
-    }
-
-    fn is_ready(&self, lane: &Lane, now: Instant) -> bool {
-        if lane.stopped.is_some() {
+    /// Whether `slot` has a unit to start at `now`.
+    fn startable(cut: Cut, slot: &Slot, now: Instant) -> bool {
+        if slot.busy || slot.stopped.is_some() {
             return false;
         }
-        match &lane.current {
-            Some(current) => current.wake_at.is_none_or(|at| at <= now),
-            None => match self.cut {
-                Cut::Message => !lane.queue.is_empty(),
-                Cut::Batch { max_size, max_wait } => {
-                    lane.queue.len() >= max_size || lane.oldest_at.is_some_and(|at| at + max_wait <= now)
-                }
-            },
+        if let Some(held) = &slot.held {
+            return held.wake_at <= now;
+        }
+        match cut {
+            Cut::Message => !slot.queue.is_empty(),
+            Cut::Batch { max_size, max_wait } => {
+                slot.queue.len() >= max_size
+                    || slot
+                        .oldest_at
+                        .is_some_and(|at| !slot.queue.is_empty() && at + max_wait <= now)
+            }
         }
     }
 
-    /// The unit of `partition` to step on (cut now if none is in progress), with its state.
-    pub(crate) fn unit(&mut self, partition: i32) -> Option<(&[Raw], &mut UnitState)> {
-        let cut = self.cut;
-        let lane = self.lanes.get_mut(&partition)?;
-        if lane.current.is_none() {
-            let len = match cut {
-                Cut::Message => 1,
-                Cut::Batch { max_size, .. } => max_size.max(1),
+    /// The next unit to step on, if one can start at `now`; it counts as in flight until [`complete`](Self::complete).
+    pub(crate) fn next_unit(&mut self, now: Instant) -> Option<Unit> {
+        while let Some(Reverse((at, partition, slot_id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
             }
-            .min(lane.queue.len());
-            if len == 0 {
-                return None;
+            self.timers.pop();
+            if let Some(lane) = self.lanes.get_mut(&partition)
+                && !lane.paused
+                && let Some(slot) = lane.slots.get_mut(&slot_id)
+                && !slot.queued
+                && Self::startable(self.cut, slot, now)
+            {
+                slot.queued = true;
+                self.ready.push_back((partition, slot_id));
             }
-            lane.current = Some(Current {
-                len,
-                state: UnitState::default(),
-                wake_at: None,
-                hold: None,
-            });
         }
-        let current = lane.current.as_mut()?;
-        let len = current.len;
-        let messages = lane.queue.make_contiguous();
-        Some((&messages[..len], &mut current.state))
-    }
-
-    /// Records how a step on `partition`'s unit ended.
-    pub(crate) fn apply(&mut self, partition: i32, step: &Step, now: Instant) -> Applied {
-        let Some(lane) = self.lanes.get_mut(&partition) else {
-            return Applied::Gone;
-        };
-        let Some(current) = lane.current.as_mut() else {
-            return Applied::Gone;
-        };
-        match step {
-            Step::Done(_) => {
-                let len = current.len;
-                lane.current = None;
-                let mut last_offset = None;
-                for m in lane.queue.drain(..len) {
-                    lane.bytes = lane.bytes.saturating_sub(m.size());
-                    last_offset = Some(m.offset);
-                }
-                lane.oldest_at = (!lane.queue.is_empty()).then_some(now);
-                match last_offset {
-                    Some(last_offset) => {
-                        lane.last_done = Some(last_offset);
-                        Applied::Finished { last_offset }
+        while let Some((partition, slot_id)) = self.ready.pop_front() {
+            let cut = self.cut;
+            let Some(lane) = self.lanes.get_mut(&partition) else {
+                continue;
+            };
+            let Some(slot) = lane.slots.get_mut(&slot_id) else {
+                continue;
+            };
+            slot.queued = false;
+            if lane.paused || !Self::startable(cut, slot, now) {
+                continue;
+            }
+            let unit = match slot.held.take() {
+                Some(held) => held.unit,
+                None => {
+                    let len = match cut {
+                        Cut::Message => 1,
+                        Cut::Batch { max_size, .. } => max_size.max(1),
                     }
-                    None => Applied::Gone,
+                    .min(slot.queue.len());
+                    let messages: Vec<Raw> = slot.queue.drain(..len).collect();
+                    slot.oldest_at = (!slot.queue.is_empty()).then_some(now);
+                    Unit {
+                        partition,
+                        slot: slot_id,
+                        epoch: lane.epoch,
+                        messages,
+                        state: UnitState::default(),
+                    }
                 }
-            }
+            };
+            slot.busy = true;
+            let (count, bytes) = (unit.messages.len(), unit.messages.iter().map(Raw::size).sum::<usize>());
+            lane.buffered -= count;
+            lane.bytes = lane.bytes.saturating_sub(bytes);
+            self.buffered -= count;
+            self.in_flight += 1;
+            return Some(unit);
+        }
+        None
+    }
+
+    /// Records how a step on `unit` ended; a waiting unit comes back into its slot.
+    pub(crate) fn complete(&mut self, unit: Unit, step: &Step, now: Instant) -> Applied {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let (partition, slot_id) = (unit.partition, unit.slot);
+        let Some(lane) = self.lanes.get_mut(&partition).filter(|lane| lane.epoch == unit.epoch) else {
+            return Applied::Gone;
+        };
+        let Some(slot) = lane.slots.get_mut(&slot_id) else {
+            return Applied::Gone;
+        };
+        slot.busy = false;
+        let applied = match step {
+            Step::Done(_) => Applied::Finished,
             Step::Wait { delay, hold } => {
-                current.wake_at = Some(now + *delay);
-                current.hold = Some(*hold);
-                Applied::Waiting
+                let wake_at = now + *delay;
+                let (count, bytes) = (unit.messages.len(), unit.messages.iter().map(Raw::size).sum::<usize>());
+                lane.buffered += count;
+                lane.bytes += bytes;
+                self.buffered += count;
+                slot.held = Some(Held {
+                    unit,
+                    wake_at,
+                    hold: *hold,
+                });
+                self.timers.push(Reverse((wake_at, partition, slot_id)));
+                return Applied::Waiting;
             }
             Step::Stop(why) => {
-                current.hold = Some(Hold::Stopped);
-                lane.stopped = Some(why.clone());
+                slot.stopped = Some(why.clone());
                 Applied::Stopped
+            }
+        };
+        if slot.idle() {
+            lane.slots.remove(&slot_id);
+        } else if !slot.queued && !lane.paused && Self::startable(self.cut, slot, now) {
+            slot.queued = true;
+            self.ready.push_back((partition, slot_id));
+        } else if let (Cut::Batch { max_wait, .. }, Some(at)) = (self.cut, slot.oldest_at) {
+            self.timers.push(Reverse((at + max_wait, partition, slot_id)));
+        }
+        applied
+    }
+
+    /// Forgets a partition: revoked, or sought to another offset. Its buffered messages and waiting units are
+    /// dropped (their offsets were not stored); units in flight come back as [`Applied::Gone`].
+    pub(crate) fn forget(&mut self, partition: i32) {
+        if let Some(lane) = self.lanes.remove(&partition) {
+            self.buffered -= lane.buffered;
+        }
+    }
+
+    /// The epoch of `partition`'s lane, if it has one.
+    pub(crate) fn epoch(&self, partition: i32) -> Option<u64> {
+        self.lanes.get(&partition).map(|lane| lane.epoch)
+    }
+
+    /// Pauses or resumes one partition (or all, and those assigned later) on behalf of a control handle.
+    pub(crate) fn set_paused(&mut self, partition: Option<i32>, paused: bool) {
+        if partition.is_none() {
+            self.all_paused = paused;
+        }
+        let now = Instant::now();
+        for (p, lane) in &mut self.lanes {
+            if partition.is_some_and(|only| only != *p) {
+                continue;
+            }
+            lane.paused = paused;
+            if !paused {
+                for (slot_id, slot) in &mut lane.slots {
+                    if !slot.queued && Self::startable(self.cut, slot, now) {
+                        slot.queued = true;
+                        self.ready.push_back((*p, *slot_id));
+                    }
+                }
             }
         }
     }
 
-    /// When the next lane becomes ready by itself (a backoff ends, a batch's wait ends).
+    /// When the next slot becomes ready by itself (a backoff ends, a batch is due).
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        self.lanes
-            .values()
-            .filter(|lane| lane.stopped.is_none())
-            .filter_map(|lane| match (&lane.current, self.cut) {
-                (Some(current), _) => current.wake_at,
-                (None, Cut::Batch { max_wait, .. }) => lane.oldest_at.map(|at| at + max_wait),
-                (None, Cut::Message) => None,
-            })
-            .min()
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
 
-    /// The partitions that should be paused now: stopped, waiting on a backoff, or with a full buffer.
-    pub(crate) fn to_pause(&self) -> BTreeSet<i32> {
+    /// The partitions to pause now: paused from a control handle, with a full buffer, waiting or stopped in
+    /// `partition` order, or all of them while the listener's buffer budget is spent (until half is left).
+    pub(crate) fn pauses_wanted(&mut self) -> BTreeSet<i32> {
+        if self.buffered >= self.budget {
+            self.throttled = true;
+        } else if self.buffered <= self.budget / 2 {
+            self.throttled = false;
+        }
+        let whole_partition = self.order == ProcessingOrder::Partition;
         self.lanes
             .iter()
             .filter(|(_, lane)| {
-                lane.stopped.is_some()
-                    || lane
-                        .current
-                        .as_ref()
-                        .is_some_and(|c| c.hold.is_some() && c.wake_at.is_some())
-                    || lane.queue.len() >= MAX_BUFFERED_MESSAGES
+                self.throttled
+                    || lane.paused
+                    || lane.buffered >= MAX_BUFFERED_MESSAGES
                     || lane.bytes >= MAX_BUFFERED_BYTES
+                    || (whole_partition && lane.slots.values().any(|s| s.held.is_some() || s.stopped.is_some()))
             })
             .map(|(p, _)| *p)
             .collect()
     }
 
-    /// How many partitions are held, by reason.
+    /// Per reason, how many partitions have a slot held for it.
     pub(crate) fn held(&self) -> BTreeMap<Hold, usize> {
         let mut out = BTreeMap::new();
         for lane in self.lanes.values() {
-            let hold = if lane.stopped.is_some() {
-                Some(Hold::Stopped)
-            } else {
-                lane.current.as_ref().and_then(|c| c.hold)
-            };
-            if let Some(hold) = hold {
+            let mut reasons = BTreeSet::new();
+            for slot in lane.slots.values() {
+                if slot.stopped.is_some() {
+                    reasons.insert(Hold::Stopped);
+                } else if let Some(held) = &slot.held {
+                    reasons.insert(held.hold);
+                }
+            }
+            for hold in reasons {
                 *out.entry(hold).or_insert(0) += 1;
             }
         }
         out
     }
 
-    /// Clears a unit's hold once it takes its next step.
-    pub(crate) fn release(&mut self, partition: i32) {
-        if let Some(current) = self.lanes.get_mut(&partition).and_then(|l| l.current.as_mut()) {
-            current.hold = None;
-            current.wake_at = None;
-        }
+    /// Partitions with a unit waiting to be retried, in order.
+    pub(crate) fn waiting_partitions(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = self
+            .lanes
+            .iter()
+            .filter(|(_, lane)| lane.slots.values().any(|s| s.held.is_some()))
+            .map(|(p, _)| *p)
+            .collect();
+        out.sort_unstable();
+        out
     }
 
-    /// Messages buffered over all lanes (not yet handled).
+    /// Partitions with a stopped slot, and why (the first reason found).
+    pub(crate) fn stopped(&self) -> BTreeMap<i32, String> {
+        self.lanes
+            .iter()
+            .filter_map(|(p, lane)| lane.slots.values().find_map(|s| s.stopped.clone()).map(|why| (*p, why)))
+            .collect()
+    }
+
+    /// Messages buffered over all lanes (not yet handled, not in flight).
     pub(crate) fn buffered(&self) -> usize {
-        self.lanes.values().map(|l| l.queue.len()).sum()
+        self.buffered
+    }
+
+    /// Units being stepped on.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
     }
 }
 
@@ -275,8 +434,12 @@ mod tests {
     use crate::process::Outcome;
 
     fn raw(partition: i32, offset: i64) -> Raw {
+        keyed(partition, offset, None)
+    }
+
+    fn keyed(partition: i32, offset: i64, key: Option<&str>) -> Raw {
         Raw {
-            key: None,
+            key: key.map(|k| k.as_bytes().to_vec()),
             value: Some(vec![0; 10]),
             headers: Headers::new(),
             partition,
@@ -289,83 +452,171 @@ mod tests {
         Step::Done(Outcome::Handled { attempts: 1 })
     }
 
-    #[test]
-    fn messages_of_a_partition_go_in_order_and_partitions_take_turns() {
-        let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Message);
-        for (p, o) in [(0, 1), (0, 2), (1, 7), (1, 8)] {
-            assert_eq!(lanes.push(raw(p, o), now), Pushed::Queued);
-        }
-        let mut order = Vec::new();
-        while let Some(p) = lanes.next_ready(now) {
-            let (unit, _) = lanes.unit(p).unwrap();
-            let offset = unit[0].offset;
-            assert_eq!(lanes.apply(p, &done(), now), Applied::Finished { last_offset: offset });
-            order.push((p, offset));
-        }
-        assert_eq!(order, [(0, 1), (1, 7), (0, 2), (1, 8)]);
-        assert_eq!(
-            lanes.push(raw(0, 2), now),
-            Pushed::AlreadyDone,
-            "fetched again after a rebalance"
-        );
+    fn offsets(unit: &Unit) -> Vec<i64> {
+        unit.messages.iter().map(|m| m.offset).collect()
     }
 
     #[test]
-    fn a_waiting_partition_is_paused_and_the_others_go_on() {
+    fn partitions_run_side_by_side_each_in_order() {
         let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Message);
-        lanes.push(raw(0, 1), now);
-        lanes.push(raw(0, 2), now);
-        lanes.push(raw(1, 1), now);
-        let p = lanes.next_ready(now).unwrap();
-        assert_eq!(p, 0);
-        lanes.unit(p).unwrap();
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition, 10_000);
+        for (p, o) in [(0, 1), (0, 2), (1, 7), (1, 8)] {
+            lanes.push(raw(p, o), 1, now);
+        }
+        let a = lanes.next_unit(now).unwrap();
+        let b = lanes.next_unit(now).unwrap();
+        assert_eq!((a.partition, offsets(&a)), (0, vec![1]));
+        assert_eq!((b.partition, offsets(&b)), (1, vec![7]));
+        assert!(lanes.next_unit(now).is_none(), "one unit per partition at a time");
+        assert_eq!(lanes.in_flight(), 2);
+        assert_eq!(lanes.complete(b, &done(), now), Applied::Finished);
+        let c = lanes.next_unit(now).unwrap();
+        assert_eq!((c.partition, offsets(&c)), (1, vec![8]));
+        assert_eq!(lanes.complete(a, &done(), now), Applied::Finished);
+        assert_eq!(offsets(&lanes.next_unit(now).unwrap()), [2]);
+    }
+
+    #[test]
+    fn keys_run_side_by_side_each_in_order_and_keyless_messages_share_a_slot() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Key, 10_000);
+        for (o, k) in [(0, Some("a")), (1, Some("b")), (2, Some("a")), (3, None), (4, None)] {
+            lanes.push(keyed(0, o, k), 1, now);
+        }
+        let started: Vec<Unit> = std::iter::from_fn(|| lanes.next_unit(now)).collect();
+        let firsts: Vec<i64> = started.iter().map(|u| u.messages[0].offset).collect();
+        assert_eq!(
+            firsts,
+            [0, 1, 3],
+            "a, b and the keyless slot each start their first message"
+        );
+        for unit in started {
+            lanes.complete(unit, &done(), now);
+        }
+        let next: Vec<i64> = std::iter::from_fn(|| lanes.next_unit(now))
+            .map(|u| u.messages[0].offset)
+            .collect();
+        assert_eq!(next, [2, 4]);
+    }
+
+    #[test]
+    fn unordered_messages_all_start_at_once() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Unordered, 10_000);
+        for o in 0..5 {
+            lanes.push(keyed(0, o, Some("same")), 1, now);
+        }
+        assert_eq!(std::iter::from_fn(|| lanes.next_unit(now)).count(), 5);
+    }
+
+    #[test]
+    fn a_waiting_key_holds_only_itself_and_a_waiting_partition_is_paused() {
+        let now = Instant::now();
         let wait = Step::Wait {
             delay: Duration::from_secs(1),
             hold: Hold::Transient,
         };
-        assert_eq!(lanes.apply(0, &wait, now), Applied::Waiting);
-        assert_eq!(lanes.to_pause(), BTreeSet::from([0]));
-        assert_eq!(lanes.held().get(&Hold::Transient), Some(&1));
-        assert_eq!(lanes.next_ready(now), Some(1));
-        lanes.unit(1);
-        lanes.apply(1, &done(), now);
-        assert_eq!(lanes.next_ready(now), None, "partition 0 waits");
-        assert_eq!(lanes.next_wake(), Some(now + Duration::from_secs(1)));
+        let mut by_key = Lanes::new(Cut::Message, ProcessingOrder::Key, 10_000);
+        for (o, k) in [(0, "a"), (1, "a"), (2, "b")] {
+            by_key.push(keyed(0, o, Some(k)), 1, now);
+        }
+        let a = by_key.next_unit(now).unwrap();
+        let b = by_key.next_unit(now).unwrap();
+        assert_eq!(by_key.complete(a, &wait, now), Applied::Waiting);
+        by_key.complete(b, &done(), now);
+        assert!(by_key.next_unit(now).is_none(), "key a waits; its next message too");
+        assert!(by_key.pauses_wanted().is_empty(), "in key order the partition goes on");
+        assert_eq!(by_key.held().get(&Hold::Transient), Some(&1));
         let later = now + Duration::from_secs(1);
-        assert_eq!(lanes.next_ready(later), Some(0));
-        lanes.release(0);
-        let (unit, _) = lanes.unit(0).unwrap();
-        assert_eq!(unit[0].offset, 1, "the same message again");
-        assert_eq!(lanes.apply(0, &done(), later), Applied::Finished { last_offset: 1 });
-        assert!(lanes.to_pause().is_empty());
+        assert_eq!(by_key.next_wake(), Some(later));
+        let again = by_key.next_unit(later).unwrap();
+        assert_eq!(offsets(&again), [0], "the same message again");
+
+        let mut by_partition = Lanes::new(Cut::Message, ProcessingOrder::Partition, 10_000);
+        by_partition.push(raw(0, 1), 1, now);
+        by_partition.push(raw(1, 1), 1, now);
+        let p0 = by_partition.next_unit(now).unwrap();
+        by_partition.complete(p0, &wait, now);
+        assert_eq!(by_partition.pauses_wanted(), BTreeSet::from([0]));
+        assert_eq!(by_partition.next_unit(now).unwrap().partition, 1);
     }
 
     #[test]
-    fn batches_are_cut_when_full_or_due_and_stopped_partitions_stay_stopped() {
+    fn batches_are_cut_when_full_or_due_and_stopped_slots_stay_stopped() {
         let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Batch {
-            max_size: 3,
-            max_wait: Duration::from_millis(100),
-        });
+        let mut lanes = Lanes::new(
+            Cut::Batch {
+                max_size: 3,
+                max_wait: Duration::from_millis(100),
+            },
+            ProcessingOrder::Partition,
+            10_000,
+        );
         for o in 0..4 {
-            lanes.push(raw(0, o), now);
+            lanes.push(raw(0, o), 1, now);
         }
-        lanes.push(raw(1, 0), now);
-        assert_eq!(lanes.next_ready(now), Some(0), "full");
-        let (unit, _) = lanes.unit(0).unwrap();
-        assert_eq!(unit.iter().map(|m| m.offset).collect::<Vec<_>>(), [0, 1, 2]);
-        assert_eq!(lanes.apply(0, &done(), now), Applied::Finished { last_offset: 2 });
-        assert_eq!(lanes.next_ready(now), None, "neither full nor due");
+        lanes.push(raw(1, 0), 1, now);
+        let full = lanes.next_unit(now).unwrap();
+        assert_eq!(offsets(&full), [0, 1, 2]);
+        assert!(lanes.next_unit(now).is_none(), "neither full nor due");
+        lanes.complete(full, &done(), now);
         let due = now + Duration::from_millis(100);
         assert_eq!(lanes.next_wake(), Some(due));
-        let p = lanes.next_ready(due).unwrap();
-        lanes.unit(p);
-        assert_eq!(lanes.apply(p, &Step::Stop("no".into()), due), Applied::Stopped);
-        assert!(lanes.to_pause().contains(&p));
-        assert_eq!(lanes.held().get(&Hold::Stopped), Some(&1));
-        lanes.revoke(&[p]);
+        let first_due = lanes.next_unit(due).unwrap();
+        let second_due = lanes.next_unit(due).unwrap();
+        assert_eq!(
+            BTreeSet::from([first_due.partition, second_due.partition]),
+            BTreeSet::from([0, 1])
+        );
+        let p = first_due.partition;
+        assert_eq!(
+            lanes.complete(first_due, &Step::Stop("no".into()), due),
+            Applied::Stopped
+        );
+        assert!(lanes.pauses_wanted().contains(&p));
+        assert_eq!(lanes.stopped().get(&p).map(String::as_str), Some("no"));
+        lanes.forget(p);
         assert!(lanes.held().is_empty());
+    }
+
+    #[test]
+    fn the_buffer_budget_pauses_every_partition_until_half_is_left() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition, 4);
+        for o in 0..4 {
+            lanes.push(raw(i32::try_from(o % 2).unwrap(), o), 1, now);
+        }
+        assert_eq!(lanes.pauses_wanted(), BTreeSet::from([0, 1]));
+        let a = lanes.next_unit(now).unwrap();
+        assert_eq!(lanes.pauses_wanted().len(), 2, "3 left: still above half");
+        let b = lanes.next_unit(now).unwrap();
+        assert!(lanes.pauses_wanted().is_empty(), "2 left: resumed");
+        lanes.complete(a, &done(), now);
+        lanes.complete(b, &done(), now);
+    }
+
+    #[test]
+    fn a_new_epoch_forgets_what_was_buffered_and_results_of_the_old_one_are_gone() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition, 10_000);
+        lanes.push(raw(0, 1), 1, now);
+        lanes.push(raw(0, 2), 1, now);
+        let old = lanes.next_unit(now).unwrap();
+        lanes.push(raw(0, 1), 2, now);
+        assert_eq!(lanes.buffered(), 1, "offset 2 of epoch 1 is forgotten");
+        assert_eq!(lanes.complete(old, &done(), now), Applied::Gone);
+        assert_eq!(offsets(&lanes.next_unit(now).unwrap()), [1]);
+    }
+
+    #[test]
+    fn a_paused_partition_starts_nothing_until_resumed() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition, 10_000);
+        lanes.push(raw(0, 1), 1, now);
+        lanes.set_paused(Some(0), true);
+        assert!(lanes.next_unit(now).is_none());
+        assert_eq!(lanes.pauses_wanted(), BTreeSet::from([0]));
+        lanes.set_paused(None, false);
+        assert_eq!(offsets(&lanes.next_unit(now).unwrap()), [1]);
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod context;
+mod control;
 mod dead_letter;
 mod delay;
 mod error;
@@ -11,9 +12,11 @@ mod lanes;
 mod listen;
 mod listener;
 mod process;
+mod progress;
 mod runner;
 pub mod tail;
 
+pub use control::{Health, LIVENESS_WINDOW, ListenerControl, ListenerHealth, RunnerControl, SeekTo};
 pub use dead_letter::{
     DeadLetterMessage, HEADER_ATTEMPTS, HEADER_ERROR_MESSAGE, HEADER_ERROR_TYPE, HEADER_GROUP_ID,
     HEADER_ORIGINAL_OFFSET, HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TIMESTAMP, HEADER_ORIGINAL_TOPIC,
@@ -26,8 +29,8 @@ pub use handler::{Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, 
 pub use inline::{InlineListener, InlineListenerBuilder, InlineMessage, InlineOutcome};
 pub use kafka_headers::{read_headers, write_headers};
 pub use listener::{
-    DEFAULT_BACKOFF, DEFAULT_COMMIT_INTERVAL, DEFAULT_LAG_INTERVAL, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT,
-    ErrorPolicy, Listener, ListenerBuilder,
+    DEFAULT_BACKOFF, DEFAULT_COMMIT_INTERVAL, DEFAULT_LAG_INTERVAL, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_WAIT, ErrorPolicy, Listener, ListenerBuilder, ProcessingOrder,
 };
 pub use runner::{ConsumerRunner, ConsumerRunnerBuilder, DEFAULT_SHUTDOWN_TIMEOUT, ShutdownHandle};
 

@@ -1,12 +1,13 @@
-//! A listener's Kafka loop: fetch into per-partition lanes, step on the next ready unit, store offsets of
-//! finished units, pause partitions that wait or whose buffer is full.
+//! A listener's Kafka loop: fetch into lanes, start units on tasks up to `max_in_flight`, apply their results,
+//! pause the partitions that must not fetch, and carry out control commands.
 //!
-//! One step (one handler attempt, or one round of dead-letter sends) runs at a time; the consumer is polled
-//! between steps and while every ready partition waits, so a backoff never exceeds `max.poll.interval.ms`
-//! and rebalances are served between steps (never during a handler call: what was handled is stored when a
-//! partition is revoked, and nothing that was not).
+//! The loop itself never waits on a handler: it keeps polling the consumer (so `max.poll.interval.ms` is never
+//! exceeded, and rebalances are served) while units run on their own tasks. A unit's task marks its offsets
+//! finished in the listener's [`Progress`] and stores the partition's new committable position itself, so that a
+//! revoke, which waits there for the revoked partitions' units in flight, commits what they finished.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,54 +19,94 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::context::KafkaConsumer;
+use crate::control::{Command, SeekTo, Wiring};
 use crate::kafka_headers::read_headers;
-use crate::lanes::{Applied, Cut, Lanes, Pushed};
+use crate::lanes::{Applied, Cut, Lanes, Unit};
 use crate::process::{Handle, Hold, Processor, Raw, Step};
+use crate::progress::{Fetched, Progress, Stored};
 
-/// At most this many messages are taken from the consumer between two steps.
-const FETCH_BETWEEN_STEPS: usize = 256;
+/// At most this many messages are taken from the consumer in one go.
+const FETCH_AT_ONCE: usize = 256;
+/// How often the health snapshot and the `partitions_held` gauges are refreshed (and the loop wakes up at least).
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+/// The listener buffers at least this many messages before backpressure pauses its partitions.
+const MIN_BUFFER_BUDGET: usize = 2_000;
 
-/// When a listener stops, and how long it may try to commit what it handled.
+/// When a listener stops, and how long it may take to finish its units in flight and commit.
 pub(crate) struct Stop {
     /// Turns true when the runner shuts down.
     pub(crate) signal: watch::Receiver<bool>,
-    /// How long the final commit may be retried (while the group rebalances, say).
+    /// How long the final commit may be retried (while the group rebalances, say); units in flight get half.
     pub(crate) commit_within: Duration,
 }
 
-/// Runs `processor` over `consumer` until `stop` is signalled or the consumer's stream ends; then commits what
-/// was handled, retrying while the group's state does not allow it.
-pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, consumer: Arc<KafkaConsumer>, stop: Stop) {
+/// What the loop works with besides its processor.
+pub(crate) struct Loop {
+    pub(crate) consumer: Arc<KafkaConsumer>,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) wiring: Wiring,
+    pub(crate) stop: Stop,
+}
+
+/// A unit's task: its step, then the unit back to the loop.
+type Tasks = JoinSet<(Unit, Step)>;
+
+/// Runs `processor` over the consumer until stopped or the consumer's stream ends; then lets the units in flight
+/// end and commits what was handled, retrying while the group's state does not allow it.
+pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
+    let Loop {
+        consumer,
+        progress,
+        wiring: Wiring { mut commands, health },
+        stop,
+    } = parts;
     let shutdown = stop.signal.clone();
     let env = processor.env();
     let topic = Arc::clone(&env.topic);
-    let cut = if processor.batches() {
-        Cut::Batch {
-            max_size: env.max_batch_size,
-            max_wait: env.max_wait,
-        }
+    let (cut, unit_size) = if processor.batches() {
+        (
+            Cut::Batch {
+                max_size: env.max_batch_size,
+                max_wait: env.max_wait,
+            },
+            env.max_batch_size,
+        )
     } else {
-        Cut::Message
+        (Cut::Message, 1)
     };
-    let mut lanes = Lanes::new(cut);
-    // Per partition, the offset after the last message handled (or given up on): what must be committed.
-    let mut handled: BTreeMap<i32, i64> = BTreeMap::new();
+    let max_in_flight = env.max_in_flight.max(1);
+    let budget = max_in_flight
+        .saturating_mul(unit_size)
+        .saturating_mul(4)
+        .max(MIN_BUFFER_BUDGET);
+    let mut lanes = Lanes::new(cut, env.ordering, budget);
+    let mut tasks: Tasks = JoinSet::new();
     let mut paused: BTreeSet<i32> = BTreeSet::new();
     let mut gauges = HeldGauges::new(&topic);
     let mut stream = consumer.stream();
     let mut stopped = pin!(wait_shutdown(shutdown.clone()));
     let mut ended = false;
+    let mut next_report = Instant::now();
+    health.publish(|h| h.running = true, Some(Instant::now().into_std()));
+    // Also when the loop is dropped (its runner aborted or dropped).
+    let _looping = Looping::start(&consumer, &health);
+    let me = Parts {
+        topic: &topic,
+        consumer: &consumer,
+        progress: &progress,
+    };
     loop {
         if *shutdown.borrow() {
             break;
         }
-        // Fetch what is already there, without waiting: keeps the consumer polled between steps.
-        for _ in 0..FETCH_BETWEEN_STEPS {
+        // Take what is already fetched, without waiting.
+        for _ in 0..FETCH_AT_ONCE {
             match stream.next().now_or_never() {
-                Some(Some(Ok(m))) => take(&consumer, &topic, &mut lanes, &m),
+                Some(Some(Ok(m))) => me.take(&mut lanes, &mut paused, &m),
                 Some(Some(Err(error))) => kafka_error(&topic, &error),
                 Some(None) => {
                     ended = true;
@@ -77,58 +118,61 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, consumer: Arc<K
         if ended {
             break;
         }
-        revoke(&consumer, &mut lanes, &mut paused, &mut handled);
-        let now = Instant::now();
-        if let Some(partition) = lanes.next_ready(now) {
-            lanes.release(partition);
-            let step = match lanes.unit(partition) {
-                Some((unit, state)) => processor.step(unit, state).await,
-                None => continue,
-            };
-            // A rebalance cannot have happened during the step (the consumer is not polled meanwhile).
-            match lanes.apply(partition, &step, Instant::now()) {
-                Applied::Finished { last_offset } => {
-                    store(&consumer, &topic, partition, last_offset);
-                    handled.insert(partition, last_offset.saturating_add(1));
-                }
-                Applied::Stopped => {
-                    if let Step::Stop(why) = &step {
-                        tracing::error!(topic = &*topic, partition, "{why}");
-                    }
-                }
-                Applied::Waiting | Applied::Gone => {}
-            }
-            sync_pauses(&consumer, &topic, &lanes, &mut paused);
-            gauges.set(&lanes);
-            continue;
+        me.revoked(&mut lanes, &mut paused);
+        while let Ok(command) = commands.try_recv() {
+            me.command(&mut lanes, command).await;
         }
-        sync_pauses(&consumer, &topic, &lanes, &mut paused);
-        gauges.set(&lanes);
-        // Nothing to do until a message arrives, a wait ends, or shutdown.
-        let wake = lanes.next_wake();
-        let sleep = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        // Start what may start.
+        let now = Instant::now();
+        while lanes.in_flight() < max_in_flight {
+            let Some(unit) = lanes.next_unit(now) else { break };
+            me.start(&mut tasks, &processor, unit);
+        }
+        sync_pauses(&consumer, &topic, &mut lanes, &mut paused);
+        if now >= next_report {
+            next_report = now + REPORT_EVERY;
+            gauges.set(&lanes);
+            me.report(&health, &lanes, &paused, now);
+        }
+        let wake = lanes.next_wake().map_or(next_report, |at| at.min(next_report));
         tokio::select! {
             biased;
             () = &mut stopped => break,
-            next = stream.next() => match next {
-                Some(Ok(m)) => take(&consumer, &topic, &mut lanes, &m),
-                Some(Err(error)) => kafka_error(&topic, &error),
-                None => {
-                    ended = true;
-                    break;
+            Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
+                me.finished(&mut lanes, finished);
+                while let Some(finished) = tasks.try_join_next() {
+                    me.finished(&mut lanes, finished);
                 }
+            }
+            next = stream.next() => match next {
+                Some(Ok(m)) => me.take(&mut lanes, &mut paused, &m),
+                Some(Err(error)) => kafka_error(&topic, &error),
+                None => ended = true,
             },
-            () = sleep => {}
+            Some(command) = commands.recv() => me.command(&mut lanes, command).await,
+            () = tokio::time::sleep_until(wake) => {}
         }
+        if ended {
+            break;
+        }
+    }
+    // Let the units in flight end their step (their offsets stored as they do), for at most half the time left.
+    let drain = tokio::time::timeout(stop.commit_within / 2, async {
+        while let Some(finished) = tasks.join_next().await {
+            me.finished(&mut lanes, finished);
+        }
+    });
+    if drain.await.is_err() {
+        tracing::warn!(
+            topic = &*topic,
+            in_flight = tasks.len(),
+            "shutting down: messages still being handled are abandoned, their offsets not committed; they are delivered again after a restart"
+        );
+        tasks.abort_all();
     }
     gauges.clear();
     if !ended {
-        commit_at_stop(&consumer, &mut stream, &topic, &mut handled, stop.commit_within).await;
+        commit_at_stop(&consumer, &mut stream, &topic, &progress, stop.commit_within).await;
     }
     let buffered = lanes.buffered();
     if buffered > 0 {
@@ -140,40 +184,215 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, consumer: Arc<K
     }
 }
 
-/// Queues a fetched message, or stores its offset again when this lane already handled it.
-fn take(consumer: &KafkaConsumer, topic: &str, lanes: &mut Lanes, m: &BorrowedMessage<'_>) {
-    let raw = Raw {
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-        headers: read_headers(m.headers()),
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp: m.timestamp().to_millis(),
-    };
-    if lanes.push(raw, Instant::now()) == Pushed::AlreadyDone {
-        // librdkafka fetches a partition again from its committed offset after a rebalance; when a commit was
-        // lost (the mock cluster refuses commits while a group rebalances, real brokers do on coordinator
-        // changes), messages this listener already handled come again. They are skipped, their offsets
-        // stored again, so each message is handled once per process.
-        tracing::debug!(
-            topic,
-            partition = m.partition(),
-            offset = m.offset(),
-            "skipping a message this listener already handled (fetched again after a rebalance)"
-        );
-        store(consumer, topic, m.partition(), m.offset());
+/// While it lives, the consumer's context knows the loop runs; dropped, it says the loop stopped.
+struct Looping<'a> {
+    consumer: &'a KafkaConsumer,
+    health: &'a crate::control::HealthCell,
+}
+
+impl<'a> Looping<'a> {
+    fn start(consumer: &'a KafkaConsumer, health: &'a crate::control::HealthCell) -> Looping<'a> {
+        consumer.context().set_looping(true);
+        Looping { consumer, health }
     }
 }
 
-/// Drops the lanes of partitions revoked since the last look.
-fn revoke(consumer: &KafkaConsumer, lanes: &mut Lanes, paused: &mut BTreeSet<i32>, handled: &mut BTreeMap<i32, i64>) {
-    let revoked = consumer.context().take_revoked();
-    if !revoked.is_empty() {
-        lanes.revoke(&revoked);
-        for p in &revoked {
-            paused.remove(p);
-            handled.remove(p);
+impl Drop for Looping<'_> {
+    fn drop(&mut self) {
+        self.consumer.context().set_looping(false);
+        self.health.publish(
+            |h| {
+                h.running = false;
+                h.in_flight = 0;
+            },
+            None,
+        );
+    }
+}
+
+/// The loop's shared parts, for its helpers.
+struct Parts<'a> {
+    topic: &'a Arc<str>,
+    consumer: &'a Arc<KafkaConsumer>,
+    progress: &'a Arc<Progress>,
+}
+
+impl Parts<'_> {
+    /// Queues a fetched message, or stores its partition's position again when it was fetched before.
+    fn take(&self, lanes: &mut Lanes, paused: &mut BTreeSet<i32>, m: &BorrowedMessage<'_>) {
+        // A revoke served by this poll must be applied before a message of a partition assigned again.
+        self.revoked(lanes, paused);
+        match self.progress.fetched(m.partition(), m.offset()) {
+            Fetched::New { epoch } => {
+                let raw = Raw {
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: read_headers(m.headers()),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp: m.timestamp().to_millis(),
+                };
+                lanes.push(raw, epoch, Instant::now());
+            }
+            Fetched::Skip { store: stored } => {
+                // librdkafka fetches a partition again from its committed offset after a rebalance (or from its
+                // position after a pause), and the commit's metadata names messages finished out of order before:
+                // neither is handled again. The position is stored again (a commit may have been lost).
+                tracing::trace!(
+                    topic = &**self.topic,
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "skipping a message already handled"
+                );
+                if let Some(stored) = stored {
+                    store(self.consumer, self.topic, m.partition(), &stored);
+                }
+            }
         }
+    }
+
+    /// Drops the lanes of partitions revoked since the last look (their progress was forgotten by the revoke).
+    fn revoked(&self, lanes: &mut Lanes, paused: &mut BTreeSet<i32>) {
+        for p in self.consumer.context().take_revoked() {
+            if lanes.epoch(p).is_some() && lanes.epoch(p) != self.progress.epoch(p) {
+                lanes.forget(p);
+            }
+            paused.remove(&p);
+        }
+    }
+
+    /// Starts a step of `unit` on a task of its own.
+    fn start<X: Handle>(&self, tasks: &mut Tasks, processor: &Arc<Processor<X>>, mut unit: Unit) {
+        self.progress.started(unit.partition, unit.epoch);
+        let processor = Arc::clone(processor);
+        let progress = Arc::clone(self.progress);
+        let consumer = Arc::clone(self.consumer);
+        let topic = Arc::clone(self.topic);
+        tasks.spawn(async move {
+            let step = AssertUnwindSafe(processor.step(&unit.messages, &mut unit.state))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Step::Stop(format!(
+                        "processing the message at offset {} panicked outside the handler ({why}); the partition is \
+                         stopped so that nothing is skipped: restart the service",
+                        unit.messages.first().map_or(-1, |m| m.offset)
+                    ))
+                });
+            let mut offsets = unit.messages.iter().map(|m| m.offset);
+            let done = matches!(step, Step::Done(_)).then_some(&mut offsets as &mut dyn Iterator<Item = i64>);
+            progress.ended(unit.partition, unit.epoch, done, |stored| {
+                store(&consumer, &topic, unit.partition, &stored);
+            });
+            (unit, step)
+        });
+    }
+
+    /// Applies the result of a unit's step.
+    fn finished(&self, lanes: &mut Lanes, finished: Result<(Unit, Step), tokio::task::JoinError>) {
+        let (unit, step) = match finished {
+            Ok(finished) => finished,
+            Err(error) => {
+                // Only an abort at shutdown ends a unit's task without a result (panics are caught).
+                tracing::debug!(topic = &**self.topic, %error, "a unit's task ended without a result");
+                return;
+            }
+        };
+        let partition = unit.partition;
+        if let (Applied::Stopped, Step::Stop(why)) = (lanes.complete(unit, &step, Instant::now()), &step) {
+            tracing::error!(topic = &**self.topic, partition, "{why}");
+        }
+    }
+
+    /// Carries out a control command.
+    async fn command(&self, lanes: &mut Lanes, command: Command) {
+        match command {
+            Command::Pause(partition) => {
+                tracing::info!(topic = &**self.topic, ?partition, "paused from a control handle");
+                lanes.set_paused(partition, true);
+            }
+            Command::Resume(partition) => {
+                tracing::info!(topic = &**self.topic, ?partition, "resumed from a control handle");
+                lanes.set_paused(partition, false);
+            }
+            Command::Seek { partition, to, reply } => {
+                let result = self.seek(lanes, partition, to).await;
+                match &result {
+                    Ok(()) => tracing::info!(topic = &**self.topic, partition, ?to, "partition sought"),
+                    Err(error) => tracing::warn!(topic = &**self.topic, partition, ?to, %error, "seek failed"),
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn seek(&self, lanes: &mut Lanes, partition: i32, to: SeekTo) -> Result<(), String> {
+        if !self.consumer.context().is_assigned(partition) {
+            return Err(format!(
+                "partition {partition} is not assigned to this listener now; seek one of {:?}",
+                self.consumer.context().assigned()
+            ));
+        }
+        let consumer = Arc::clone(self.consumer);
+        let topic = Arc::clone(self.topic);
+        let offset = tokio::task::spawn_blocking(move || -> Result<Offset, String> {
+            let offset = match to {
+                SeekTo::Offset(o) if o >= 0 => Offset::Offset(o),
+                SeekTo::Offset(o) => return Err(format!("offset {o} is negative")),
+                SeekTo::Beginning => Offset::Beginning,
+                SeekTo::End => Offset::End,
+                SeekTo::Timestamp(ms) => {
+                    let mut wanted = TopicPartitionList::new();
+                    wanted
+                        .add_partition_offset(&topic, partition, Offset::Offset(ms))
+                        .map_err(|e| e.to_string())?;
+                    let found = consumer
+                        .offsets_for_times(wanted, Duration::from_secs(10))
+                        .map_err(|e| format!("looking up the offset of timestamp {ms}: {e}"))?;
+                    found
+                        .find_partition(&topic, partition)
+                        .map_or(Offset::End, |e| match e.offset() {
+                            Offset::Offset(o) => Offset::Offset(o),
+                            _ => Offset::End,
+                        })
+                }
+            };
+            consumer
+                .seek(&topic, partition, offset, Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            Ok(offset)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        tracing::debug!(topic = &**self.topic, partition, ?offset, "seek done");
+        // What was fetched before, and what is being handled now, belong to the old position.
+        self.progress.forget(&[partition], None);
+        lanes.forget(partition);
+        Ok(())
+    }
+
+    /// Publishes the health snapshot.
+    fn report(&self, health: &crate::control::HealthCell, lanes: &Lanes, paused: &BTreeSet<i32>, now: Instant) {
+        let context = self.consumer.context();
+        let held = lanes.waiting_partitions();
+        health.publish(
+            |h| {
+                h.running = true;
+                h.assigned = context.assigned();
+                h.in_flight = lanes.in_flight();
+                h.buffered = lanes.buffered();
+                h.lag = context.lag();
+                h.waiting = held;
+                h.stopped = lanes.stopped();
+                h.paused = paused.iter().copied().collect();
+            },
+            Some(now.into_std()),
+        );
     }
 }
 
@@ -185,19 +404,20 @@ async fn commit_at_stop(
     consumer: &Arc<KafkaConsumer>,
     stream: &mut rdkafka::consumer::MessageStream<'_, crate::context::ListenerContext>,
     topic: &str,
-    handled: &mut BTreeMap<i32, i64>,
+    progress: &Progress,
     within: Duration,
 ) {
     let deadline = Instant::now() + within;
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        // Offsets stored before a lost generation may have been dropped with the assignment: store them again
+        // Positions stored before a lost generation may have been dropped with the assignment: store them again
         // for the partitions still assigned.
         let assigned = consumer.assignment().unwrap_or_default();
-        for (partition, next) in handled.iter() {
+        let positions = progress.positions();
+        for (partition, stored) in &positions {
             if assigned.find_partition(topic, *partition).is_some() {
-                store(consumer, topic, *partition, next.saturating_sub(1));
+                store(consumer, topic, *partition, stored);
             }
         }
         let committing = Arc::clone(consumer);
@@ -214,7 +434,7 @@ async fn commit_at_stop(
             }
         };
         if !commit_may_succeed_later(&error) || Instant::now() >= deadline {
-            report_uncommitted(consumer, topic, handled, &error, attempts).await;
+            report_uncommitted(consumer, topic, &positions, &error, attempts).await;
             return;
         }
         tracing::debug!(topic, %error, attempts, "the group does not take the shutdown commit yet; retrying once it settles");
@@ -227,9 +447,8 @@ async fn commit_at_stop(
                 next = stream.next() => if next.is_none() { break },
             }
         }
-        for p in consumer.context().take_revoked() {
-            handled.remove(&p);
-        }
+        // Revoked meanwhile: the revoke forgot their progress.
+        let _ = consumer.context().take_revoked();
     }
 }
 
@@ -262,12 +481,12 @@ fn commit_may_succeed_later(error: &KafkaError) -> bool {
 async fn report_uncommitted(
     consumer: &Arc<KafkaConsumer>,
     topic: &str,
-    handled: &BTreeMap<i32, i64>,
+    positions: &std::collections::BTreeMap<i32, Stored>,
     error: &KafkaError,
     attempts: u32,
 ) {
     let mut wanted = TopicPartitionList::new();
-    for partition in handled.keys() {
+    for partition in positions.keys() {
         wanted.add_partition(topic, *partition);
     }
     let reading = Arc::clone(consumer);
@@ -275,9 +494,10 @@ async fn report_uncommitted(
         .await
         .ok()
         .and_then(Result::ok);
-    let uncommitted: i64 = handled
+    let uncommitted: i64 = positions
         .iter()
-        .map(|(partition, next)| {
+        .map(|(partition, stored)| {
+            let next = stored.position;
             let at = committed
                 .as_ref()
                 .and_then(|c| c.find_partition(topic, *partition))
@@ -293,45 +513,51 @@ async fn report_uncommitted(
         %error,
         attempts,
         uncommitted,
-        handled = ?handled,
+        positions = ?positions,
         "committing handled offsets at shutdown failed; the next owner of these partitions handles the uncommitted messages again"
     );
 }
 
-/// Stores `offset + 1` as the partition's next offset to commit.
-fn store(consumer: &KafkaConsumer, topic: &str, partition: i32, offset: i64) {
+/// Stores the position (the offset of the next message to handle) as the partition's offset to commit, with the
+/// metadata naming the messages after it that are finished.
+fn store(consumer: &KafkaConsumer, topic: &str, partition: i32, stored: &Stored) {
     let mut tpl = TopicPartitionList::with_capacity(1);
     let stored = tpl
-        .add_partition_offset(topic, partition, Offset::Offset(offset.saturating_add(1)))
-        .and_then(|()| consumer.store_offsets(&tpl));
+        .add_partition_offset(topic, partition, Offset::Offset(stored.position))
+        .and_then(|()| {
+            if let Some(mut element) = tpl.find_partition(topic, partition) {
+                element.set_metadata(&stored.metadata);
+            }
+            consumer.store_offsets(&tpl)
+        });
     if let Err(error) = stored {
         tracing::debug!(topic, partition, %error, "offset not stored (partition no longer assigned?)");
     }
 }
 
-/// Pauses the partitions that wait, are stopped or have a full buffer; resumes the others.
-fn sync_pauses(consumer: &KafkaConsumer, topic: &str, lanes: &Lanes, paused: &mut BTreeSet<i32>) {
-    let want = lanes.to_pause();
+/// Pauses the partitions that must not fetch now; resumes the others.
+fn sync_pauses(consumer: &KafkaConsumer, topic: &str, lanes: &mut Lanes, paused: &mut BTreeSet<i32>) {
+    let want = lanes.pauses_wanted();
     if want == *paused {
         return;
     }
-    let list = |partitions: Vec<i32>| {
+    let list = |partitions: &[i32]| {
         let mut tpl = TopicPartitionList::with_capacity(partitions.len());
         for p in partitions {
-            tpl.add_partition(topic, p);
+            tpl.add_partition(topic, *p);
         }
         tpl
     };
     let pause: Vec<i32> = want.difference(paused).copied().collect();
     let resume: Vec<i32> = paused.difference(&want).copied().collect();
     if !pause.is_empty() {
-        match consumer.pause(&list(pause.clone())) {
+        match consumer.pause(&list(&pause)) {
             Ok(()) => tracing::debug!(topic, partitions = ?pause, "partitions paused"),
             Err(error) => tracing::warn!(topic, partitions = ?pause, %error, "pausing partitions failed"),
         }
     }
     if !resume.is_empty() {
-        match consumer.resume(&list(resume.clone())) {
+        match consumer.resume(&list(&resume)) {
             Ok(()) => tracing::debug!(topic, partitions = ?resume, "partitions resumed"),
             Err(error) => tracing::warn!(topic, partitions = ?resume, %error, "resuming partitions failed"),
         }

@@ -23,6 +23,56 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(500);
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
 /// Default interval of librdkafka statistics, hence of `consumer_lag`, when lag reporting is on.
 pub const DEFAULT_LAG_INTERVAL: Duration = Duration::from_secs(10);
+/// Default bound on a listener's messages (or batches) being handled at the same time.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+/// Which messages of a listener are handled in order; the others are handled at the same time, up to
+/// [`max_in_flight`](ListenerBuilder::max_in_flight).
+///
+/// Whatever the order, the committed offset of a partition never passes a message that is not finished, so
+/// after a crash nothing is skipped (messages finished after an unfinished one are handled again). Retries,
+/// fatal errors and dead letters hold only what must stay in order behind them: the message's key in `Key`
+/// order, its partition in `Partition` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ProcessingOrder {
+    /// Each partition in order, partitions at the same time (Deimos's order within a partition). Batch handlers
+    /// get one batch per partition at a time.
+    #[default]
+    Partition,
+    /// Messages with the same key in order, different keys at the same time, also within one partition.
+    /// Tombstones go with their key; messages without a key are in order among themselves, per partition.
+    /// Message handlers only.
+    Key,
+    /// Any order: every message may be handled at the same time as any other. Message handlers only.
+    Unordered,
+}
+
+impl ProcessingOrder {
+    /// `partition`, `key` or `unordered`: the name in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessingOrder::Partition => "partition",
+            ProcessingOrder::Key => "key",
+            ProcessingOrder::Unordered => "unordered",
+        }
+    }
+}
+
+impl std::str::FromStr for ProcessingOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ProcessingOrder, String> {
+        match s {
+            "partition" => Ok(ProcessingOrder::Partition),
+            "key" => Ok(ProcessingOrder::Key),
+            "unordered" => Ok(ProcessingOrder::Unordered),
+            other => Err(format!(
+                "unknown ordering `{other}`: use `partition` (the default), `key` or `unordered`"
+            )),
+        }
+    }
+}
 
 /// What happens when handling a message (or batch) fails, or it cannot be decoded.
 ///
@@ -83,6 +133,8 @@ pub struct Listener {
     pub(crate) lag_interval: Duration,
     pub(crate) payload_log: PayloadLog,
     pub(crate) kafka_settings: BTreeMap<String, String>,
+    pub(crate) ordering: ProcessingOrder,
+    pub(crate) max_in_flight: usize,
 }
 
 impl fmt::Debug for Listener {
@@ -103,6 +155,8 @@ impl fmt::Debug for Listener {
             .field("error_policy", &self.error_policy)
             .field("max_attempts", &self.max_attempts)
             .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("ordering", &self.ordering)
+            .field("max_in_flight", &self.max_in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +185,8 @@ impl Listener {
             lag_interval: DEFAULT_LAG_INTERVAL,
             payload_log: PayloadLog::default(),
             kafka_settings: BTreeMap::new(),
+            ordering: ProcessingOrder::Partition,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 
@@ -173,6 +229,16 @@ impl Listener {
     pub fn max_batch_size(&self) -> usize {
         self.max_batch_size
     }
+
+    /// Which messages are handled in order.
+    pub fn ordering(&self) -> ProcessingOrder {
+        self.ordering
+    }
+
+    /// The most messages (or batches) handled at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
 }
 
 /// Builds a [`Listener`]. Every setting but the handler and the value schema has a default.
@@ -199,6 +265,8 @@ pub struct ListenerBuilder {
     lag_interval: Duration,
     payload_log: PayloadLog,
     kafka_settings: BTreeMap<String, String>,
+    ordering: ProcessingOrder,
+    max_in_flight: usize,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -336,6 +404,22 @@ impl ListenerBuilder {
         self
     }
 
+    /// Which messages are handled in order (default [`ProcessingOrder::Partition`]); the others are handled at
+    /// the same time, up to [`max_in_flight`](Self::max_in_flight).
+    pub fn ordering(mut self, ordering: ProcessingOrder) -> Self {
+        self.ordering = ordering;
+        self
+    }
+
+    /// The most messages (or batches) handled at the same time (default 64; 1 handles one after another). When
+    /// the handlers fall behind, fetched messages are buffered up to four times this (at least 2,000), then the
+    /// listener's partitions are paused until half of that is left: memory stays bounded whatever the lag, and
+    /// the consumer keeps being polled, so a slow handler never exceeds `max.poll.interval.ms`.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
     /// Checks the settings that need no schema store and builds the listener.
     pub fn build(self) -> Result<Listener, ConsumerError> {
         if self.topic.trim().is_empty() {
@@ -357,6 +441,18 @@ impl ListenerBuilder {
         };
         if self.max_batch_size == 0 {
             return Err(invalid("max_batch_size is 0; use at least 1".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid(
+                "max_in_flight is 0; use at least 1 (1 = one message at a time)".into(),
+            ));
+        }
+        if matches!(delivery, Delivery::Batch(_)) && self.ordering != ProcessingOrder::Partition {
+            return Err(invalid(format!(
+                "ordering `{}` is for message handlers; a batch handler gets one batch per partition at a time \
+                 (ordering `partition`)",
+                self.ordering.as_str()
+            )));
         }
         let (min, max) = self.backoff;
         if min.is_zero() || min > max {
@@ -406,6 +502,8 @@ impl ListenerBuilder {
             lag_interval: self.lag_interval,
             payload_log: self.payload_log,
             kafka_settings: self.kafka_settings,
+            ordering: self.ordering,
+            max_in_flight: self.max_in_flight,
         })
     }
 }

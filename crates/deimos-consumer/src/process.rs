@@ -23,15 +23,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::context::KafkaConsumer;
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, SendError};
 use crate::delay::TimestampField;
 use crate::error::{HandlerError, HandlerPanicked, MessageDecodeError, PartiallyHandled, is_transient};
 use crate::handler::{
     Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, Handler, Headers, Message, Metadata,
 };
-use crate::listen::Stop;
+use crate::listen::Loop;
 use crate::listener::ErrorPolicy;
+use crate::listener::ProcessingOrder;
 
 /// The runner's global `fatal_error` predicate.
 pub(crate) type FatalFn = Arc<dyn Fn(&HandlerError, &ErrorContext) -> bool + Send + Sync>;
@@ -167,6 +167,8 @@ pub(crate) struct Env {
     pub(crate) max_batch_size: usize,
     pub(crate) max_wait: Duration,
     pub(crate) payload_log: PayloadLog,
+    pub(crate) ordering: ProcessingOrder,
+    pub(crate) max_in_flight: usize,
 }
 
 /// Metric handles of one listener, obtained once.
@@ -810,8 +812,8 @@ async fn attempt_batch<H: BatchHandler>(
 
 /// Starts a listener's loop with its handler; erases the handler's type.
 pub(crate) trait Start: Send + Sync {
-    /// The listener's loop over `consumer`, until `shutdown` turns true.
-    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, stop: Stop) -> BoxFuture<'static, ()>;
+    /// The listener's loop over its consumer, until stopped.
+    fn run(&self, env: Env, parts: Loop) -> BoxFuture<'static, ()>;
     /// The listener's processing without a consumer, for messages given by the caller (tests).
     fn inline(&self, env: Env) -> Box<dyn InlineRun>;
 }
@@ -834,9 +836,9 @@ impl<X: Handle + Clone> Starter<X> {
 }
 
 impl<X: Handle + Clone> Start for Starter<X> {
-    fn run(&self, env: Env, consumer: Arc<KafkaConsumer>, stop: Stop) -> BoxFuture<'static, ()> {
+    fn run(&self, env: Env, parts: Loop) -> BoxFuture<'static, ()> {
         let processor = Arc::new(Processor::new(self.0.clone(), env));
-        Box::pin(crate::listen::run(processor, consumer, stop))
+        Box::pin(crate::listen::run(processor, parts))
     }
 
     fn inline(&self, env: Env) -> Box<dyn InlineRun> {

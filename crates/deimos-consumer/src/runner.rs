@@ -17,13 +17,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::context::{KafkaConsumer, ListenerContext, commit_stored};
+use crate::control::{ListenerControl, RunnerControl, Wiring};
 use crate::dead_letter::DeadLetter;
 use crate::delay::TimestampField;
 use crate::error::{ConsumerError, HandlerError};
 use crate::handler::ErrorContext;
-use crate::listen::Stop;
+use crate::listen::{Loop, Stop};
 use crate::listener::Listener;
 use crate::process::{Env, FatalFn, Policy};
+use crate::progress::Progress;
 
 /// Default bound on a graceful shutdown (finish in-flight work, commit, leave the groups).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,6 +43,7 @@ pub struct ConsumerRunner {
     fatal_error: Option<FatalFn>,
     shutdown_timeout: Duration,
     shutdown: Arc<watch::Sender<bool>>,
+    control: RunnerControl,
 }
 
 impl fmt::Debug for ConsumerRunner {
@@ -64,6 +67,8 @@ struct Prepared {
     timestamp: Option<TimestampField>,
     consumer_config: ClientConfig,
     producer_config: Option<ClientConfig>,
+    /// The loop's end of the listener's control.
+    wiring: Wiring,
 }
 
 /// Stops a running [`ConsumerRunner`] from anywhere. Cheap to clone.
@@ -92,6 +97,12 @@ impl ConsumerRunner {
     /// A handle that shuts this runner down.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(Arc::clone(&self.shutdown))
+    }
+
+    /// A handle to pause, resume and seek the runner's listeners, and to read their [`Health`](crate::Health)
+    /// (see the crate docs for serving it to Kubernetes probes).
+    pub fn control(&self) -> RunnerControl {
+        self.control.clone()
     }
 
     /// Runs until SIGTERM or ctrl-c (or a [`ShutdownHandle`]), then shuts down gracefully.
@@ -139,6 +150,7 @@ impl ConsumerRunner {
             fatal_error,
             shutdown_timeout,
             shutdown,
+            control: _,
         } = self;
         let mut running: Vec<Running> = Vec::with_capacity(listeners.len());
         let mut failed = None;
@@ -158,6 +170,9 @@ impl ConsumerRunner {
                 }
             }
         }
+        // Dropped before the end (its future dropped, its task aborted: a crash, as far as the listeners go), the
+        // runner takes its listeners down with it instead of leaving them running unowned.
+        let _abort_on_drop = AbortOnDrop(running.iter().map(|r| r.task.abort_handle()).collect());
         if failed.is_none() {
             tracing::info!(listeners = running.len(), "consumer runner started");
             let mut handle_stop = shutdown.subscribe();
@@ -255,6 +270,17 @@ fn panicked(topic: &str, group_id: &str, e: tokio::task::JoinError) -> ConsumerE
     }
 }
 
+/// Aborts listener tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// A started listener.
 struct Running {
     topic: String,
@@ -280,10 +306,21 @@ fn start(
         timestamp,
         consumer_config,
         producer_config,
+        wiring,
     } = prepared;
     let topic: Arc<str> = Arc::from(listener.topic.as_str());
     let group_id: Arc<str> = Arc::from(listener.group_id.as_str());
-    let context = ListenerContext::new(Arc::clone(&topic), Arc::clone(&group_id), listener.report_lag);
+    let progress = Arc::new(Progress::default());
+    // The rest of the shutdown timeout is for closing (leaving the group); a revoke waits as long for the
+    // messages being handled.
+    let commit_within = shutdown_timeout.mul_f64(0.75);
+    let context = ListenerContext::new(
+        Arc::clone(&topic),
+        Arc::clone(&group_id),
+        listener.report_lag,
+        Arc::clone(&progress),
+        commit_within,
+    );
     let consumer: KafkaConsumer =
         consumer_config
             .create_with_context(context)
@@ -330,14 +367,19 @@ fn start(
         max_batch_size: listener.max_batch_size,
         max_wait: listener.max_wait,
         payload_log: listener.payload_log,
+        ordering: listener.ordering,
+        max_in_flight: listener.max_in_flight,
     };
     let task = tokio::spawn(listener.delivery.start().run(
         env,
-        Arc::clone(&consumer),
-        Stop {
-            signal: shutdown.subscribe(),
-            // The rest of the timeout is for closing (leaving the group).
-            commit_within: shutdown_timeout.mul_f64(0.75),
+        Loop {
+            consumer: Arc::clone(&consumer),
+            progress,
+            wiring,
+            stop: Stop {
+                signal: shutdown.subscribe(),
+                commit_within,
+            },
         },
     ));
     tracing::info!(
@@ -469,8 +511,11 @@ impl ConsumerRunnerBuilder {
             return Err(ConsumerError::NoListeners);
         }
         let mut prepared = Vec::with_capacity(self.listeners.len());
+        let mut controls = Vec::with_capacity(self.listeners.len());
         for listener in self.listeners {
-            prepared.push(prepare(listener, &store, &servers, &self.kafka_settings)?);
+            let (control, wiring) = ListenerControl::new(&listener.topic, &listener.group_id);
+            controls.push(control);
+            prepared.push(prepare(listener, &store, &servers, &self.kafka_settings, wiring)?);
         }
         let (shutdown, _) = watch::channel(false);
         Ok(ConsumerRunner {
@@ -480,6 +525,9 @@ impl ConsumerRunnerBuilder {
             fatal_error: self.fatal_error,
             shutdown_timeout: self.shutdown_timeout,
             shutdown: Arc::new(shutdown),
+            control: RunnerControl {
+                listeners: Arc::new(controls),
+            },
         })
     }
 }
@@ -526,6 +574,7 @@ fn prepare(
     store: &SchemaStore,
     servers: &str,
     runner_settings: &BTreeMap<String, String>,
+    wiring: Wiring,
 ) -> Result<Prepared, ConsumerError> {
     let topic = listener.topic.clone();
     let Schemas {
@@ -596,6 +645,7 @@ fn prepare(
         timestamp,
         consumer_config,
         producer_config,
+        wiring,
     })
 }
 
@@ -667,7 +717,14 @@ mod tests {
             .build()
             .unwrap();
         let runner = BTreeMap::from([("client.id".to_string(), "svc-1".to_string())]);
-        let prepared = prepare(listener, &store, "localhost:9092", &runner).unwrap();
+        let prepared = prepare(
+            listener,
+            &store,
+            "localhost:9092",
+            &runner,
+            ListenerControl::new("t", "g").1,
+        )
+        .unwrap();
         let producer = prepared.producer_config.unwrap();
         assert_eq!(producer.get("sasl.username"), Some("svc"));
         assert_eq!(producer.get("sasl.password"), Some("pw"));
@@ -687,9 +744,15 @@ mod tests {
             .handler(Nothing)
             .build()
             .unwrap();
-        let error = prepare(listener, &store, "localhost:9092", &BTreeMap::new())
-            .err()
-            .unwrap();
+        let error = prepare(
+            listener,
+            &store,
+            "localhost:9092",
+            &BTreeMap::new(),
+            ListenerControl::new("t", "g").1,
+        )
+        .err()
+        .unwrap();
         for shown in [
             format!("{error}"),
             format!("{error:?}"),
