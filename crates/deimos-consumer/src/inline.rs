@@ -239,6 +239,7 @@ impl InlineListenerBuilder<'_> {
             payload_log: listener.payload_log,
             ordering: listener.ordering,
             max_in_flight: listener.max_in_flight,
+            max_buffered_bytes: listener.max_buffered_bytes,
         };
         Ok(InlineListener {
             topic: listener.topic.clone(),

@@ -20,11 +20,6 @@ use tokio::time::Instant;
 use crate::listener::ProcessingOrder;
 use crate::process::{Hold, Raw, Step, UnitState};
 
-/// A partition's lane buffers at most this many messages before the partition is paused.
-pub(crate) const MAX_BUFFERED_MESSAGES: usize = 2_000;
-/// ... or this many bytes.
-pub(crate) const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
-
 /// How units are cut from a slot's messages.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cut {
@@ -39,7 +34,13 @@ pub(crate) type SlotId = u64;
 /// The slot of the messages without a key, in `key` order.
 const KEYLESS: SlotId = u64::MAX;
 
-/// A unit taken out of the lanes to be stepped on: its messages and its state travel with the step.
+/// At most this many messages of one slot are taken at once, to be handled one after another by one task: a
+/// task per message would cost a wake-up of the loop per message.
+pub(crate) const RUN_MAX: usize = 64;
+
+/// Work taken out of the lanes to be stepped on: a batch, or a run of messages of one slot handled one after
+/// another (each its own unit). Its messages and state travel with it; it comes back with the messages not
+/// finished, the first of them the one `state` is about.
 pub(crate) struct Unit {
     pub(crate) partition: i32,
     pub(crate) slot: SlotId,
@@ -47,6 +48,8 @@ pub(crate) struct Unit {
     pub(crate) epoch: u64,
     pub(crate) messages: Vec<Raw>,
     pub(crate) state: UnitState,
+    /// The messages are units of their own (message delivery), not one batch.
+    pub(crate) each: bool,
 }
 
 /// A unit waiting between two steps.
@@ -96,10 +99,10 @@ pub(crate) struct Lanes {
     ready: VecDeque<(i32, SlotId)>,
     /// When slots become ready by themselves (a backoff ends, a batch is due); stale entries are skipped.
     timers: BinaryHeap<Reverse<(Instant, i32, SlotId)>>,
-    /// Messages buffered over all lanes, and the budget past which every partition is paused (until half of
-    /// it is left).
+    /// Messages (and their bytes) buffered over all lanes.
     buffered: usize,
-    budget: usize,
+    bytes: usize,
+    /// Every partition paused because the buffer stayed full (set by the loop).
     throttled: bool,
     in_flight: usize,
     /// Every partition paused from a control handle, those assigned later too.
@@ -121,8 +124,8 @@ pub(crate) enum Applied {
 }
 
 impl Lanes {
-    /// Lanes cutting units with `cut`, in `order`, pausing every partition once `budget` messages are buffered.
-    pub(crate) fn new(cut: Cut, order: ProcessingOrder, budget: usize) -> Lanes {
+    /// Lanes cutting units with `cut`, in `order`.
+    pub(crate) fn new(cut: Cut, order: ProcessingOrder) -> Lanes {
         Lanes {
             cut,
             order,
@@ -130,7 +133,7 @@ impl Lanes {
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             buffered: 0,
-            budget: budget.max(1),
+            bytes: 0,
             throttled: false,
             in_flight: 0,
             all_paused: false,
@@ -164,6 +167,7 @@ impl Lanes {
         if lane.epoch != epoch {
             // Messages of an earlier assignment, or from before a seek: forgotten.
             self.buffered -= lane.buffered;
+            self.bytes -= lane.bytes;
             *lane = Lane {
                 epoch,
                 slots: HashMap::new(),
@@ -172,9 +176,11 @@ impl Lanes {
                 paused: lane.paused,
             };
         }
+        let size = message.size();
         lane.buffered += 1;
-        lane.bytes += message.size();
+        lane.bytes += size;
         self.buffered += 1;
+        self.bytes += size;
         let slot = lane.slots.entry(slot_id).or_default();
         if slot.queue.is_empty() {
             slot.oldest_at = Some(now);
@@ -245,7 +251,7 @@ impl Lanes {
                 Some(held) => held.unit,
                 None => {
                     let len = match cut {
-                        Cut::Message => 1,
+                        Cut::Message => RUN_MAX,
                         Cut::Batch { max_size, .. } => max_size.max(1),
                     }
                     .min(slot.queue.len());
@@ -257,6 +263,7 @@ impl Lanes {
                         epoch: lane.epoch,
                         messages,
                         state: UnitState::default(),
+                        each: matches!(cut, Cut::Message),
                     }
                 }
             };
@@ -265,6 +272,7 @@ impl Lanes {
             lane.buffered -= count;
             lane.bytes = lane.bytes.saturating_sub(bytes);
             self.buffered -= count;
+            self.bytes = self.bytes.saturating_sub(bytes);
             self.in_flight += 1;
             return Some(unit);
         }
@@ -282,16 +290,41 @@ impl Lanes {
             return Applied::Gone;
         };
         slot.busy = false;
+        // What comes back unfinished goes back in front of the slot's queue, in order: the whole batch, or the
+        // messages of a run from the one that must wait (held apart) or was not reached.
+        let Unit {
+            mut messages,
+            state,
+            each,
+            ..
+        } = unit;
+        let held = match step {
+            Step::Wait { .. } if each && !messages.is_empty() => vec![messages.remove(0)],
+            Step::Wait { .. } => std::mem::take(&mut messages),
+            _ => Vec::new(),
+        };
+        let count = messages.len() + held.len();
+        let bytes = messages.iter().chain(&held).map(Raw::size).sum::<usize>();
+        lane.buffered += count;
+        lane.bytes += bytes;
+        self.buffered += count;
+        self.bytes += bytes;
+        for m in messages.into_iter().rev() {
+            slot.queue.push_front(m);
+        }
         let applied = match step {
             Step::Done(_) => Applied::Finished,
             Step::Wait { delay, hold } => {
                 let wake_at = now + *delay;
-                let (count, bytes) = (unit.messages.len(), unit.messages.iter().map(Raw::size).sum::<usize>());
-                lane.buffered += count;
-                lane.bytes += bytes;
-                self.buffered += count;
                 slot.held = Some(Held {
-                    unit,
+                    unit: Unit {
+                        partition,
+                        slot: slot_id,
+                        epoch: lane.epoch,
+                        messages: held,
+                        state,
+                        each,
+                    },
                     wake_at,
                     hold: *hold,
                 });
@@ -319,6 +352,7 @@ impl Lanes {
     pub(crate) fn forget(&mut self, partition: i32) {
         if let Some(lane) = self.lanes.remove(&partition) {
             self.buffered -= lane.buffered;
+            self.bytes = self.bytes.saturating_sub(lane.bytes);
         }
     }
 
@@ -354,22 +388,25 @@ impl Lanes {
         self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
 
-    /// The partitions to pause now: paused from a control handle, with a full buffer, waiting or stopped in
-    /// `partition` order, or all of them while the listener's buffer budget is spent (until half is left).
-    pub(crate) fn pauses_wanted(&mut self) -> BTreeSet<i32> {
-        if self.buffered >= self.budget {
-            self.throttled = true;
-        } else if self.buffered <= self.budget / 2 {
-            self.throttled = false;
-        }
+    /// Pauses every partition (`true`: the listener's buffer stayed full) or lets them fetch again.
+    pub(crate) fn set_throttled(&mut self, yes: bool) {
+        self.throttled = yes;
+    }
+
+    /// Whether every partition is paused because the buffer stayed full.
+    pub(crate) fn throttled(&self) -> bool {
+        self.throttled
+    }
+
+    /// The partitions to pause now: paused from a control handle, waiting or stopped in `partition` order, or all
+    /// of them while throttled.
+    pub(crate) fn pauses_wanted(&self) -> BTreeSet<i32> {
         let whole_partition = self.order == ProcessingOrder::Partition;
         self.lanes
             .iter()
             .filter(|(_, lane)| {
                 self.throttled
                     || lane.paused
-                    || lane.buffered >= MAX_BUFFERED_MESSAGES
-                    || lane.bytes >= MAX_BUFFERED_BYTES
                     || (whole_partition && lane.slots.values().any(|s| s.held.is_some() || s.stopped.is_some()))
             })
             .map(|(p, _)| *p)
@@ -420,6 +457,11 @@ impl Lanes {
         self.buffered
     }
 
+    /// Bytes buffered over all lanes.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Units being stepped on.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
@@ -452,6 +494,12 @@ mod tests {
         Step::Done(Outcome::Handled { attempts: 1 })
     }
 
+    /// Completes `unit` as its task does when every message of it was handled.
+    fn finish(lanes: &mut Lanes, mut unit: Unit, now: Instant) -> Applied {
+        unit.messages.clear();
+        lanes.complete(unit, &done(), now)
+    }
+
     fn offsets(unit: &Unit) -> Vec<i64> {
         unit.messages.iter().map(|m| m.offset).collect()
     }
@@ -459,50 +507,57 @@ mod tests {
     #[test]
     fn partitions_run_side_by_side_each_in_order() {
         let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition, 10_000);
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition);
         for (p, o) in [(0, 1), (0, 2), (1, 7), (1, 8)] {
             lanes.push(raw(p, o), 1, now);
         }
         let a = lanes.next_unit(now).unwrap();
         let b = lanes.next_unit(now).unwrap();
-        assert_eq!((a.partition, offsets(&a)), (0, vec![1]));
-        assert_eq!((b.partition, offsets(&b)), (1, vec![7]));
-        assert!(lanes.next_unit(now).is_none(), "one unit per partition at a time");
+        assert_eq!(
+            (a.partition, offsets(&a)),
+            (0, vec![1, 2]),
+            "a run of the partition's messages, in order"
+        );
+        assert_eq!((b.partition, offsets(&b)), (1, vec![7, 8]));
+        assert!(lanes.next_unit(now).is_none(), "one run per partition at a time");
         assert_eq!(lanes.in_flight(), 2);
-        assert_eq!(lanes.complete(b, &done(), now), Applied::Finished);
-        let c = lanes.next_unit(now).unwrap();
-        assert_eq!((c.partition, offsets(&c)), (1, vec![8]));
-        assert_eq!(lanes.complete(a, &done(), now), Applied::Finished);
+        lanes.push(raw(1, 9), 1, now);
+        assert!(lanes.next_unit(now).is_none(), "partition 1 is busy");
+        assert_eq!(finish(&mut lanes, b, now), Applied::Finished);
+        assert_eq!(offsets(&lanes.next_unit(now).unwrap()), [9]);
+        // A run cut short (the listener stops, the partition is revoked) puts the rest back, in order.
+        let mut cut_short = a;
+        cut_short.messages.remove(0);
+        assert_eq!(lanes.complete(cut_short, &done(), now), Applied::Finished);
         assert_eq!(offsets(&lanes.next_unit(now).unwrap()), [2]);
     }
 
     #[test]
     fn keys_run_side_by_side_each_in_order_and_keyless_messages_share_a_slot() {
         let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Key, 10_000);
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Key);
         for (o, k) in [(0, Some("a")), (1, Some("b")), (2, Some("a")), (3, None), (4, None)] {
             lanes.push(keyed(0, o, k), 1, now);
         }
         let started: Vec<Unit> = std::iter::from_fn(|| lanes.next_unit(now)).collect();
-        let firsts: Vec<i64> = started.iter().map(|u| u.messages[0].offset).collect();
+        let runs: Vec<Vec<i64>> = started.iter().map(offsets).collect();
         assert_eq!(
-            firsts,
-            [0, 1, 3],
-            "a, b and the keyless slot each start their first message"
+            runs,
+            [vec![0, 2], vec![1], vec![3, 4]],
+            "a, b and the keyless slot each run in order"
         );
+        lanes.push(keyed(0, 5, Some("b")), 1, now);
+        assert!(lanes.next_unit(now).is_none(), "b is busy");
         for unit in started {
-            lanes.complete(unit, &done(), now);
+            finish(&mut lanes, unit, now);
         }
-        let next: Vec<i64> = std::iter::from_fn(|| lanes.next_unit(now))
-            .map(|u| u.messages[0].offset)
-            .collect();
-        assert_eq!(next, [2, 4]);
+        assert_eq!(offsets(&lanes.next_unit(now).unwrap()), [5]);
     }
 
     #[test]
     fn unordered_messages_all_start_at_once() {
         let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Unordered, 10_000);
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Unordered);
         for o in 0..5 {
             lanes.push(keyed(0, o, Some("same")), 1, now);
         }
@@ -516,23 +571,29 @@ mod tests {
             delay: Duration::from_secs(1),
             hold: Hold::Transient,
         };
-        let mut by_key = Lanes::new(Cut::Message, ProcessingOrder::Key, 10_000);
+        let mut by_key = Lanes::new(Cut::Message, ProcessingOrder::Key);
         for (o, k) in [(0, "a"), (1, "a"), (2, "b")] {
             by_key.push(keyed(0, o, Some(k)), 1, now);
         }
         let a = by_key.next_unit(now).unwrap();
         let b = by_key.next_unit(now).unwrap();
         assert_eq!(by_key.complete(a, &wait, now), Applied::Waiting);
-        by_key.complete(b, &done(), now);
+        finish(&mut by_key, b, now);
         assert!(by_key.next_unit(now).is_none(), "key a waits; its next message too");
         assert!(by_key.pauses_wanted().is_empty(), "in key order the partition goes on");
         assert_eq!(by_key.held().get(&Hold::Transient), Some(&1));
         let later = now + Duration::from_secs(1);
         assert_eq!(by_key.next_wake(), Some(later));
         let again = by_key.next_unit(later).unwrap();
-        assert_eq!(offsets(&again), [0], "the same message again");
+        assert_eq!(offsets(&again), [0], "the same message again, alone");
+        finish(&mut by_key, again, later);
+        assert_eq!(
+            offsets(&by_key.next_unit(later).unwrap()),
+            [1],
+            "then the rest of the key"
+        );
 
-        let mut by_partition = Lanes::new(Cut::Message, ProcessingOrder::Partition, 10_000);
+        let mut by_partition = Lanes::new(Cut::Message, ProcessingOrder::Partition);
         by_partition.push(raw(0, 1), 1, now);
         by_partition.push(raw(1, 1), 1, now);
         let p0 = by_partition.next_unit(now).unwrap();
@@ -550,7 +611,6 @@ mod tests {
                 max_wait: Duration::from_millis(100),
             },
             ProcessingOrder::Partition,
-            10_000,
         );
         for o in 0..4 {
             lanes.push(raw(0, o), 1, now);
@@ -559,7 +619,7 @@ mod tests {
         let full = lanes.next_unit(now).unwrap();
         assert_eq!(offsets(&full), [0, 1, 2]);
         assert!(lanes.next_unit(now).is_none(), "neither full nor due");
-        lanes.complete(full, &done(), now);
+        finish(&mut lanes, full, now);
         let due = now + Duration::from_millis(100);
         assert_eq!(lanes.next_wake(), Some(due));
         let first_due = lanes.next_unit(due).unwrap();
@@ -580,38 +640,38 @@ mod tests {
     }
 
     #[test]
-    fn the_buffer_budget_pauses_every_partition_until_half_is_left() {
+    fn throttling_pauses_every_partition_and_the_buffer_is_counted() {
         let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition, 4);
-        for o in 0..4 {
-            lanes.push(raw(i32::try_from(o % 2).unwrap(), o), 1, now);
-        }
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Unordered);
+        lanes.push(raw(0, 0), 1, now);
+        lanes.push(raw(1, 0), 1, now);
+        assert_eq!((lanes.buffered(), lanes.buffered_bytes()), (2, 2 * raw(0, 0).size()));
+        assert!(lanes.pauses_wanted().is_empty());
+        lanes.set_throttled(true);
         assert_eq!(lanes.pauses_wanted(), BTreeSet::from([0, 1]));
-        let a = lanes.next_unit(now).unwrap();
-        assert_eq!(lanes.pauses_wanted().len(), 2, "3 left: still above half");
-        let b = lanes.next_unit(now).unwrap();
-        assert!(lanes.pauses_wanted().is_empty(), "2 left: resumed");
-        lanes.complete(a, &done(), now);
-        lanes.complete(b, &done(), now);
+        lanes.set_throttled(false);
+        let unit = lanes.next_unit(now).unwrap();
+        assert_eq!(lanes.buffered(), 1);
+        finish(&mut lanes, unit, now);
     }
 
     #[test]
     fn a_new_epoch_forgets_what_was_buffered_and_results_of_the_old_one_are_gone() {
         let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition, 10_000);
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition);
         lanes.push(raw(0, 1), 1, now);
         lanes.push(raw(0, 2), 1, now);
         let old = lanes.next_unit(now).unwrap();
         lanes.push(raw(0, 1), 2, now);
         assert_eq!(lanes.buffered(), 1, "offset 2 of epoch 1 is forgotten");
-        assert_eq!(lanes.complete(old, &done(), now), Applied::Gone);
+        assert_eq!(finish(&mut lanes, old, now), Applied::Gone);
         assert_eq!(offsets(&lanes.next_unit(now).unwrap()), [1]);
     }
 
     #[test]
     fn a_paused_partition_starts_nothing_until_resumed() {
         let now = Instant::now();
-        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition, 10_000);
+        let mut lanes = Lanes::new(Cut::Message, ProcessingOrder::Partition);
         lanes.push(raw(0, 1), 1, now);
         lanes.set_paused(Some(0), true);
         assert!(lanes.next_unit(now).is_none());

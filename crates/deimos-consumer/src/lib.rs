@@ -29,8 +29,8 @@ pub use handler::{Batch, BatchHandler, BatchMetadata, ErrorContext, ErrorStage, 
 pub use inline::{InlineListener, InlineListenerBuilder, InlineMessage, InlineOutcome};
 pub use kafka_headers::{read_headers, write_headers};
 pub use listener::{
-    DEFAULT_BACKOFF, DEFAULT_COMMIT_INTERVAL, DEFAULT_LAG_INTERVAL, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_WAIT, ErrorPolicy, Listener, ListenerBuilder, ProcessingOrder,
+    DEFAULT_BACKOFF, DEFAULT_COMMIT_INTERVAL, DEFAULT_LAG_INTERVAL, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_WAIT, ErrorPolicy, Listener, ListenerBuilder, ProcessingOrder,
 };
 pub use runner::{ConsumerRunner, ConsumerRunnerBuilder, DEFAULT_SHUTDOWN_TIMEOUT, ShutdownHandle};
 

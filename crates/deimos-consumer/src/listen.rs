@@ -26,15 +26,23 @@ use crate::context::KafkaConsumer;
 use crate::control::{Command, SeekTo, Wiring};
 use crate::kafka_headers::read_headers;
 use crate::lanes::{Applied, Cut, Lanes, Unit};
-use crate::process::{Handle, Hold, Processor, Raw, Step};
+use crate::process::{Handle, Hold, Processor, Raw, Step, UnitState};
 use crate::progress::{Fetched, Progress, Stored};
 
 /// At most this many messages are taken from the consumer in one go.
 const FETCH_AT_ONCE: usize = 256;
+/// How often a long run of messages stores its partition's position.
+const STORE_EVERY: Duration = Duration::from_millis(100);
 /// How often the health snapshot and the `partitions_held` gauges are refreshed (and the loop wakes up at least).
 const REPORT_EVERY: Duration = Duration::from_millis(250);
-/// The listener buffers at least this many messages before backpressure pauses its partitions.
-const MIN_BUFFER_BUDGET: usize = 2_000;
+/// The listener buffers at least this many messages before it stops taking more from the consumer, and at most
+/// `max_buffered_bytes` (librdkafka fetches a partition in chunks of up to 1 MiB, `max.partition.fetch.bytes`,
+/// one partition after another: the buffer must hold a chunk of each to keep them all busy).
+const MIN_BUFFER_BUDGET: usize = 100_000;
+/// How long the buffer may stay full before every partition is paused (so the consumer can be polled again
+/// without taking messages): pausing and resuming makes librdkafka fetch again, which costs far more than a
+/// short stop.
+const FULL_BEFORE_PAUSE: Duration = Duration::from_secs(1);
 
 /// When a listener stops, and how long it may take to finish its units in flight and commit.
 pub(crate) struct Stop {
@@ -83,7 +91,10 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
         .saturating_mul(unit_size)
         .saturating_mul(4)
         .max(MIN_BUFFER_BUDGET);
-    let mut lanes = Lanes::new(cut, env.ordering, budget);
+    let budget_bytes = env.max_buffered_bytes.max(1);
+    let mut lanes = Lanes::new(cut, env.ordering);
+    // Since when the buffer is full (nothing more is taken from the consumer meanwhile).
+    let mut full_since: Option<Instant> = None;
     let mut tasks: Tasks = JoinSet::new();
     let mut paused: BTreeSet<i32> = BTreeSet::new();
     let mut gauges = HeldGauges::new(&topic);
@@ -103,8 +114,22 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
         if *shutdown.borrow() {
             break;
         }
+        // Backpressure: while the buffer is full, take nothing more from the consumer; past a second, pause every
+        // partition and poll again (nothing comes), until half of the buffer is left.
+        let now = Instant::now();
+        let full = lanes.buffered() >= budget || lanes.buffered_bytes() >= budget_bytes;
+        if full {
+            full_since.get_or_insert(now);
+        } else if lanes.buffered() <= budget / 2 && lanes.buffered_bytes() <= budget_bytes / 2 {
+            full_since = None;
+            lanes.set_throttled(false);
+        }
+        if full_since.is_some_and(|since| now.duration_since(since) >= FULL_BEFORE_PAUSE) {
+            lanes.set_throttled(true);
+        }
+        let pull = full_since.is_none() || lanes.throttled();
         // Take what is already fetched, without waiting.
-        for _ in 0..FETCH_AT_ONCE {
+        for _ in 0..if pull { FETCH_AT_ONCE } else { 0 } {
             match stream.next().now_or_never() {
                 Some(Some(Ok(m))) => me.take(&mut lanes, &mut paused, &m),
                 Some(Some(Err(error))) => kafka_error(&topic, &error),
@@ -134,7 +159,10 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
             gauges.set(&lanes);
             me.report(&health, &lanes, &paused, now);
         }
-        let wake = lanes.next_wake().map_or(next_report, |at| at.min(next_report));
+        let mut wake = lanes.next_wake().map_or(next_report, |at| at.min(next_report));
+        if let Some(since) = full_since.filter(|_| !pull) {
+            wake = wake.min(since + FULL_BEFORE_PAUSE);
+        }
         tokio::select! {
             biased;
             () = &mut stopped => break,
@@ -144,7 +172,7 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
                     me.finished(&mut lanes, finished);
                 }
             }
-            next = stream.next() => match next {
+            next = stream.next(), if pull => match next {
                 Some(Ok(m)) => me.take(&mut lanes, &mut paused, &m),
                 Some(Err(error)) => kafka_error(&topic, &error),
                 None => ended = true,
@@ -156,7 +184,9 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
             break;
         }
     }
-    // Let the units in flight end their step (their offsets stored as they do), for at most half the time left.
+    // Let the units in flight end their step (their offsets stored as they do), for at most half the time left;
+    // runs of messages end at their next message.
+    progress.stop_runs();
     let drain = tokio::time::timeout(stop.commit_within / 2, async {
         while let Some(finished) = tasks.join_next().await {
             me.finished(&mut lanes, finished);
@@ -261,7 +291,9 @@ impl Parts<'_> {
         }
     }
 
-    /// Starts a step of `unit` on a task of its own.
+    /// Starts `unit` on a task of its own: a batch's step, or a run of messages stepped on one after another
+    /// until one must wait or stop, the partition is forgotten, or the listener stops. Each finished message's
+    /// offset is marked as it finishes; the partition's position is stored when the run ends.
     fn start<X: Handle>(&self, tasks: &mut Tasks, processor: &Arc<Processor<X>>, mut unit: Unit) {
         self.progress.started(unit.partition, unit.epoch);
         let processor = Arc::clone(processor);
@@ -269,26 +301,35 @@ impl Parts<'_> {
         let consumer = Arc::clone(self.consumer);
         let topic = Arc::clone(self.topic);
         tasks.spawn(async move {
-            let step = AssertUnwindSafe(processor.step(&unit.messages, &mut unit.state))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Step::Stop(format!(
-                        "processing the message at offset {} panicked outside the handler ({why}); the partition is \
-                         stopped so that nothing is skipped: restart the service",
-                        unit.messages.first().map_or(-1, |m| m.offset)
-                    ))
-                });
-            let mut offsets = unit.messages.iter().map(|m| m.offset);
-            let done = matches!(step, Step::Done(_)).then_some(&mut offsets as &mut dyn Iterator<Item = i64>);
-            progress.ended(unit.partition, unit.epoch, done, |stored| {
-                store(&consumer, &topic, unit.partition, &stored);
-            });
+            let (partition, epoch) = (unit.partition, unit.epoch);
+            let store = |stored: Stored| store(&consumer, &topic, partition, &stored);
+            let mut step;
+            let mut finished = 0;
+            let mut stored_at = Instant::now();
+            loop {
+                let len = if unit.each { 1 } else { unit.messages.len() };
+                let messages = &unit.messages[finished..finished + len];
+                step = AssertUnwindSafe(processor.step(messages, &mut unit.state))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Step::Stop(panicked(&*panic, messages)));
+                if !matches!(step, Step::Done(_)) {
+                    break;
+                }
+                let go_on = progress.finished(partition, epoch, messages.iter().map(|m| m.offset));
+                finished += len;
+                unit.state = UnitState::default();
+                if !go_on || finished == unit.messages.len() {
+                    break;
+                }
+                // A long run stores its position as it goes (commits and lag stay current).
+                if stored_at.elapsed() >= STORE_EVERY {
+                    progress.flush(partition, epoch, store);
+                    stored_at = Instant::now();
+                }
+            }
+            progress.ended(partition, epoch, store);
+            unit.messages.drain(..finished);
             (unit, step)
         });
     }
@@ -394,6 +435,20 @@ impl Parts<'_> {
             Some(now.into_std()),
         );
     }
+}
+
+/// Why a step panicked outside the handler (a handler's panic is caught by the step itself).
+fn panicked(panic: &(dyn std::any::Any + Send), messages: &[Raw]) -> String {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!(
+        "processing the message at offset {} panicked outside the handler ({why}); the partition is stopped so \
+         that nothing is skipped: restart the service",
+        messages.first().map_or(-1, |m| m.offset)
+    )
 }
 
 /// Commits the handled offsets when the listener stops, retrying for `within` while the group's state refuses

@@ -25,6 +25,8 @@ pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_LAG_INTERVAL: Duration = Duration::from_secs(10);
 /// Default bound on a listener's messages (or batches) being handled at the same time.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default bound on the bytes of messages a listener has fetched and not yet handled (32 MiB).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
 
 /// Which messages of a listener are handled in order; the others are handled at the same time, up to
 /// [`max_in_flight`](ListenerBuilder::max_in_flight).
@@ -135,6 +137,7 @@ pub struct Listener {
     pub(crate) kafka_settings: BTreeMap<String, String>,
     pub(crate) ordering: ProcessingOrder,
     pub(crate) max_in_flight: usize,
+    pub(crate) max_buffered_bytes: usize,
 }
 
 impl fmt::Debug for Listener {
@@ -187,6 +190,7 @@ impl Listener {
             kafka_settings: BTreeMap::new(),
             ordering: ProcessingOrder::Partition,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 
@@ -267,6 +271,7 @@ pub struct ListenerBuilder {
     kafka_settings: BTreeMap<String, String>,
     ordering: ProcessingOrder,
     max_in_flight: usize,
+    max_buffered_bytes: usize,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -411,12 +416,20 @@ impl ListenerBuilder {
         self
     }
 
-    /// The most messages (or batches) handled at the same time (default 64; 1 handles one after another). When
-    /// the handlers fall behind, fetched messages are buffered up to four times this (at least 2,000), then the
-    /// listener's partitions are paused until half of that is left: memory stays bounded whatever the lag, and
-    /// the consumer keeps being polled, so a slow handler never exceeds `max.poll.interval.ms`.
+    /// The most messages (or batches) handled at the same time (default 64; 1 handles one after another).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;
+        self
+    }
+
+    /// The most bytes of fetched messages the listener holds before handling them (default 32 MiB; at most 100,000
+    /// messages, or four times `max_in_flight` (times `max_batch_size` for batches) if that is more). When the
+    /// handlers fall behind and the buffer is full, the listener takes no more messages from the consumer; if it
+    /// stays full for a second, every partition is paused until half of it is left. Memory stays bounded whatever
+    /// the lag, and the consumer keeps being polled, so a slow handler never exceeds `max.poll.interval.ms`.
+    /// librdkafka keeps its own prefetch besides (`queued.max.messages.kbytes`).
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
         self
     }
 
@@ -504,6 +517,7 @@ impl ListenerBuilder {
             kafka_settings: self.kafka_settings,
             ordering: self.ordering,
             max_in_flight: self.max_in_flight,
+            max_buffered_bytes: self.max_buffered_bytes,
         })
     }
 }

@@ -169,6 +169,7 @@ pub(crate) struct Env {
     pub(crate) payload_log: PayloadLog,
     pub(crate) ordering: ProcessingOrder,
     pub(crate) max_in_flight: usize,
+    pub(crate) max_buffered_bytes: usize,
 }
 
 /// Metric handles of one listener, obtained once.

@@ -50,6 +50,8 @@ struct Partition {
     stored: Option<i64>,
     /// Offsets finished before the partition was assigned, from the committed metadata.
     finished_before: BTreeSet<i64>,
+    /// Being forgotten: runs of messages stop at the next message.
+    closing: bool,
 }
 
 impl Partition {
@@ -62,6 +64,7 @@ impl Partition {
             // Where the partition starts: nothing to store until it moves on.
             stored: position,
             finished_before: BTreeSet::new(),
+            closing: false,
         }
     }
 
@@ -155,6 +158,8 @@ pub(crate) fn decode(position: i64, metadata: &str) -> BTreeSet<i64> {
 struct Inner {
     partitions: HashMap<i32, Partition>,
     last_epoch: u64,
+    /// The listener stops: runs of messages stop at the next message.
+    stopping: bool,
 }
 
 /// The progress of one listener's partitions.
@@ -172,7 +177,9 @@ impl Progress {
     /// Records a fetched message.
     pub(crate) fn fetched(&self, partition: i32, offset: i64) -> Fetched {
         let mut inner = self.lock();
-        let Inner { partitions, last_epoch } = &mut *inner;
+        let Inner {
+            partitions, last_epoch, ..
+        } = &mut *inner;
         let p = partitions.entry(partition).or_insert_with(|| {
             *last_epoch += 1;
             Partition::new(*last_epoch, Some(offset))
@@ -213,35 +220,53 @@ impl Progress {
         }
     }
 
-    /// A step of a unit of `partition` (in `epoch`) ended; when `done`, its `offsets` are finished. Calls `store`
-    /// with the partition's new committable position when it moved (or when offsets after it finished), with the
-    /// guard held so that positions are stored in order.
-    pub(crate) fn ended(
-        &self,
-        partition: i32,
-        epoch: u64,
-        done: Option<&mut dyn Iterator<Item = i64>>,
-        store: impl FnOnce(Stored),
-    ) {
+    /// Messages of `partition` (in `epoch`) finished. Returns whether a run of messages may go on with the next
+    /// one (the partition is still assigned and the listener not stopping). The position is stored when the
+    /// run [`ended`](Self::ended).
+    pub(crate) fn finished(&self, partition: i32, epoch: u64, offsets: impl Iterator<Item = i64>) -> bool {
         let mut inner = self.lock();
+        let stopping = inner.stopping;
         let Some(p) = inner.partitions.get_mut(&partition).filter(|p| p.epoch == epoch) else {
-            return;
+            return false;
         };
-        p.in_flight = p.in_flight.saturating_sub(1);
-        if let Some(offsets) = done {
-            for offset in offsets {
-                if let Ok(i) = p.offsets.binary_search_by_key(&offset, |(o, _)| *o) {
-                    p.offsets[i].1 = true;
-                }
+        for offset in offsets {
+            if let Ok(i) = p.offsets.binary_search_by_key(&offset, |(o, _)| *o) {
+                p.offsets[i].1 = true;
             }
-            p.advance();
+        }
+        p.advance();
+        !p.closing && !stopping
+    }
+
+    /// Calls `store` with the partition's committable position when it moved (a long run stores as it goes).
+    pub(crate) fn flush(&self, partition: i32, epoch: u64, store: impl FnOnce(Stored)) {
+        let mut inner = self.lock();
+        if let Some(p) = inner.partitions.get_mut(&partition).filter(|p| p.epoch == epoch)
+            && let Some(stored) = p.moved()
+        {
+            store(stored);
+        }
+    }
+
+    /// A unit (or run of units) of `partition` (in `epoch`) that started is no longer being stepped on: calls
+    /// `store` with the partition's committable position when it moved (or offsets after it finished), with the
+    /// guard held so that positions are stored in order.
+    pub(crate) fn ended(&self, partition: i32, epoch: u64, store: impl FnOnce(Stored)) {
+        let mut inner = self.lock();
+        if let Some(p) = inner.partitions.get_mut(&partition).filter(|p| p.epoch == epoch) {
             if let Some(stored) = p.moved() {
                 store(stored);
             }
+            p.in_flight = p.in_flight.saturating_sub(1);
+            if p.in_flight == 0 {
+                self.settled.notify_all();
+            }
         }
-        if p.in_flight == 0 {
-            self.settled.notify_all();
-        }
+    }
+
+    /// The listener stops: runs of messages end at their next message.
+    pub(crate) fn stop_runs(&self) {
+        self.lock().stopping = true;
     }
 
     /// Forgets `partitions` (revoked, or sought elsewhere): results of their units in flight are dropped, and
@@ -250,6 +275,11 @@ impl Progress {
     /// units were still in flight when it gave up waiting.
     pub(crate) fn forget(&self, partitions: &[i32], drain: Option<Duration>) -> usize {
         let mut inner = self.lock();
+        for p in partitions {
+            if let Some(p) = inner.partitions.get_mut(p) {
+                p.closing = true;
+            }
+        }
         let in_flight = |inner: &Inner| -> usize {
             partitions
                 .iter()
@@ -257,7 +287,8 @@ impl Progress {
                 .map(|p| p.in_flight)
                 .sum()
         };
-        if let Some(drain) = drain {
+        // A listener that stops has stopped its runs, or abandoned them: nothing to wait for.
+        if let Some(drain) = drain.filter(|_| !inner.stopping) {
             let deadline = Instant::now() + drain;
             while in_flight(&inner) > 0 {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -316,9 +347,8 @@ mod tests {
 
     fn end_stored(progress: &Progress, partition: i32, epoch: u64, offsets: &[i64]) -> Option<Stored> {
         let mut stored = None;
-        progress.ended(partition, epoch, Some(&mut offsets.iter().copied()), |s| {
-            stored = Some(s)
-        });
+        progress.finished(partition, epoch, offsets.iter().copied());
+        progress.ended(partition, epoch, |s| stored = Some(s));
         stored
     }
 
@@ -379,7 +409,9 @@ mod tests {
         let stored_by_task = std::sync::Arc::clone(&stored);
         let task = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            ending.ended(3, e, Some(&mut std::iter::once(0)), |s| {
+            let go_on = ending.finished(3, e, std::iter::once(0));
+            assert!(!go_on, "the partition is being forgotten: the run stops");
+            ending.ended(3, e, |s| {
                 *stored_by_task.lock().unwrap() = Some(s.position);
             });
         });

@@ -369,6 +369,7 @@ fn start(
         payload_log: listener.payload_log,
         ordering: listener.ordering,
         max_in_flight: listener.max_in_flight,
+        max_buffered_bytes: listener.max_buffered_bytes,
     };
     let task = tokio::spawn(listener.delivery.start().run(
         env,

@@ -313,6 +313,12 @@ async fn a_rebalance_with_200_messages_in_flight_loses_none_and_repeats_none() {
 /// `max.poll.interval.ms`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_handler_pauses_the_partitions_and_keeps_its_group() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     within(90, async {
         let kit = Kit::new();
         let topic = kit.topic("backpressure", 1);
@@ -330,6 +336,7 @@ async fn a_slow_handler_pauses_the_partitions_and_keeps_its_group() {
             .listener(
                 kit.listener(&topic, "g-bp")
                     .max_in_flight(1)
+                    .max_buffered_bytes(256 * 1024)
                     .kafka_setting("max.poll.interval.ms", "6000")
                     .handler(Slow(handler))
                     .build()
@@ -356,7 +363,10 @@ async fn a_slow_handler_pauses_the_partitions_and_keeps_its_group() {
             assigned_once |= !health.assigned.is_empty();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(was_paused, "the partition was paused while the handler fell behind");
+        assert!(
+            was_paused,
+            "the partition was paused while the handler fell behind (buffered at most {max_buffered}, handled {handled})"
+        );
         assert!(
             max_buffered <= 2_000 + 256,
             "the buffer stayed bounded ({max_buffered})"
