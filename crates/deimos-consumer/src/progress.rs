@@ -42,6 +42,9 @@ struct Partition {
     epoch: u64,
     /// Offsets fetched and not yet dropped from the front, in order, with whether each is finished.
     offsets: VecDeque<(i64, bool)>,
+    /// How many of `offsets` are finished (after the first unfinished one, since finished ones at the front are
+    /// dropped): none in `partition` order, so the metadata is built only when there is something to say.
+    done: usize,
     /// The offset after the last one fetched.
     next: Option<i64>,
     /// Units of this partition being stepped on.
@@ -59,6 +62,7 @@ impl Partition {
         Partition {
             epoch,
             offsets: VecDeque::new(),
+            done: 0,
             next: None,
             in_flight: 0,
             // Where the partition starts: nothing to store until it moves on.
@@ -76,12 +80,33 @@ impl Partition {
     fn advance(&mut self) {
         while self.offsets.front().is_some_and(|(_, finished)| *finished) {
             self.offsets.pop_front();
+            self.done -= 1;
+        }
+    }
+
+    /// Marks `offset` finished (the first unfinished one, usually).
+    fn finish(&mut self, offset: i64) {
+        let at = match self.offsets.front() {
+            Some((first, _)) if *first == offset => Some(0),
+            _ => self.offsets.binary_search_by_key(&offset, |(o, _)| *o).ok(),
+        };
+        if let Some(entry) = at.and_then(|i| self.offsets.get_mut(i))
+            && !entry.1
+        {
+            entry.1 = true;
+            self.done += 1;
         }
     }
 
     /// The position with its metadata.
     fn stored(&self) -> Option<Stored> {
         let position = self.position()?;
+        if self.done == 0 && self.finished_before.is_empty() {
+            return Some(Stored {
+                position,
+                metadata: String::new(),
+            });
+        }
         let finished = self
             .offsets
             .iter()
@@ -190,6 +215,7 @@ impl Progress {
         p.next = Some(offset.saturating_add(1));
         if p.finished_before.remove(&offset) {
             p.offsets.push_back((offset, true));
+            p.done += 1;
             p.advance();
             return Fetched::Skip { store: p.moved() };
         }
@@ -230,9 +256,7 @@ impl Progress {
             return false;
         };
         for offset in offsets {
-            if let Ok(i) = p.offsets.binary_search_by_key(&offset, |(o, _)| *o) {
-                p.offsets[i].1 = true;
-            }
+            p.finish(offset);
         }
         p.advance();
         !p.closing && !stopping
