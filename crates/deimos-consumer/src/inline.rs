@@ -1,5 +1,10 @@
 //! [`InlineListener`]: a listener's processing without a consumer, for messages the caller hands over.
 //!
+//! Messages are handled one after another in the order given, whatever the listener's
+//! [`ordering`](crate::ListenerBuilder::ordering) and [`max_in_flight`](crate::ListenerBuilder::max_in_flight): a test
+//! sees every outcome in order, and a handler that is correct one message at a time is correct there. What the
+//! runner does at the same time is tested against the mock cluster (`tests/concurrency.rs`).
+//!
 //! The test kit (`deimos-test`) builds on it; it is public so other harnesses can too.
 
 use std::sync::Arc;
