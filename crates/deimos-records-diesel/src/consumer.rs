@@ -1177,62 +1177,40 @@ impl Inner {
         };
         let Err(error) = result else { return Ok(()) };
         if lost(conn, &error).await {
-            return Err((
-                Failed {
-                    error,
-                    transient: true,
-                    committed,
-                },
-                true,
-            ));
+            return failed(error, true, committed, true);
         }
         if error.is_deadlock() {
             tracing::warn!(table = self.table.name(), attempts = attempt, %error, "deadlock past the retries; the runner retries the batch later");
-            return Err((
-                Failed {
-                    error,
-                    transient: true,
-                    committed,
-                },
-                false,
-            ));
+            return failed(error, true, committed, false);
         }
         if !(batch && self.fallback && msgs.len() > 1 && !matches!(error, RecordError::Config(_))) {
-            return Err((
-                Failed {
-                    error,
-                    transient: false,
-                    committed,
-                },
-                false,
-            ));
+            return failed(error, false, committed, false);
         }
         tracing::warn!(table = self.table.name(), %error, messages = msgs.len(), "the batch failed; saving its messages one at a time");
         let Err(error) = self.fallback(conn, &msgs, &at, error, &mut committed).await else {
             return Ok(());
         };
         if lost(conn, &error).await {
-            return Err((
-                Failed {
-                    error,
-                    transient: true,
-                    committed,
-                },
-                true,
-            ));
+            return failed(error, true, committed, true);
         }
         // The fallback's own transaction deadlocked (claiming the offset, committing): nothing of it is
         // committed, and it may pass.
         let transient = error.is_deadlock();
-        Err((
-            Failed {
-                error,
-                transient,
-                committed,
-            },
-            false,
-        ))
+        failed(error, transient, committed, false)
     }
+}
+
+/// A batch that could not be applied: the error, whether it may pass on its own, what was committed anyway, and
+/// whether the connection is lost (to be dropped).
+fn failed(error: RecordError, transient: bool, committed: Committed, lost: bool) -> Result<(), (Failed, bool)> {
+    Err((
+        Failed {
+            error,
+            transient,
+            committed,
+        },
+        lost,
+    ))
 }
 
 /// Whether `error` came from a lost connection: an error of the connection itself, or a connection that no

@@ -79,6 +79,8 @@ async fn consumer_process() {
         .value_schema("com.acme.records.Event")
         .key_config(KeyConfig::None)
         .batch_handler(handler)
+        // One batch at a time, so that the crash comes right after the third.
+        .max_in_flight(1)
         .max_batch_size(BATCH)
         .max_wait(Duration::from_millis(100))
         .start_from_beginning(true)
