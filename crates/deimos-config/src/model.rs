@@ -575,8 +575,8 @@ impl Config {
     }
 
     /// A producer setup over `store`, `registry` and `backend` with `[producers]` applied: topic prefix, group
-    /// size, delivery and payload log. When `producers.disabled` is set, this also disables every producer
-    /// of the process (`deimos_producer::disable::disable_all`), as Deimos's setting does.
+    /// size, delivery, payload log and `disabled` (the producers built from this setup publish nothing; other
+    /// setups of the process are not affected).
     pub fn producer_setup(
         &self,
         store: impl Into<Arc<SchemaStore>>,
@@ -599,10 +599,7 @@ impl Config {
         if let Some(level) = payload_log("producers.payload_log", self.producers.payload_log.as_deref())? {
             builder = builder.payload_log(level);
         }
-        if self.producers.disabled {
-            deimos_producer::disable::disable_all();
-        }
-        Ok(builder)
+        Ok(builder.disabled(self.producers.disabled))
     }
 
     /// The `[[producer]]` named `name` (case-insensitively).
@@ -737,7 +734,7 @@ impl Config {
         for (k, v) in &c.settings {
             b = b.kafka_setting(k, v);
         }
-        Ok(b)
+        Ok(b.disabled(c.disabled))
     }
 
     /// A consumer runner builder with `kafka.brokers`, the shared and `[consumers]` librdkafka settings,

@@ -135,6 +135,28 @@ async fn producers_publish_as_configured() {
     assert_eq!(sent[0].key, Some(json!(7)));
 }
 
+#[tokio::test]
+async fn disabled_producers_stay_within_their_setup() {
+    let config = Config::from_toml_str(
+        "[producers]\ndisabled = true\n[[producer]]\nname = \"P\"\ntopic = \"widgets\"\nschema = \"com.acme.Widget\"\nkey_config = { none = true }\n",
+    )
+    .unwrap();
+    let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
+    let store = Arc::new(deimos_avro::SchemaStore::load_all(SCHEMAS).unwrap());
+    let backend = MemoryBackend::new();
+    let setup = config
+        .producer_setup(Arc::clone(&store), registry, backend.clone())
+        .unwrap()
+        .build();
+    let producer = config.producer("P").unwrap().build(&setup).await.unwrap();
+    let widget = json!({"id": 7, "name": "w", "description": "", "price": 1.0, "quantity": 1,
+                        "status": "ACTIVE", "tags": [], "updated_at": 0});
+    assert!(producer.publish(widget).await.unwrap().disabled);
+    assert!(backend.sent().is_empty());
+    // Reading a configuration changes nothing for the rest of the process (tests, other setups).
+    assert!(!deimos_producer::disable::all_disabled());
+}
+
 struct Nothing;
 
 #[async_trait::async_trait]
@@ -168,6 +190,8 @@ fn listeners_take_the_consumer_defaults_and_their_own_settings() {
         name = "Off"
         topic = "x"
         group_id = "y"
+        schema = "com.acme.Widget"
+        key_config = { plain = true }
         disabled = true
         "#,
     )
@@ -184,8 +208,25 @@ fn listeners_take_the_consumer_defaults_and_their_own_settings() {
     assert!(!config.consumer_config("WidgetConsumer").unwrap().is_batch());
     let enabled: Vec<&str> = config.enabled_consumers().map(|c| c.name.as_str()).collect();
     assert_eq!(enabled, ["WidgetConsumer"]);
+    // A disabled consumer's listener is left out of the runner it is given to.
+    let off = config.listener("Off").unwrap().handler(Nothing).build().unwrap();
+    assert!(off.is_disabled() && !listener.is_disabled());
     let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
-    let _ = config.runner(registry).unwrap().listener(listener);
+    let runner = config
+        .runner(Arc::clone(&registry))
+        .unwrap()
+        .listener(listener)
+        .listener(off.clone())
+        .build()
+        .unwrap();
+    let control = runner.control();
+    let topics: Vec<&str> = control.listeners().iter().map(|l| l.topic()).collect();
+    assert_eq!(topics, ["dev.widgets"]);
+    let err = config.runner(registry).unwrap().listener(off).build().err().unwrap();
+    assert!(
+        err.to_string().contains("every listener of the consumer runner is disabled (topics x)"),
+        "{err}"
+    );
 }
 
 #[cfg(feature = "outbox")]

@@ -74,6 +74,16 @@ pub enum ConsumerError {
     )]
     NoListeners,
 
+    /// Every listener given to the runner is disabled, so it would have nothing to consume.
+    #[error(
+        "every listener of the consumer runner is disabled (topics {}): enable one (`disabled = false`, or drop `.disabled(true)`), or do not start a runner",
+        topics.join(", ")
+    )]
+    AllListenersDisabled {
+        /// The disabled listeners' topics.
+        topics: Vec<String>,
+    },
+
     /// The runner was built without bootstrap servers.
     #[error("the consumer runner has no bootstrap servers; call `.bootstrap_servers(\"host1:9092,host2:9092\")`")]
     MissingBootstrapServers,
@@ -88,6 +98,16 @@ pub enum ConsumerError {
         /// What the schema store said.
         #[source]
         source: Box<SchemaError>,
+    },
+
+    /// A listener was built without a key config. Deimos passes keys through undecoded then, which hands a
+    /// typed handler keys it cannot read; deimos-rs asks for the choice when the listener is built.
+    #[error(
+        "the listener for topic `{topic}`: No key config given - if you are not decoding keys, please use `key_config plain: true`. In deimos-rs: call `.key_config(KeyConfig::Plain)` to read keys as they are, `KeyConfig::None` when the topic's messages have no keys, or `KeyConfig::field(..)` / `KeyConfig::schema(..)` to decode Avro keys (in a configuration file: `key_config = {{ plain = true }}` and so on)"
+    )]
+    MissingKeyConfig {
+        /// The listener's topic.
+        topic: String,
     },
 
     /// A listener's key config does not fit its value schema.

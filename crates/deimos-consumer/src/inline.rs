@@ -129,7 +129,7 @@ impl InlineOutcome {
 /// ```
 /// # use std::sync::Arc;
 /// use deimos_avro::SchemaStore;
-/// use deimos_consumer::{Handler, HandlerError, InlineListener, InlineMessage, Listener, Message, async_trait};
+/// use deimos_consumer::{Handler, HandlerError, InlineListener, InlineMessage, KeyConfig, Listener, Message, async_trait};
 /// use deimos_registry::{MemoryRegistry, SchemaCodec, SchemaRegistry};
 /// use serde_json::{Value, json};
 ///
@@ -148,7 +148,7 @@ impl InlineOutcome {
 /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
 /// let store = SchemaStore::load_all(schemas)?;
 /// let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
-/// let listener = Listener::builder("gadgets", "test").value_schema("com.acme.keys.Gadget").handler(Print).build()?;
+/// let listener = Listener::builder("gadgets", "test").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Print).build()?;
 /// let inline = InlineListener::builder(&listener, &store, Arc::clone(&registry)).build()?;
 ///
 /// let codec = SchemaCodec::from_arc(registry);

@@ -138,6 +138,7 @@ pub struct Listener {
     pub(crate) ordering: ProcessingOrder,
     pub(crate) max_in_flight: usize,
     pub(crate) max_buffered_bytes: usize,
+    pub(crate) disabled: bool,
 }
 
 impl fmt::Debug for Listener {
@@ -160,6 +161,7 @@ impl fmt::Debug for Listener {
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("ordering", &self.ordering)
             .field("max_in_flight", &self.max_in_flight)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -191,6 +193,7 @@ impl Listener {
             ordering: ProcessingOrder::Partition,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            disabled: false,
         }
     }
 
@@ -202,6 +205,11 @@ impl Listener {
     /// The consumer group.
     pub fn group_id(&self) -> &str {
         &self.group_id
+    }
+
+    /// Whether the listener is left out of the runners it is added to (see [`ListenerBuilder::disabled`]).
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
     }
 
     /// The error policy.
@@ -272,6 +280,7 @@ pub struct ListenerBuilder {
     ordering: ProcessingOrder,
     max_in_flight: usize,
     max_buffered_bytes: usize,
+    disabled: bool,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -297,8 +306,16 @@ impl ListenerBuilder {
         self
     }
 
-    /// How keys are decoded (Deimos's `key_config`). Without one (`KeyConfig::NotSet`, the default) keys
-    /// are passed through undecoded, as Deimos does, which is the same as `KeyConfig::None`.
+    /// Leaves the listener out of every runner it is added to (Deimos's `disabled`; default `false`): the
+    /// runner logs that at info level and does not consume its topic. The listener is still checked when built.
+    pub fn disabled(mut self, yes: bool) -> Self {
+        self.disabled = yes;
+        self
+    }
+
+    /// How keys are decoded (Deimos's `key_config`). Required: without one (`KeyConfig::NotSet`, the default)
+    /// [`build`](Self::build) fails with Deimos's "No key config given" message ([`ConsumerError::MissingKeyConfig`]).
+    /// `KeyConfig::Plain` or `KeyConfig::None` pass keys through undecoded.
     pub fn key_config(mut self, config: KeyConfig) -> Self {
         self.key_config = config;
         self
@@ -452,6 +469,9 @@ impl ListenerBuilder {
         let Some(delivery) = self.delivery else {
             return Err(ConsumerError::MissingHandler { topic });
         };
+        if self.key_config == KeyConfig::NotSet {
+            return Err(ConsumerError::MissingKeyConfig { topic });
+        }
         if self.max_batch_size == 0 {
             return Err(invalid("max_batch_size is 0; use at least 1".into()));
         }
@@ -518,6 +538,7 @@ impl ListenerBuilder {
             ordering: self.ordering,
             max_in_flight: self.max_in_flight,
             max_buffered_bytes: self.max_buffered_bytes,
+            disabled: self.disabled,
         })
     }
 }

@@ -492,7 +492,7 @@ impl ConsumerRunnerBuilder {
         self
     }
 
-    /// Adds a listener.
+    /// Adds a listener. A [disabled](crate::ListenerBuilder::disabled) one is left out when the runner is built.
     pub fn listener(mut self, listener: Listener) -> Self {
         self.listeners.push(listener);
         self
@@ -511,9 +511,23 @@ impl ConsumerRunnerBuilder {
         if self.listeners.is_empty() {
             return Err(ConsumerError::NoListeners);
         }
-        let mut prepared = Vec::with_capacity(self.listeners.len());
-        let mut controls = Vec::with_capacity(self.listeners.len());
-        for listener in self.listeners {
+        let (disabled, listeners): (Vec<Listener>, Vec<Listener>) =
+            self.listeners.into_iter().partition(Listener::is_disabled);
+        for listener in &disabled {
+            tracing::info!(
+                topic = %listener.topic,
+                group_id = %listener.group_id,
+                "the listener is disabled: left out of the runner"
+            );
+        }
+        if listeners.is_empty() {
+            return Err(ConsumerError::AllListenersDisabled {
+                topics: disabled.into_iter().map(|l| l.topic).collect(),
+            });
+        }
+        let mut prepared = Vec::with_capacity(listeners.len());
+        let mut controls = Vec::with_capacity(listeners.len());
+        for listener in listeners {
             let (control, wiring) = ListenerControl::new(&listener.topic, &listener.group_id);
             controls.push(control);
             prepared.push(prepare(listener, &store, &servers, &self.kafka_settings, wiring)?);
@@ -553,12 +567,7 @@ pub(crate) fn schemas(listener: &Listener, store: &SchemaStore) -> Result<Schema
         schema,
         source: Box::new(source),
     })?;
-    // Deimos consumers without a key config pass keys through undecoded.
-    let key_config = match &listener.key_config {
-        KeyConfig::NotSet => KeyConfig::None,
-        other => other.clone(),
-    };
-    let key_spec = KeySpec::build(key_config, &reader, store).map_err(|source| ConsumerError::KeyConfig {
+    let key_spec = KeySpec::build(listener.key_config.clone(), &reader, store).map_err(|source| ConsumerError::KeyConfig {
         topic: topic.clone(),
         source: Box::new(source),
     })?;
@@ -708,6 +717,7 @@ mod tests {
         let store = SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas")).unwrap();
         let listener = Listener::builder("widgets", "g")
             .value_schema("com.acme.Widget")
+            .key_config(KeyConfig::Plain)
             .dead_letter_topic("widgets-dlq")
             .kafka_setting("security.protocol", "sasl_ssl")
             .kafka_setting("sasl.mechanism", "PLAIN")
@@ -740,6 +750,7 @@ mod tests {
         let store = SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas")).unwrap();
         let listener = Listener::builder("widgets", "g")
             .value_schema("com.acme.Widget")
+            .key_config(KeyConfig::Plain)
             .kafka_setting("sasl.password", "s3cr3t-PASS")
             .kafka_setting("sasl.oauthbearer.method", "s3cr3t-METHOD")
             .handler(Nothing)

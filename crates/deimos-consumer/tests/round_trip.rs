@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use deimos_consumer::{DecodedKey, KeyConfig};
+use deimos_consumer::{DecodedKey, KeyConfig, Listener};
 use serde_json::{Value as Json, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,4 +242,19 @@ async fn preflight_reports_bad_configuration_before_consuming() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("dead-letter topic"), "{err}");
+
+    // Without a key config a listener is not built: Deimos's message, and what to write instead.
+    let (handler, _rx) = collect::<Json>();
+    let err = Listener::builder("t", "g")
+        .value_schema(WIDGET)
+        .handler(handler)
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("No key config given - if you are not decoding keys, please use `key_config plain: true`")
+            && text.contains("KeyConfig::Plain")
+            && text.contains("topic `t`"),
+        "{text}"
+    );
 }

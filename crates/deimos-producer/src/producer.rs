@@ -33,6 +33,7 @@ pub struct ProducerSetup {
     max_batch_size: usize,
     mode: DeliveryMode,
     payload_log: PayloadLog,
+    disabled: bool,
 }
 
 impl fmt::Debug for ProducerSetup {
@@ -44,6 +45,7 @@ impl fmt::Debug for ProducerSetup {
             .field("max_batch_size", &self.max_batch_size)
             .field("mode", &self.mode)
             .field("payload_log", &self.payload_log)
+            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -72,6 +74,7 @@ impl ProducerSetup {
                 max_batch_size: DEFAULT_MAX_BATCH_SIZE,
                 mode: DeliveryMode::Sync,
                 payload_log: PayloadLog::default(),
+                disabled: false,
             },
         }
     }
@@ -115,6 +118,14 @@ impl ProducerSetupBuilder {
     /// level only).
     pub fn payload_log(mut self, level: PayloadLog) -> Self {
         self.setup.payload_log = level;
+        self
+    }
+
+    /// Whether the producers built from this setup publish nothing (Deimos's `producers.disabled`; default
+    /// `false`). Their publish calls succeed without sending, as with the [`disable`] scopes, but only these
+    /// producers are affected: other setups in the process, and [`disable::all_disabled`], are not.
+    pub fn disabled(mut self, yes: bool) -> Self {
+        self.setup.disabled = yes;
         self
     }
 
@@ -175,8 +186,9 @@ impl ProducerBuilder {
         self
     }
 
-    /// How keys are found and encoded (Deimos's `key_config`). Default: [`KeyConfig::NotSet`], which refuses
-    /// every message, with Deimos's errors, until a key config is chosen.
+    /// How keys are found and encoded (Deimos's `key_config`). Required: without one ([`KeyConfig::NotSet`], the
+    /// default) [`build`](Self::build) fails with Deimos's "No key config given" message
+    /// ([`BuildError::Key`]); use [`KeyConfig::None`] for a topic without keys.
     pub fn key_config(mut self, config: KeyConfig) -> Self {
         self.key_config = config;
         self
@@ -215,6 +227,10 @@ impl ProducerBuilder {
             producer: name.clone(),
             source,
         };
+        if self.key_config == KeyConfig::NotSet {
+            // Deimos's producer without a key config fails on every message; fail here instead, once.
+            return Err(key_err(deimos_keys::KeyError::NoKeyConfig));
+        }
         let spec = KeySpec::build(self.key_config, &schema, &setup.store).map_err(key_err)?;
         let topic = format!("{}{}", setup.topic_prefix, self.topic);
         let keys = KeyEncoder::new(
@@ -636,7 +652,7 @@ impl Producer {
 
     /// Returns the destination topic, or `None` when the producer is disabled.
     fn prepare_call(&self, options: &PublishOptions) -> Result<Option<Arc<str>>, PublishError> {
-        if disable::is_disabled(&self.inner.name) {
+        if self.inner.setup.disabled || disable::is_disabled(&self.inner.name) {
             return Ok(None);
         }
         match options.topic.as_deref() {

@@ -182,13 +182,17 @@ async fn deimos_errors() {
             .contains("No key given but a key is required! Use `key_config none: true` to avoid using keys."),
         "{err}"
     );
-    let unset = widgets(&env, "unset", KeyConfig::NotSet).await;
-    let mut keyed = widget(json!(1));
-    keyed["payload_key"] = json!("k");
-    let err = unset.publish(keyed).await.unwrap_err();
+    // Without a key config every publish would fail: the producer is not built, with Deimos's message.
+    let err = Producer::builder("unset")
+        .topic("widgets")
+        .schema("com.acme.Widget")
+        .build(&env.setup)
+        .await
+        .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("No key config given - if you are not encoding keys, please use `key_config plain: true`"),
+        err.to_string().contains(
+            "producer `unset`: No key config given - if you are not encoding keys, please use `key_config plain: true`"
+        ),
         "{err}"
     );
     let field = widgets(&env, "field", KeyConfig::field("id")).await;
@@ -401,6 +405,26 @@ async fn disabled_producers_send_nothing() {
     a.publish(widget(json!(5))).await.unwrap();
     let keys: Vec<Json> = env.backend.sent().into_iter().filter_map(|m| m.key).collect();
     assert_eq!(keys, vec![json!(2), json!(5)], "scopes end even when the block fails");
+}
+
+#[tokio::test]
+async fn a_disabled_setup_disables_its_own_producers_and_no_others() {
+    let on = env();
+    let off_backend = MemoryBackend::new();
+    let off = Env {
+        backend: off_backend.clone(),
+        registry: Arc::new(MemoryRegistry::new()),
+        setup: ProducerSetup::builder(store(), Arc::new(MemoryRegistry::new()), off_backend)
+            .disabled(true)
+            .build(),
+    };
+    let quiet = widgets(&off, "A", KeyConfig::field("id")).await;
+    let loud = widgets(&on, "A", KeyConfig::field("id")).await;
+    assert!(quiet.publish(widget(json!(1))).await.unwrap().disabled);
+    assert!(!loud.publish(widget(json!(2))).await.unwrap().disabled);
+    assert!(off.backend.sent().is_empty());
+    assert_eq!(on.backend.sent().len(), 1, "a producer of the same name on another setup still sends");
+    assert!(!disable::all_disabled(), "nothing process-wide changed");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::kit::TestKit;
 /// The handler succeeded.
 ///
 /// ```
-/// use deimos_consumer::{ErrorPolicy, Handler, HandlerError, Listener, Message, async_trait};
+/// use deimos_consumer::{ErrorPolicy, Handler, HandlerError, KeyConfig, Listener, Message, async_trait};
 /// use deimos_test::TestKit;
 /// use serde_json::{Value, json};
 ///
@@ -35,7 +35,7 @@ use crate::kit::TestKit;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
-/// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Flaky)
+/// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Flaky)
 ///     .error_policy(ErrorPolicy::Fatal).max_attempts(3).build()?;
 /// let consumed = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await?;
 /// assert_eq!(consumed.attempts, 2); // retried once (at once: the backoff is not waited)
@@ -92,7 +92,7 @@ impl<'a> ConsumeMessage<'a> {
     ///
     /// ```
     /// # use std::sync::{Arc, Mutex};
-    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, Metadata, async_trait};
+    /// # use deimos_consumer::{Handler, HandlerError, KeyConfig, Listener, Message, Metadata, async_trait};
     /// # use deimos_test::TestKit;
     /// # use serde_json::{Value, json};
     /// # #[derive(Clone, Default)]
@@ -109,7 +109,7 @@ impl<'a> ConsumeMessage<'a> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// # let last = Last::default();
-    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(last.clone()).build()?;
+    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
     /// # let seen = || last.0.lock().unwrap().clone().unwrap();
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
     /// kit.consume_message(&listener, gadget).header("source", "billing").header("trace", "t-1").await?;
@@ -127,7 +127,7 @@ impl<'a> ConsumeMessage<'a> {
     ///
     /// ```
     /// # use std::sync::{Arc, Mutex};
-    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, Metadata, async_trait};
+    /// # use deimos_consumer::{Handler, HandlerError, KeyConfig, Listener, Message, Metadata, async_trait};
     /// # use deimos_test::TestKit;
     /// # use serde_json::{Value, json};
     /// # #[derive(Clone, Default)]
@@ -144,7 +144,7 @@ impl<'a> ConsumeMessage<'a> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// # let last = Last::default();
-    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(last.clone()).build()?;
+    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
     /// # let seen = || last.0.lock().unwrap().clone().unwrap();
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
     /// kit.consume_message(&listener, gadget.clone()).await?;
@@ -164,7 +164,7 @@ impl<'a> ConsumeMessage<'a> {
     ///
     /// ```
     /// # use std::sync::{Arc, Mutex};
-    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, Metadata, async_trait};
+    /// # use deimos_consumer::{Handler, HandlerError, KeyConfig, Listener, Message, Metadata, async_trait};
     /// # use deimos_test::TestKit;
     /// # use serde_json::{Value, json};
     /// # #[derive(Clone, Default)]
@@ -181,7 +181,7 @@ impl<'a> ConsumeMessage<'a> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// # let last = Last::default();
-    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(last.clone()).build()?;
+    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
     /// # let seen = || last.0.lock().unwrap().clone().unwrap();
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
     /// kit.consume_message(&listener, gadget.clone()).timestamp(Some(1_700_000_000_000)).await?;

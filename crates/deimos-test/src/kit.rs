@@ -146,7 +146,7 @@ impl TestKitBuilder {
     /// Off by default: each listener's own error policy applies, as in production.
     ///
     /// ```
-    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, async_trait};
+    /// # use deimos_consumer::{Handler, HandlerError, KeyConfig, Listener, Message, async_trait};
     /// # use deimos_test::{ConsumeError, TestKit};
     /// # use serde_json::{Value, json};
     /// # struct Failing;
@@ -159,7 +159,7 @@ impl TestKitBuilder {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
     /// // A listener that swallows errors (the default policy), with a handler that always fails.
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Failing).build()?;
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Failing).build()?;
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
     ///
     /// let kit = TestKit::new(schemas)?;
@@ -186,7 +186,7 @@ impl TestKitBuilder {
     /// service's own predicate so the test sees what production does. Not set by default.
     ///
     /// ```
-    /// use deimos_consumer::{ErrorStage, Handler, HandlerError, Listener, Message, async_trait};
+    /// use deimos_consumer::{ErrorStage, Handler, HandlerError, KeyConfig, Listener, Message, async_trait};
     /// use deimos_test::{ConsumeError, TestKit};
     /// use serde_json::{Value, json};
     ///
@@ -209,7 +209,7 @@ impl TestKitBuilder {
     ///     })
     ///     .build()?;
     /// // The listener swallows errors (its default policy), but the predicate makes this one fatal.
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Flaky).build()?;
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Flaky).build()?;
     /// let err = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await.unwrap_err();
     /// assert!(matches!(err, ConsumeError::Raised { attempts: 1, .. }), "{err}");
     /// # Ok(())
@@ -536,7 +536,7 @@ impl TestKit {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use deimos_consumer::{Batch, BatchHandler, HandlerError, Listener, async_trait};
+    /// use deimos_consumer::{Batch, BatchHandler, HandlerError, KeyConfig, Listener, async_trait};
     /// use deimos_test::TestKit;
     /// use serde_json::{Value, json};
     ///
@@ -556,7 +556,7 @@ impl TestKit {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// let count = Count::default();
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None)
     ///     .batch_handler(count.clone()).build()?;
     /// kit.consume_batch(&listener, vec![
     ///     json!({"id": 1, "region": "eu", "name": "a"}),
@@ -574,7 +574,7 @@ impl TestKit {
     /// `test_consume_invalid_message`), and returns why. Panics if it is valid.
     ///
     /// ```
-    /// # use deimos_consumer::{Handler, HandlerError, Listener, Message, async_trait};
+    /// # use deimos_consumer::{Handler, HandlerError, KeyConfig, Listener, Message, async_trait};
     /// # use deimos_test::TestKit;
     /// # use serde_json::{Value, json};
     /// # struct Noop;
@@ -585,7 +585,7 @@ impl TestKit {
     /// # }
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").handler(Noop).build()?;
+    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Noop).build()?;
     /// let why = kit.assert_invalid_payload(&listener, json!({"id": "seven", "region": "eu", "name": "g"}));
     /// assert!(why.contains("id"), "{why}");
     /// let why = kit.assert_invalid_payload(&listener, json!({"id": 7, "region": "eu", "name": "g", "colour": "red"}));

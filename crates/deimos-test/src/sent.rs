@@ -578,13 +578,14 @@ macro_rules! assert_sent_including {
 /// [`assert_sent!`].
 ///
 /// ```
+/// # use deimos_keys::KeyConfig;
 /// # use deimos_test::{TestKit, assert_not_sent, matchers::any};
 /// # use deimos_producer::Producer;
 /// # use serde_json::json;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
-/// let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget")).await?;
+/// let producer = kit.producer(Producer::builder("gadgets").topic("gadgets").schema("com.acme.keys.Gadget").key_config(KeyConfig::None)).await?;
 /// deimos_test::disable::without_producers_in(producer.publish(json!({"id": 7, "region": "eu", "name": "red"}))).await?;
 /// assert_not_sent!(kit, "gadgets", any());
 /// # Ok(())

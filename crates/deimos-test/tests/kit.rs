@@ -256,7 +256,6 @@ async fn consume_message_decodes_through_the_real_path_with_deimos_default_keys(
             Some(DecodedKey::Value(json!({"id": 1, "region": "1"}))),
         ),
         (KeyConfig::Plain, Some(DecodedKey::Text("1".into()))),
-        (KeyConfig::NotSet, Some(DecodedKey::Text("1".into()))),
         (KeyConfig::None, None),
     ];
     for (i, (config, key)) in cases.into_iter().enumerate() {

@@ -144,6 +144,7 @@ impl Kit {
     pub fn listener(&self, topic: &str, group: &str) -> ListenerBuilder {
         Listener::builder(topic, group)
             .value_schema(WIDGET)
+            .key_config(KeyConfig::Plain)
             .session_timeout(Duration::from_secs(6))
             .commit_interval(Duration::from_millis(200))
             .max_wait(Duration::from_millis(200))
