@@ -1,6 +1,7 @@
-//! One trace from producer to consumer, through Kafka and through the outbox: the W3C trace context travels in
-//! the messages' headers, and the spans follow the OpenTelemetry messaging conventions. Spans are exported to
-//! OpenTelemetry's in-memory exporter and their parent links checked.
+//! One trace from producer to consumer, through Kafka and through the outbox: the trace context travels in the
+//! messages' headers as the application's global propagator writes it (W3C trace context here, or any other),
+//! and the spans follow the OpenTelemetry messaging conventions. Spans are exported to OpenTelemetry's in-memory
+//! exporter and their parent links checked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -13,7 +14,11 @@ use deimos::keys::KeyConfig;
 use deimos::outbox::{Conn, Outbox, Relay, RelayConfig};
 use deimos::producer::{KafkaBackend, Producer, ProducerSetup, PublishOptions};
 use deimos::registry::{MemoryRegistry, SchemaRegistry};
-use opentelemetry::trace::{TraceId, TracerProvider as _};
+use opentelemetry::propagation::text_map_propagator::FieldIter;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData};
 use rdkafka::mocking::MockCluster;
 use serde_json::{Value as Json, json};
@@ -23,10 +28,12 @@ use tracing_subscriber::layer::SubscriberExt;
 
 const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas");
 
-/// The process-wide OpenTelemetry pipeline: tracing → tracing-opentelemetry → the in-memory exporter.
+/// The process-wide OpenTelemetry pipeline: tracing → tracing-opentelemetry → the in-memory exporter, and W3C
+/// trace context as the global propagator (a test may set another one after this).
 fn telemetry() -> &'static (SdkTracerProvider, InMemorySpanExporter) {
     static T: OnceLock<(SdkTracerProvider, InMemorySpanExporter)> = OnceLock::new();
     T.get_or_init(|| {
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
         let exporter = InMemorySpanExporterBuilder::new().build();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
@@ -138,7 +145,6 @@ async fn producer_and_consumer_share_one_trace_through_kafka() {
     let producer = producer(registry.clone(), "traced", backend).await;
     let request = tracing::info_span!("handle request");
     let trace = {
-        use opentelemetry::trace::TraceContextExt;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         request.context().span().span_context().trace_id()
     };
@@ -167,6 +173,110 @@ async fn producer_and_consumer_share_one_trace_through_kafka() {
     assert!(attr(process, "messaging.kafka.offset").is_some());
 }
 
+/// A propagator of another format (as B3 or a vendor's would be): one header, `x-trace: <trace id>:<span id>`.
+#[derive(Debug)]
+struct OneHeader(Vec<String>);
+
+impl TextMapPropagator for OneHeader {
+    fn inject_context(&self, cx: &opentelemetry::Context, injector: &mut dyn Injector) {
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            injector.set("x-trace", format!("{}:{}", sc.trace_id(), sc.span_id()));
+        }
+    }
+
+    fn extract_with_context(&self, cx: &opentelemetry::Context, extractor: &dyn Extractor) -> opentelemetry::Context {
+        let ids = extractor.get("x-trace").and_then(|v| v.split_once(':'));
+        match ids.map(|(t, s)| (TraceId::from_hex(t), SpanId::from_hex(s))) {
+            Some((Ok(t), Ok(s))) => cx.with_remote_span_context(SpanContext::new(
+                t,
+                s,
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            )),
+            _ => cx.clone(),
+        }
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(&self.0)
+    }
+}
+
+/// Records the header names of the messages it handles.
+struct HeaderNames(std::sync::Mutex<Vec<Vec<String>>>, Notify);
+
+#[async_trait::async_trait]
+impl Handler for HeaderNames {
+    type Payload = Json;
+
+    async fn consume(&self, message: Message<Json>) -> Result<(), HandlerError> {
+        let names = message.metadata.headers.iter().map(|(k, _)| k.to_string()).collect();
+        self.0.lock().unwrap().push(names);
+        self.1.notify_one();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applications_global_propagator_carries_the_trace() {
+    telemetry();
+    opentelemetry::global::set_text_map_propagator(OneHeader(vec!["x-trace".into()]));
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("traced-custom", 1, 1).unwrap();
+    let registry = Arc::new(MemoryRegistry::new());
+    let backend = KafkaBackend::builder()
+        .bootstrap_servers(mock.bootstrap_servers())
+        .build()
+        .unwrap();
+    let producer = producer(registry.clone(), "traced-custom", backend).await;
+    let request = tracing::info_span!("handle request");
+    let trace = {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        request.context().span().span_context().trace_id()
+    };
+    producer.publish(widget(1)).instrument(request).await.unwrap();
+
+    let seen = Arc::new(HeaderNames(std::sync::Mutex::new(Vec::new()), Notify::new()));
+    let listener = Listener::builder("traced-custom", "traced-custom-group")
+        .value_schema("com.acme.Widget")
+        .key_config(KeyConfig::field("id"))
+        .handler(seen.clone())
+        .session_timeout(Duration::from_secs(6))
+        .build()
+        .unwrap();
+    let runner = ConsumerRunner::builder()
+        .bootstrap_servers(mock.bootstrap_servers())
+        .registry(registry as Arc<dyn SchemaRegistry>)
+        .schema_store(SchemaStore::new(SCHEMAS))
+        .listener(listener)
+        .build()
+        .unwrap();
+    let done = seen.clone();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        runner.run_until(async move { done.1.notified().await }),
+    )
+    .await
+    .expect("the message is consumed within 60 s")
+    .unwrap();
+
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [vec!["x-trace".to_string()]],
+        "the propagator's header, and no traceparent"
+    );
+    let spans = spans();
+    let send = find(&spans, "send traced-custom", trace);
+    let process = find(&spans, "process traced-custom", trace);
+    assert_eq!(
+        process.parent_span_id,
+        send.span_context.span_id(),
+        "the consumer's span is the producer's child, read back by the same propagator"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_links_producer_outbox_relay_and_consumer() {
     telemetry();
@@ -182,7 +292,6 @@ async fn one_trace_links_producer_outbox_relay_and_consumer() {
     // The business transaction: the message goes to the outbox with the trace context in its headers.
     let request = tracing::info_span!("handle request");
     let (trace, request_id) = {
-        use opentelemetry::trace::TraceContextExt;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let context = request.context();
         let span = context.span();
@@ -251,7 +360,6 @@ async fn a_failed_relay_send_marks_its_span() {
     deimos::outbox::migrate(&url).await.unwrap();
     let request = tracing::info_span!("handle request");
     let trace = {
-        use opentelemetry::trace::TraceContextExt;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         request.context().span().span_context().trace_id()
     };

@@ -151,8 +151,8 @@ pub(crate) fn run(root: &Path, suite: Option<&str>) -> Result<()> {
 
     let mut table = Vec::new();
     for (suite, package) in suites {
-        check_bench_target(&metadata, suite, package)?;
-        let report = run_suite(root, suite, package)?;
+        let features = check_bench_target(&metadata, suite, package)?;
+        let report = run_suite(root, suite, package, &features)?;
         if report.measurements.is_empty() {
             bail!("bench suite `{suite}` printed no `BENCH {{...}}` lines");
         }
@@ -167,28 +167,31 @@ pub(crate) fn run(root: &Path, suite: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn check_bench_target(metadata: &Metadata, suite: &str, package: &str) -> Result<()> {
+/// The suite's bench target must exist; returns the features it requires (turned on to run it).
+fn check_bench_target(metadata: &Metadata, suite: &str, package: &str) -> Result<Vec<String>> {
     let Some(found) = metadata.packages.iter().find(|p| p.name == package) else {
         bail!("bench suite `{suite}` belongs to `{package}`, which is not in the workspace");
     };
-    let has_target = found
+    let target = found
         .targets
         .iter()
-        .any(|target| target.name == suite && target.kind.iter().any(|kind| kind == "bench"));
-    if !has_target {
+        .find(|target| target.name == suite && target.kind.iter().any(|kind| kind == "bench"));
+    let Some(target) = target else {
         bail!(
             "`{package}` has no bench target `{suite}` yet: add benches/{suite}.rs and a `[[bench]]` with `name = \"{suite}\"`, `harness = false` to {}",
             found.manifest_path.display()
         );
-    }
-    Ok(())
+    };
+    Ok(target.required_features.clone())
 }
 
-fn run_suite(root: &Path, suite: &str, package: &str) -> Result<Report> {
+fn run_suite(root: &Path, suite: &str, package: &str, features: &[String]) -> Result<Report> {
     let mut command = crate::cargo(root);
-    command
-        .args(["bench", "-p", package, "--bench", suite])
-        .stdout(Stdio::piped());
+    command.args(["bench", "-p", package, "--bench", suite]);
+    if !features.is_empty() {
+        command.args(["--features", &features.join(",")]);
+    }
+    command.stdout(Stdio::piped());
     let shown = crate::describe(&command);
     println!("xtask bench: {shown}");
     let mut child = command.spawn().with_context(|| format!("could not start `{shown}`"))?;

@@ -62,6 +62,9 @@ pub(crate) struct Target {
     pub(crate) name: String,
     pub(crate) kind: Vec<String>,
     pub(crate) src_path: PathBuf,
+    /// The features the target needs (`required-features`).
+    #[serde(default, rename = "required-features")]
+    pub(crate) required_features: Vec<String>,
 }
 
 /// Runs `cargo metadata --format-version 1 --no-deps` in `root` and parses it.

@@ -1,22 +1,16 @@
 //! Tracing: the spans deimos-rs opens, named and attributed per the OpenTelemetry messaging semantic
-//! conventions, and the W3C trace context (`traceparent`, `tracestate`) carried in Kafka headers.
+//! conventions, and the trace context carried in Kafka headers.
 //!
 //! Spans are `tracing` spans; with a `tracing-opentelemetry` layer installed they become OpenTelemetry spans
-//! (`otel.name`, `otel.kind` and the `messaging.*` attributes are read by that layer). Producers put the
-//! context of their span in each message's headers, the outbox stores it with the row, the relay sends it on,
-//! and consumers make their `process` span a child of it, so one trace links producer → outbox → relay →
-//! consumer. Without an OpenTelemetry layer nothing is added to messages.
+//! (`otel.name`, `otel.kind` and the `messaging.*` attributes are read by that layer). With the `otel` feature,
+//! producers put the context of their span in each message's headers through the application's global
+//! OpenTelemetry propagator (`opentelemetry::global::set_text_map_propagator`: W3C trace context, baggage, B3,
+//! or several composed), the outbox stores it with the row, the relay sends it on, and consumers make their
+//! `process` span a child of the context that propagator reads back, so one trace links producer → outbox →
+//! relay → consumer. Without the feature, without an OpenTelemetry layer or without a global propagator
+//! (OpenTelemetry's default propagates nothing), nothing is added to messages.
 
-use std::str::FromStr;
-
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-/// The W3C trace-context header with the trace id, span id and flags.
-pub const TRACEPARENT: &str = "traceparent";
-/// The W3C trace-state header.
-pub const TRACESTATE: &str = "tracestate";
 
 /// `send {topic}` (kind producer): a publish call, or a relay batch.
 pub fn send_span(topic: &str, messages: usize) -> Span {
@@ -125,102 +119,138 @@ pub fn process_batch_span(
     span
 }
 
-/// Whether `span` is recorded by OpenTelemetry (so its context is worth carrying).
-fn recorded(span: &Span) -> Option<SpanContext> {
-    if span.is_disabled() {
-        return None;
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::propagation::{Extractor, Injector};
+    use opentelemetry::trace::{SpanContext, TraceContextExt};
+    use tracing::Span;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    /// Kafka headers as the propagator writes them: a header per field, replacing one of the same name.
+    pub(super) struct HeaderInjector<'a>(pub(super) &'a mut Vec<(String, Vec<u8>)>);
+
+    impl Injector for HeaderInjector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.retain(|(k, _)| k != key);
+            self.0.push((key.to_string(), value.into_bytes()));
+        }
     }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then_some(sc)
+
+    /// Kafka headers as the propagator reads them: those whose value is UTF-8 text, the first of each name,
+    /// names compared without regard to ASCII case (HTTP propagators write lowercase names).
+    pub(super) struct HeaderExtractor<'a>(Vec<(&'a str, &'a str)>);
+
+    impl<'a> HeaderExtractor<'a> {
+        pub(super) fn new(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Self {
+            HeaderExtractor(
+                headers
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, std::str::from_utf8(v?).ok()?)))
+                    .collect(),
+            )
+        }
+    }
+
+    impl Extractor for HeaderExtractor<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| *v)
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| *k).collect()
+        }
+    }
+
+    /// The headers the global propagator writes for `span`'s context; none when OpenTelemetry does not record
+    /// the span.
+    pub(super) fn inject(span: &Span) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        if span.is_disabled() {
+            return out;
+        }
+        let cx = span.context();
+        if !cx.span().span_context().is_valid() {
+            return out;
+        }
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(&mut out)));
+        out
+    }
+
+    /// The context the global propagator reads from `headers`, with the remote span it names; `None` when
+    /// they carry no valid span context.
+    pub(super) fn extract<'a>(
+        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Option<(opentelemetry::Context, SpanContext)> {
+        let extractor = HeaderExtractor::new(headers);
+        if extractor.0.is_empty() {
+            return None;
+        }
+        let cx = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract_with_context(&opentelemetry::Context::new(), &extractor)
+        });
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some((cx, sc))
+    }
 }
 
-/// The trace-context headers of `span`: `traceparent` (and `tracestate` when it has one); none when the span
-/// is not recorded by OpenTelemetry.
+/// The trace-context headers of `span`, as the application's global OpenTelemetry propagator writes them
+/// (`traceparent` and `tracestate` with W3C trace context); none when the span is not recorded by
+/// OpenTelemetry, no propagator is set, or the `otel` feature is off.
 pub fn headers_of(span: &Span) -> Vec<(String, Vec<u8>)> {
-    let Some(sc) = recorded(span) else {
-        return Vec::new();
-    };
-    let mut out = vec![(
-        TRACEPARENT.to_string(),
-        format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()).into_bytes(),
-    )];
-    let state = sc.trace_state().header();
-    if !state.is_empty() {
-        out.push((TRACESTATE.to_string(), state.into_bytes()));
+    #[cfg(feature = "otel")]
+    {
+        otel::inject(span)
     }
-    out
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = span;
+        Vec::new()
+    }
 }
 
-/// Replaces (or adds) the trace-context headers of `headers` with those of `span`; leaves them alone when the
-/// span is not recorded.
+/// Replaces (or adds) the trace-context headers of `headers` with those of `span` (see [`headers_of`]);
+/// leaves them alone when the span carries none.
 pub fn replace_headers(span: &Span, headers: &mut Vec<(String, Vec<u8>)>) {
     let fresh = headers_of(span);
     if !fresh.is_empty() {
-        put_headers(headers, &fresh);
+        headers.retain(|(k, _)| !fresh.iter().any(|(f, _)| f == k));
+        headers.extend(fresh);
     }
 }
 
-/// Replaces the trace-context headers of `headers` with `context` (from [`headers_of`]).
-pub fn put_headers(headers: &mut Vec<(String, Vec<u8>)>, context: &[(String, Vec<u8>)]) {
-    headers.retain(|(k, _)| k != TRACEPARENT && k != TRACESTATE);
-    headers.extend(context.iter().cloned());
+/// The context a span was made a child of by [`set_parent`] (to leave it out of a batch's [`Links`]).
+#[derive(Debug, Clone)]
+pub struct Parent {
+    #[cfg(feature = "otel")]
+    context: opentelemetry::trace::SpanContext,
 }
 
-/// The remote span context in trace-context headers, if a valid `traceparent` is there.
-pub fn span_context_from<'a>(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Option<SpanContext> {
-    let (mut parent, mut state) = (None, None);
-    for (k, v) in headers {
-        match k {
-            TRACEPARENT => parent = v.and_then(|v| std::str::from_utf8(v).ok()),
-            TRACESTATE => state = v.and_then(|v| std::str::from_utf8(v).ok()),
-            _ => {}
-        }
-    }
-    // W3C trace context: `version-traceid-spanid-flags`, lowercase hex; version ff is invalid; version 00 has
-    // exactly four parts (later versions may add more).
-    let parts: Vec<&str> = parent?.trim().split('-').collect();
-    let lower_hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let [version, trace, span, flags, rest @ ..] = parts.as_slice() else {
-        return None;
-    };
-    if !lower_hex(version, 2)
-        || *version == "ff"
-        || (*version == "00" && !rest.is_empty())
-        || !lower_hex(trace, 32)
-        || !lower_hex(span, 16)
-        || !lower_hex(flags, 2)
-    {
-        return None;
-    }
-    let trace_id = TraceId::from_hex(trace).ok()?;
-    let span_id = SpanId::from_hex(span).ok()?;
-    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()? & TraceFlags::SAMPLED.to_u8());
-    let state = state.and_then(|s| TraceState::from_str(s).ok()).unwrap_or_default();
-    let sc = SpanContext::new(trace_id, span_id, flags, true, state);
-    sc.is_valid().then_some(sc)
-}
-
-/// Makes `span` a child of the context carried in `headers` (call it before the span is first entered); returns
-/// that context, when there was one and OpenTelemetry records the span.
-pub fn set_parent<'a>(
-    span: &Span,
-    headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
-) -> Option<SpanContext> {
+/// Makes `span` a child of the context the global propagator reads from `headers` (call it before the span is
+/// first entered; baggage and other values the propagator reads come along); returns that context, when there
+/// was one and OpenTelemetry records the span.
+pub fn set_parent<'a>(span: &Span, headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Option<Parent> {
     if span.is_disabled() {
         return None;
     }
-    let sc = span_context_from(headers)?;
-    span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc.clone()))
-        .ok()
-        .map(|()| sc)
+    #[cfg(feature = "otel")]
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let (cx, context) = otel::extract(headers)?;
+        span.set_parent(cx).ok().map(|()| Parent { context })
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = headers;
+        None
+    }
 }
 
 /// Links a batch's span to the contexts its messages carry: each distinct context once (a publish call gives
 /// all its messages the same one), the parent's excepted.
 #[derive(Debug, Default)]
 pub struct Links {
-    seen: std::collections::HashSet<(TraceId, SpanId)>,
+    #[cfg(feature = "otel")]
+    seen: std::collections::HashSet<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)>,
     active: Option<bool>,
 }
 
@@ -231,58 +261,62 @@ impl Links {
         if !*self.active.get_or_insert_with(|| !span.is_disabled()) {
             return;
         }
-        if let Some(sc) = span_context_from(headers)
-            && self.seen.insert((sc.trace_id(), sc.span_id()))
+        #[cfg(feature = "otel")]
         {
-            span.add_link(sc);
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            if let Some((_, sc)) = otel::extract(headers)
+                && self.seen.insert((sc.trace_id(), sc.span_id()))
+            {
+                span.add_link(sc);
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = headers;
         }
     }
 
     /// Notes the parent's context, so it is not linked as well.
-    pub fn parent(&mut self, sc: &SpanContext) {
-        self.seen.insert((sc.trace_id(), sc.span_id()));
+    pub fn parent(&mut self, parent: &Parent) {
+        #[cfg(feature = "otel")]
+        self.seen.insert((parent.context.trace_id(), parent.context.span_id()));
+        #[cfg(not(feature = "otel"))]
+        let _ = parent;
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "otel"))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
 
     #[test]
-    fn traceparent_round_trip_and_bad_values() {
+    fn kafka_headers_carry_what_a_propagator_writes_and_read_back_what_it_reads() {
+        let propagator = TraceContextPropagator::new();
         let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".as_slice();
-        let sc = span_context_from([
-            ("traceparent", Some(tp)),
+        let headers = [
+            ("other", Some(b"\xff".as_slice())),
+            ("TraceParent", Some(tp)),
             ("tracestate", Some(b"congo=t61rcWkgMzE".as_slice())),
-        ])
-        .unwrap();
+        ];
+        let cx = propagator.extract(&otel::HeaderExtractor::new(headers));
+        let sc = cx.span().span_context().clone();
         assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
         assert!(sc.is_sampled() && sc.is_remote());
-        // Unknown flag bits are dropped; a later version may carry more parts.
-        let later = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-what".as_slice();
-        assert_eq!(
-            span_context_from([("traceparent", Some(later))]).unwrap().trace_flags(),
-            TraceFlags::SAMPLED
-        );
         assert_eq!(sc.trace_state().header(), "congo=t61rcWkgMzE");
-        for bad in [
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "garbage",
-        ] {
-            assert!(
-                span_context_from([("traceparent", Some(bad.as_bytes()))]).is_none(),
-                "{bad}"
-            );
-        }
-        // Without an OpenTelemetry layer, spans carry nothing.
+
+        let mut out = vec![("traceparent".to_string(), b"stale".to_vec()), ("h".to_string(), b"v".to_vec())];
+        propagator.inject_context(&cx, &mut otel::HeaderInjector(&mut out));
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["h", "traceparent", "tracestate"], "one header per field, the stale one replaced");
+        assert_eq!(out[1].1, tp);
+
+        // Without an OpenTelemetry layer, spans carry nothing; without a valid context nothing is a parent.
         assert!(headers_of(&send_span("t", 1)).is_empty());
+        assert!(otel::extract([("traceparent", Some(b"garbage".as_slice()))]).is_none());
     }
 }

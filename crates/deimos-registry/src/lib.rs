@@ -2,6 +2,7 @@
 
 mod cached;
 pub mod codec;
+#[cfg(feature = "embedded")]
 mod embedded;
 mod error;
 mod http;
@@ -14,6 +15,7 @@ pub use cached::{
     CachedRegistry, CachedRegistryBuilder, DEFAULT_LATEST_TTL, DEFAULT_MAX_CACHED_IDS, DEFAULT_NOT_FOUND_TTL,
 };
 pub use codec::{CodecError, SchemaCodec, SchemaWriter};
+#[cfg(feature = "embedded")]
 pub use embedded::{EmbeddedRegistry, EmbeddedRegistryBuilder};
 pub use error::{BoxError, RegistryError};
 pub use http::{DEFAULT_MAX_RESPONSE_BYTES, HttpRegistry, HttpRegistryBuilder, MEDIA_TYPE};

@@ -1,7 +1,8 @@
 //! Metrics and traces of a producer and a consumer: the `metrics` facade wired to the Prometheus exporter (or,
 //! with `-- --dogstatsd HOST:PORT`, to a DogStatsD agent), and `tracing` bridged to OpenTelemetry with the
 //! stdout exporter. The consumer's `process` spans are children of the producer's `send` span: the trace
-//! context travels in the messages' `traceparent` header.
+//! context travels in the messages' `traceparent` header, written and read by the global W3C propagator set here
+//! (the facade's `otel` feature carries it).
 //!
 //! Run it with `cargo run --example observability`.
 
@@ -60,6 +61,9 @@ async fn main() -> anyhow::Result<()> {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("observability-example")))
         .with(tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::new("info,librdkafka=warn")));
     tracing::subscriber::set_global_default(subscriber)?;
+    // How the trace context goes into Kafka headers and comes back: W3C trace context (compose it with baggage
+    // or B3 as the rest of the system needs).
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
 
     let mock = rdkafka::mocking::MockCluster::new(1)?;
     mock.create_topic("widgets", 2, 1)?;

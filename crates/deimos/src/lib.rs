@@ -44,3 +44,23 @@ pub use deimos_records_diesel as records;
 /// consumer, a mock Kafka cluster and the embedded registry (crate `deimos-test`, feature `test`).
 #[cfg(feature = "test")]
 pub use deimos_test as test;
+
+/// The names a service uses to produce and consume: `use deimos::prelude::*;`. Each comes with the feature of
+/// its module.
+pub mod prelude {
+    #[cfg(feature = "avro")]
+    pub use deimos_avro::SchemaStore;
+    #[cfg(feature = "config")]
+    pub use deimos_config::Config;
+    #[cfg(feature = "consumer")]
+    pub use deimos_consumer::{
+        Batch, BatchHandler, ConsumerRunner, ErrorPolicy, Handler, HandlerError, Listener, Message, ProcessingOrder,
+        async_trait,
+    };
+    #[cfg(feature = "keys")]
+    pub use deimos_keys::KeyConfig;
+    #[cfg(feature = "producer")]
+    pub use deimos_producer::{KafkaBackend, Producer, ProducerSetup, PublishOptions, Record};
+    #[cfg(feature = "registry")]
+    pub use deimos_registry::{CachedRegistry, HttpRegistry, SchemaRegistry};
+}
