@@ -188,13 +188,9 @@ impl TextMapPropagator for OneHeader {
     fn extract_with_context(&self, cx: &opentelemetry::Context, extractor: &dyn Extractor) -> opentelemetry::Context {
         let ids = extractor.get("x-trace").and_then(|v| v.split_once(':'));
         match ids.map(|(t, s)| (TraceId::from_hex(t), SpanId::from_hex(s))) {
-            Some((Ok(t), Ok(s))) => cx.with_remote_span_context(SpanContext::new(
-                t,
-                s,
-                TraceFlags::SAMPLED,
-                true,
-                TraceState::default(),
-            )),
+            Some((Ok(t), Ok(s))) => {
+                cx.with_remote_span_context(SpanContext::new(t, s, TraceFlags::SAMPLED, true, TraceState::default()))
+            }
             _ => cx.clone(),
         }
     }

@@ -96,7 +96,7 @@ pub(crate) async fn redrive(
             .set("acks", "all")
             .set("enable.idempotence", "true")
             // The producers' partitioner, so a key goes where the service's producers send it.
-            .set("partitioner", config.partitioner()?.librdkafka_name());
+            .set("partitioner", config.partitioner().librdkafka_name());
         for (k, v) in config.producer_settings() {
             producer_config.set(k, v);
         }

@@ -1,43 +1,32 @@
-//! Durations in the file: `"100ms"`, `"30s"`, `"5m"`, `"1h"`, or a plain number of seconds (Deimos's unit for
-//! `session_timeout`, `heartbeat_interval`, `max_wait_time`).
+//! Durations in the file: humantime's `"100ms"`, `"30s"`, `"5m"`, `"1h 30m"`, or a plain number of seconds
+//! (Deimos's unit for `session_timeout`, `heartbeat_interval`, `max_wait_time`).
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 
-/// Parses `"250ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"1h"` or `"30"` (seconds).
+/// Parses a duration as humantime writes it (`"250ms"`, `"30s"`, `"5m"`, `"1h 30m"`, `"2 days"`), or a plain
+/// number of seconds (`"30"`, `"1.5"`: Deimos's unit).
 ///
 /// ```
 /// use std::time::Duration;
 /// use deimos_config::parse_duration;
 ///
 /// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-/// assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+/// assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+/// assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
 /// assert!(parse_duration("soon").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("`{text}` is not a duration: write a number and a unit, such as \"250ms\", \"30s\", \"5m\" or \"1h\"")
-    })?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "`{text}` has an unknown unit `{other}`: use ms, s, m or h (\"250ms\", \"30s\")"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}` is not a duration: {e}"))
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}` is not a duration: {e}"));
+    }
+    // humantime: the units and the error messages (which name the unknown unit and list the known ones).
+    humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration: {e}; write a number and a unit, such as \"250ms\", \"30s\", \"5m\" or \"1h 30m\"")
+    })
 }
 
 struct DurationVisitor;
@@ -102,9 +91,11 @@ mod tests {
     fn units() {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration(" 10 s "), Ok(Duration::from_secs(10)));
-        let err = parse_duration("10 days").unwrap_err();
-        assert!(err.contains("unknown unit `days`"), "{err}");
+        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2 days"), Ok(Duration::from_secs(2 * 86_400)));
+        let err = parse_duration("10 fortnights").unwrap_err();
+        assert!(err.contains("unknown time unit \"fortnights\""), "{err}");
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("-1").is_err());
     }
 }

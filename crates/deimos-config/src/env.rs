@@ -34,6 +34,7 @@ const STRING_KEYS: &[&str] = &[
     "namespace",
     "field",
     "error_policy",
+    "ordering",
     "dead_letter_topic",
     "database_url",
 ];

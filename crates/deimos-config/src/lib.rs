@@ -9,8 +9,8 @@ mod model;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use model::{
-    Config, ConsumerConfig, ConsumersConfig, Delivery, KafkaConfig, KeyConfigSpec, OutboxConfig, ProducerConfig,
-    ProducersConfig, SchemaConfig,
+    Config, ConsumerConfig, ConsumerDelivery, ConsumersConfig, Delivery, KafkaConfig, KeyConfigSpec, OutboxConfig,
+    ProducerConfig, ProducersConfig, SchemaConfig,
 };
 
 /// The prefix of the environment variables that override the file (`DEIMOS_KAFKA__BROKERS`).

@@ -123,9 +123,9 @@ pub struct ProducersConfig {
     /// `:kafka` and `:kafka_async` backends.
     pub delivery: Option<Delivery>,
     /// `consistent` (librdkafka's and ruby-kafka's CRC-32, the default) or `murmur2` (the Java client's).
-    pub partitioner: Option<String>,
+    pub partitioner: Option<Partitioner>,
     /// Payload logging at debug level: `full`, `keys` or `count` (Deimos's `payload_log`).
-    pub payload_log: Option<String>,
+    pub payload_log: Option<PayloadLog>,
     /// librdkafka producer settings (`acks`, `compression.type`, `linger.ms`, `message.max.bytes`, …):
     /// Deimos's `producers.required_acks`, `compression_codec`, `max_retries`, …
     pub settings: BTreeMap<String, String>,
@@ -140,6 +140,19 @@ pub enum Delivery {
     Sync,
     /// Return once queued.
     Async,
+}
+
+/// Deimos's `delivery` of a consumer.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ConsumerDelivery {
+    /// A handler call per message.
+    Message,
+    /// Deimos's batches of messages, each handed to the handler one by one (as Deimos's `consume`).
+    Batch,
+    /// A batch handler gets the whole batch (Deimos's `consume_batch`).
+    InlineBatch,
 }
 
 /// Deimos's `key_config`: exactly one of `none = true`, `plain = true`, `schema = "Name"`, `field = "id"`.
@@ -224,7 +237,7 @@ pub struct ConsumersConfig {
     #[serde(deserialize_with = "duration::option")]
     pub shutdown_timeout: Option<Duration>,
     /// Payload logging at debug level: `full`, `keys` or `count` (Deimos's `payload_log`).
-    pub payload_log: Option<String>,
+    pub payload_log: Option<PayloadLog>,
     /// librdkafka consumer settings (`fetch.max.bytes`, `isolation.level`, …).
     pub settings: BTreeMap<String, String>,
 }
@@ -252,7 +265,7 @@ pub struct ConsumerConfig {
     /// message, as Deimos's `consume` is), or `inline_batch` (a [`BatchHandler`](deimos_consumer::BatchHandler)
     /// gets the batch, Deimos's `consume_batch`). Checked against the handler the service gives: see
     /// [`Config::listener`] and [`ConsumerConfig::is_batch`].
-    pub delivery: Option<String>,
+    pub delivery: Option<ConsumerDelivery>,
     /// Start a new group at the earliest offset (default true, as Deimos).
     pub start_from_beginning: Option<bool>,
     /// Messages per batch at most.
@@ -273,7 +286,7 @@ pub struct ConsumerConfig {
     #[serde(deserialize_with = "duration::option")]
     pub offset_commit_interval: Option<Duration>,
     /// `swallow` (log, count, move on; the default) or `fatal` (retry with backoff).
-    pub error_policy: Option<String>,
+    pub error_policy: Option<ErrorPolicy>,
     /// Attempts of a failing message before it goes to the dead-letter topic.
     pub max_attempts: Option<u32>,
     /// Where messages go after `max_attempts`.
@@ -281,9 +294,9 @@ pub struct ConsumerConfig {
     /// Overrides `consumers.report_lag`.
     pub report_lag: Option<bool>,
     /// Overrides `consumers.payload_log`.
-    pub payload_log: Option<String>,
+    pub payload_log: Option<PayloadLog>,
     /// Which messages are handled in order: `partition` (the default), `key` or `unordered`.
-    pub ordering: Option<String>,
+    pub ordering: Option<ProcessingOrder>,
     /// The most messages (or batches) handled at the same time (default 64).
     pub max_in_flight: Option<usize>,
     /// Deimos's name for [`max_in_flight`](Self::max_in_flight) (Deimos runs that many consumer threads);
@@ -374,19 +387,6 @@ fn secret_values(table: &toml::Table, secret: bool, out: &mut Vec<String>) {
     }
 }
 
-fn payload_log(setting: &str, value: Option<&str>) -> Result<Option<PayloadLog>, ConfigError> {
-    match value.map(str::trim) {
-        None => Ok(None),
-        Some("full") => Ok(Some(PayloadLog::Full)),
-        Some("keys") => Ok(Some(PayloadLog::Keys)),
-        Some("count") => Ok(Some(PayloadLog::Count)),
-        Some(other) => Err(ConfigError::Invalid {
-            setting: setting.to_string(),
-            message: format!("`{other}` is not a payload log level: use \"full\", \"keys\" or \"count\""),
-        }),
-    }
-}
-
 impl Config {
     /// Reads `path`, then applies the `DEIMOS_*` overrides of this process's environment.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
@@ -464,9 +464,6 @@ impl Config {
                 }
             }
         }
-        self.partitioner()?;
-        payload_log("producers.payload_log", self.producers.payload_log.as_deref())?;
-        payload_log("consumers.payload_log", self.consumers.payload_log.as_deref())?;
         for p in &self.producer_list {
             if let Some(k) = &p.key_config {
                 k.to_key_config(&format!("producer `{}`: key_config", p.name))?;
@@ -476,9 +473,6 @@ impl Config {
             if let Some(k) = &c.key_config {
                 k.to_key_config(&format!("consumer `{}`: key_config", c.name))?;
             }
-            payload_log(&format!("consumer `{}`: payload_log", c.name), c.payload_log.as_deref())?;
-            error_policy(c)?;
-            delivery(c)?;
         }
         Ok(())
     }
@@ -495,16 +489,9 @@ impl Config {
             })
     }
 
-    /// The producers' partitioner.
-    pub fn partitioner(&self) -> Result<Partitioner, ConfigError> {
-        match self.producers.partitioner.as_deref().map(str::trim) {
-            None | Some("consistent") => Ok(Partitioner::Consistent),
-            Some("murmur2") => Ok(Partitioner::Murmur2),
-            Some(other) => Err(ConfigError::Invalid {
-                setting: "producers.partitioner".into(),
-                message: format!("`{other}` is not a partitioner: use \"consistent\" or \"murmur2\""),
-            }),
-        }
+    /// The producers' partitioner (default `consistent`).
+    pub fn partitioner(&self) -> Partitioner {
+        self.producers.partitioner.unwrap_or_default()
     }
 
     /// The schema folder: `schema.path`, default `schemas`.
@@ -565,7 +552,7 @@ impl Config {
     pub fn kafka_backend_builder(&self) -> Result<KafkaBackendBuilder, ConfigError> {
         Ok(KafkaBackend::builder()
             .bootstrap_servers(self.brokers()?)
-            .partitioner(self.partitioner()?)
+            .partitioner(self.partitioner())
             .settings(&self.producer_settings()))
     }
 
@@ -596,7 +583,7 @@ impl Config {
                 Delivery::Async => DeliveryMode::Async,
             });
         }
-        if let Some(level) = payload_log("producers.payload_log", self.producers.payload_log.as_deref())? {
+        if let Some(level) = self.producers.payload_log {
             builder = builder.payload_log(level);
         }
         Ok(builder.disabled(self.producers.disabled))
@@ -697,20 +684,13 @@ impl Config {
         if let Some(t) = c.offset_commit_interval.or(self.consumers.offset_commit_interval) {
             b = b.commit_interval(t);
         }
-        if let Some(policy) = error_policy(c)? {
+        if let Some(policy) = c.error_policy {
             b = b.error_policy(policy);
         }
         if let Some(n) = c.max_attempts {
             b = b.max_attempts(n);
         }
-        if let Some(ordering) = c.ordering.as_deref() {
-            let ordering = ordering
-                .trim()
-                .parse::<ProcessingOrder>()
-                .map_err(|message| ConfigError::Invalid {
-                    setting: format!("consumer `{}`: ordering", c.name),
-                    message,
-                })?;
+        if let Some(ordering) = c.ordering {
             b = b.ordering(ordering);
         }
         match (c.max_in_flight, c.max_concurrency) {
@@ -727,8 +707,7 @@ impl Config {
             b = b.dead_letter_topic(topic);
         }
         b = b.report_lag(c.report_lag.unwrap_or(self.consumers.report_lag));
-        let level = c.payload_log.as_deref().or(self.consumers.payload_log.as_deref());
-        if let Some(level) = payload_log(&format!("consumer `{}`: payload_log", c.name), level)? {
+        if let Some(level) = c.payload_log.or(self.consumers.payload_log) {
             b = b.payload_log(level);
         }
         for (k, v) in &c.settings {
@@ -811,32 +790,6 @@ impl Config {
 impl ConsumerConfig {
     /// Whether `delivery` asks for a batch handler (`inline_batch`); `message`, `batch` and unset are per message.
     pub fn is_batch(&self) -> bool {
-        matches!(delivery(self), Ok(Some(true)))
-    }
-}
-
-fn error_policy(c: &ConsumerConfig) -> Result<Option<ErrorPolicy>, ConfigError> {
-    match c.error_policy.as_deref().map(str::trim) {
-        None => Ok(None),
-        Some("swallow") => Ok(Some(ErrorPolicy::Swallow)),
-        Some("fatal") => Ok(Some(ErrorPolicy::Fatal)),
-        Some(other) => Err(ConfigError::Invalid {
-            setting: format!("consumer `{}`: error_policy", c.name),
-            message: format!("`{other}` is not an error policy: use \"swallow\" or \"fatal\""),
-        }),
-    }
-}
-
-fn delivery(c: &ConsumerConfig) -> Result<Option<bool>, ConfigError> {
-    match c.delivery.as_deref().map(str::trim) {
-        None => Ok(None),
-        Some("message" | "batch") => Ok(Some(false)),
-        Some("inline_batch") => Ok(Some(true)),
-        Some(other) => Err(ConfigError::Invalid {
-            setting: format!("consumer `{}`: delivery", c.name),
-            message: format!(
-                "`{other}` is not a delivery: use \"message\" or \"batch\" (a Handler per message) or \"inline_batch\" (a BatchHandler)"
-            ),
-        }),
+        self.delivery == Some(ConsumerDelivery::InlineBatch)
     }
 }

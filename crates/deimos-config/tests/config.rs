@@ -55,14 +55,34 @@ fn mistakes_are_named_with_their_place() {
         "{err}"
     );
 
-    let err = Config::from_toml_str("[consumers]\nsession_timeout = \"30 seconds\"\n").unwrap_err();
-    assert!(err.to_string().contains("unknown unit `seconds`"), "{err}");
+    let err = Config::from_toml_str("[consumers]\nsession_timeout = \"30 sekunden\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown time unit \"sekunden\"") && text.contains("\"30s\"") && text.contains("line 2"),
+        "{text}"
+    );
 
     let err = Config::from_toml_str("[consumers]\nbackoff = [\"60s\", \"1s\"]\n").unwrap_err();
     assert!(err.to_string().contains("larger than the second"), "{err}");
 
     let err = Config::from_toml_str("[[consumer]]\nname = \"C\"\nerror_policy = \"ignore\"\n").unwrap_err();
-    assert!(err.to_string().contains("use \"swallow\" or \"fatal\""), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown variant `ignore`, expected `swallow` or `fatal`") && text.contains("line 3"),
+        "{text}"
+    );
+    let err = Config::from_toml_str("[[consumer]]\nname = \"C\"\nordering = \"keys\"\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown variant `keys`, expected one of `partition`, `key`, `unordered`"),
+        "{err}"
+    );
+    let err = Config::from_toml_str("[producers]\npayload_log = \"all\"\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown variant `all`, expected one of `full`, `keys`, `count`"),
+        "{err}"
+    );
 
     let config = Config::from_toml_str("[[consumer]]\nname = \"C\"\ntopic = \"t\"\n").unwrap();
     let err = config.listener("C").err().unwrap();
@@ -224,7 +244,8 @@ fn listeners_take_the_consumer_defaults_and_their_own_settings() {
     assert_eq!(topics, ["dev.widgets"]);
     let err = config.runner(registry).unwrap().listener(off).build().err().unwrap();
     assert!(
-        err.to_string().contains("every listener of the consumer runner is disabled (topics x)"),
+        err.to_string()
+            .contains("every listener of the consumer runner is disabled (topics x)"),
         "{err}"
     );
 }

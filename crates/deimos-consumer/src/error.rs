@@ -171,10 +171,6 @@ pub enum ConsumerError {
         message: String,
     },
 
-    /// Waiting for SIGTERM / ctrl-c could not be set up.
-    #[error("could not listen for SIGTERM / ctrl-c: {0}; use `run_until(future)` to stop the runner another way")]
-    Signal(#[source] std::io::Error),
-
     /// A listener's task panicked (a handler panicked); the runner shut the other listeners down.
     #[error(
         "the listener for topic `{topic}` (group `{group_id}`) panicked: {message}; handlers should return errors instead of panicking"

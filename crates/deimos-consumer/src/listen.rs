@@ -12,13 +12,13 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deimos_core::shutdown::CancellationToken;
 use deimos_metrics::catalogue::PARTITIONS_HELD;
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -46,8 +46,8 @@ const FULL_BEFORE_PAUSE: Duration = Duration::from_secs(1);
 
 /// When a listener stops, and how long it may take to finish its units in flight and commit.
 pub(crate) struct Stop {
-    /// Turns true when the runner shuts down.
-    pub(crate) signal: watch::Receiver<bool>,
+    /// Cancelled when the runner shuts down.
+    pub(crate) signal: CancellationToken,
     /// How long the final commit may be retried (while the group rebalances, say); units in flight get half.
     pub(crate) commit_within: Duration,
 }
@@ -99,7 +99,7 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
     let mut paused: BTreeSet<i32> = BTreeSet::new();
     let mut gauges = HeldGauges::new(&topic);
     let mut stream = consumer.stream();
-    let mut stopped = pin!(wait_shutdown(shutdown.clone()));
+    let mut stopped = pin!(shutdown.clone().cancelled_owned());
     let mut ended = false;
     let mut next_report = Instant::now();
     health.publish(|h| h.running = true, Some(Instant::now().into_std()));
@@ -111,7 +111,7 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
         progress: &progress,
     };
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             break;
         }
         // Backpressure: while the buffer is full, take nothing more from the consumer; past a second, pause every
@@ -652,10 +652,6 @@ impl HeldGauges {
             gauge.set(0.0);
         }
     }
-}
-
-async fn wait_shutdown(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 fn kafka_error(topic: &str, error: &rdkafka::error::KafkaError) {

@@ -35,7 +35,8 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
 /// after a crash nothing is skipped (messages finished after an unfinished one are handled again). Retries,
 /// fatal errors and dead letters hold only what must stay in order behind them: the message's key in `Key`
 /// order, its partition in `Partition` order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum ProcessingOrder {
     /// Each partition in order, partitions at the same time (Deimos's order within a partition). Batch handlers
@@ -61,28 +62,14 @@ impl ProcessingOrder {
     }
 }
 
-impl std::str::FromStr for ProcessingOrder {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ProcessingOrder, String> {
-        match s {
-            "partition" => Ok(ProcessingOrder::Partition),
-            "key" => Ok(ProcessingOrder::Key),
-            "unordered" => Ok(ProcessingOrder::Unordered),
-            other => Err(format!(
-                "unknown ordering `{other}`: use `partition` (the default), `key` or `unordered`"
-            )),
-        }
-    }
-}
-
 /// What happens when handling a message (or batch) fails, or it cannot be decoded.
 ///
 /// Whatever the listener's policy, an error is also fatal when the runner has
 /// [`reraise_errors`](crate::ConsumerRunnerBuilder::reraise_errors), when the runner's
 /// [`fatal_error`](crate::ConsumerRunnerBuilder::fatal_error) predicate says so, or when the handler's own
 /// [`fatal_error`](crate::Handler::fatal_error) says so (Deimos's `_error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum ErrorPolicy {
     /// Log a warning, count `handler{status=error}`, send the message to the dead-letter topic if there is

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use deimos_avro::{AvroSchema, SchemaStore};
 use deimos_core::redact;
+use deimos_core::shutdown::{self, CancellationToken};
 use deimos_keys::{KeyConfig, KeyDecoder, KeySpec};
 use deimos_registry::{SchemaCodec, SchemaRegistry};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::context::{KafkaConsumer, ListenerContext, commit_stored};
@@ -42,7 +42,7 @@ pub struct ConsumerRunner {
     reraise_errors: bool,
     fatal_error: Option<FatalFn>,
     shutdown_timeout: Duration,
-    shutdown: Arc<watch::Sender<bool>>,
+    shutdown: CancellationToken,
     control: RunnerControl,
 }
 
@@ -73,18 +73,24 @@ struct Prepared {
 
 /// Stops a running [`ConsumerRunner`] from anywhere. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+pub struct ShutdownHandle(CancellationToken);
 
 impl ShutdownHandle {
     /// Asks the runner to shut down gracefully: stop fetching, finish in-flight messages, commit, leave the
     /// groups. Returns at once; the runner's `run` future completes when it is done.
     pub fn shutdown(&self) {
-        self.0.send_replace(true);
+        self.0.cancel();
     }
 
     /// Whether shutdown was asked for.
     pub fn is_shutdown(&self) -> bool {
-        *self.0.borrow()
+        self.0.is_cancelled()
+    }
+
+    /// The runner's stop as tokio-util's `CancellationToken`: cancelling it shuts the runner down, and
+    /// `cancelled()` waits until something did (to stop other parts of a service along with the runner).
+    pub fn token(&self) -> CancellationToken {
+        self.0.clone()
     }
 }
 
@@ -96,7 +102,7 @@ impl ConsumerRunner {
 
     /// A handle that shuts this runner down.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(Arc::clone(&self.shutdown))
+        ShutdownHandle(self.shutdown.clone())
     }
 
     /// A handle to pause, resume and seek the runner's listeners, and to read their [`Health`](crate::Health)
@@ -107,34 +113,11 @@ impl ConsumerRunner {
 
     /// Runs until SIGTERM or ctrl-c (or a [`ShutdownHandle`]), then shuts down gracefully.
     pub async fn run(self) -> Result<(), ConsumerError> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).map_err(ConsumerError::Signal)?;
-            let stop = async move {
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => {
-                        if let Err(error) = r {
-                            tracing::error!(%error, "cannot listen for ctrl-c; waiting for SIGTERM");
-                            term.recv().await;
-                        }
-                    }
-                    _ = term.recv() => {}
-                }
-                tracing::info!("shutdown signal received");
-            };
-            self.run_until(stop).await
-        }
-        #[cfg(not(unix))]
-        {
-            let stop = async {
-                if let Err(error) = tokio::signal::ctrl_c().await {
-                    tracing::error!(%error, "cannot listen for ctrl-c; use a ShutdownHandle");
-                    std::future::pending::<()>().await;
-                }
-            };
-            self.run_until(stop).await
-        }
+        self.run_until(async {
+            shutdown::signal().await;
+            tracing::info!("shutdown signal received");
+        })
+        .await
     }
 
     /// Runs until `stop` completes (or a [`ShutdownHandle`] is used), then shuts down gracefully: stops
@@ -175,12 +158,11 @@ impl ConsumerRunner {
         let _abort_on_drop = AbortOnDrop(running.iter().map(|r| r.task.abort_handle()).collect());
         if failed.is_none() {
             tracing::info!(listeners = running.len(), "consumer runner started");
-            let mut handle_stop = shutdown.subscribe();
             let ended = {
                 let any_ended = futures::future::select_all(running.iter_mut().map(|r| &mut r.task));
                 tokio::select! {
                     () = stop => None,
-                    _ = handle_stop.wait_for(|s| *s) => None,
+                    () = shutdown.cancelled() => None,
                     (result, index, _) = any_ended => Some((result, index)),
                 }
             };
@@ -194,7 +176,7 @@ impl ConsumerRunner {
                 }
             }
         }
-        shutdown.send_replace(true);
+        shutdown.cancel();
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
         for r in &mut running {
             if r.finished {
@@ -296,7 +278,7 @@ fn start(
     codec: &Arc<SchemaCodec>,
     reraise_errors: bool,
     global_fatal: Option<FatalFn>,
-    shutdown: &Arc<watch::Sender<bool>>,
+    shutdown: &CancellationToken,
     shutdown_timeout: Duration,
 ) -> Result<Running, ConsumerError> {
     let Prepared {
@@ -378,7 +360,7 @@ fn start(
             progress,
             wiring,
             stop: Stop {
-                signal: shutdown.subscribe(),
+                signal: shutdown.clone(),
                 commit_within,
             },
         },
@@ -532,14 +514,13 @@ impl ConsumerRunnerBuilder {
             controls.push(control);
             prepared.push(prepare(listener, &store, &servers, &self.kafka_settings, wiring)?);
         }
-        let (shutdown, _) = watch::channel(false);
         Ok(ConsumerRunner {
             listeners: prepared,
             codec: Arc::new(SchemaCodec::from_arc(registry)),
             reraise_errors: self.reraise_errors,
             fatal_error: self.fatal_error,
             shutdown_timeout: self.shutdown_timeout,
-            shutdown: Arc::new(shutdown),
+            shutdown: CancellationToken::new(),
             control: RunnerControl {
                 listeners: Arc::new(controls),
             },
@@ -567,10 +548,11 @@ pub(crate) fn schemas(listener: &Listener, store: &SchemaStore) -> Result<Schema
         schema,
         source: Box::new(source),
     })?;
-    let key_spec = KeySpec::build(listener.key_config.clone(), &reader, store).map_err(|source| ConsumerError::KeyConfig {
-        topic: topic.clone(),
-        source: Box::new(source),
-    })?;
+    let key_spec =
+        KeySpec::build(listener.key_config.clone(), &reader, store).map_err(|source| ConsumerError::KeyConfig {
+            topic: topic.clone(),
+            source: Box::new(source),
+        })?;
     let timestamp = TimestampField::of(&reader);
     Ok(Schemas {
         reader,

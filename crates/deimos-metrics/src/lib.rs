@@ -11,7 +11,8 @@ pub use catalogue::{MetricDef, MetricKind, describe_all};
 /// How much of a message's content debug logs show (Deimos's `payload_log`). Payloads are never logged at
 /// info level or above; at debug level, `Full` (the default, as Deimos) logs payloads and keys, `Keys` only keys,
 /// `Count` only how many messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum PayloadLog {
     /// Payloads and keys.

@@ -153,7 +153,10 @@ mod otel {
 
     impl Extractor for HeaderExtractor<'_> {
         fn get(&self, key: &str) -> Option<&str> {
-            self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| *v)
+            self.0
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| *v)
         }
 
         fn keys(&self) -> Vec<&str> {
@@ -309,10 +312,17 @@ mod tests {
         assert!(sc.is_sampled() && sc.is_remote());
         assert_eq!(sc.trace_state().header(), "congo=t61rcWkgMzE");
 
-        let mut out = vec![("traceparent".to_string(), b"stale".to_vec()), ("h".to_string(), b"v".to_vec())];
+        let mut out = vec![
+            ("traceparent".to_string(), b"stale".to_vec()),
+            ("h".to_string(), b"v".to_vec()),
+        ];
         propagator.inject_context(&cx, &mut otel::HeaderInjector(&mut out));
         let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["h", "traceparent", "tracestate"], "one header per field, the stale one replaced");
+        assert_eq!(
+            names,
+            ["h", "traceparent", "tracestate"],
+            "one header per field, the stale one replaced"
+        );
         assert_eq!(out[1].1, tp);
 
         // Without an OpenTelemetry layer, spans carry nothing; without a valid context nothing is a parent.

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deimos_core::redact;
+use deimos_core::shutdown::{self, CancellationToken};
 use deimos_metrics::catalogue::{
     DB_PRODUCER_PROCESS, DB_PRODUCER_TOO_LARGE, PENDING_DB_MESSAGES_COUNT, PENDING_DB_MESSAGES_MAX_WAIT,
 };
@@ -360,7 +361,7 @@ impl Relay {
 
     /// Runs until SIGTERM or ctrl-c, then shuts down gracefully.
     pub async fn run(&self) -> Result<RelayStats, OutboxError> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(shutdown::signal()).await
     }
 
     /// Runs until `stop` completes, then stops taking new batches, waits (up to `shutdown_timeout`) for those in
@@ -389,7 +390,7 @@ impl Relay {
         // Fail early on a database that cannot be reached or lacks the tables.
         let mut coord = pool::get(&pool, &self.url).await?;
         coord.leases().await.map_err(OutboxError::not_migrated)?;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopping = CancellationToken::new();
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
         let counters = Arc::new(Counters::default());
@@ -400,7 +401,7 @@ impl Relay {
                     self.url.clone(),
                     self.config.connect_timeout,
                     Arc::clone(&wake_tx),
-                    stop_rx.clone(),
+                    stopping.clone(),
                     self.config.backoff,
                 ),
             ))
@@ -456,7 +457,7 @@ impl Relay {
                         relay: self.clone(),
                         pool: pool.clone(),
                         counters: Arc::clone(&counters),
-                        stop: stop_rx.clone(),
+                        stop: stopping.clone(),
                         wake: wake_rx.clone(),
                         wake_all: Arc::clone(&wake_tx),
                         lease_failure: None,
@@ -526,7 +527,7 @@ impl Relay {
             }
         }
         // Shut down: workers finish what is in flight, delete it and release their leases.
-        let _ = stop_tx.send(true);
+        stopping.cancel();
         let deadline = self.config.shutdown_timeout + self.config.backoff.1.min(Duration::from_secs(5));
         if tokio::time::timeout(deadline, async { while workers.join_next().await.is_some() {} })
             .await
@@ -554,29 +555,6 @@ impl Relay {
     }
 }
 
-/// Waits for SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -596,7 +574,7 @@ async fn listen(
     url: String,
     connect_timeout: Duration,
     wake: Arc<watch::Sender<u64>>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     delays: (Duration, Duration),
 ) {
     let mut failures = 0u32;
@@ -617,7 +595,7 @@ async fn listen(
             Ok::<(), OutboxError>(())
         };
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
             result = run => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "outbox relay: notification listener reconnecting (polling meanwhile)");
@@ -626,7 +604,7 @@ async fn listen(
         }
         failures = failures.saturating_add(1);
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
             () = tokio::time::sleep(backoff(delays, failures)) => {}
         }
     }
@@ -668,7 +646,7 @@ struct Worker {
     /// Where a connection that failed is replaced from.
     pool: pool::Pool,
     counters: Arc<Counters>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     wake: watch::Receiver<u64>,
     /// Wakes the relay's other workers and its search for partitions with rows (after rows got a partition).
     wake_all: Arc<watch::Sender<u64>>,
@@ -795,7 +773,7 @@ impl Worker {
             if let Some(e) = self.lease_failure.take() {
                 return Err(e);
             }
-            let stopping = *self.stop.borrow();
+            let stopping = self.stop.is_cancelled();
             if self.renew_in().is_zero() {
                 self.renew(conn).await?;
             }
@@ -869,11 +847,11 @@ impl Worker {
                     let delay = backoff(config.backoff, failures);
                     tracing::warn!(topic = %self.topic, partition = self.partition, %error, ?delay,
                         "outbox relay: messages not delivered; sending them again after backoff");
-                    let mut stop = self.stop.clone();
+                    let stop = self.stop.clone();
                     let pause = async {
                         tokio::select! {
                             () = tokio::time::sleep(delay) => true,
-                            _ = stop.wait_for(|s| *s) => false,
+                            () = stop.cancelled() => false,
                         }
                     };
                     if !self.renewing(conn, pause).await? {
@@ -894,7 +872,7 @@ impl Worker {
         let limit = i64::try_from(config.batch_size).unwrap_or(i64::MAX);
         let mut idle_since: Option<Instant> = None;
         loop {
-            if *self.stop.borrow() {
+            if self.stop.is_cancelled() {
                 return Ok(());
             }
             if self.renew_in().is_zero() {
@@ -947,7 +925,7 @@ impl Worker {
         let nap = config.poll_interval.min(self.renew_in());
         tokio::select! {
             _ = self.wake.changed() => {}
-            _ = self.stop.changed() => {}
+            () = self.stop.cancelled() => {}
             () = tokio::time::sleep(nap) => {}
         }
         true

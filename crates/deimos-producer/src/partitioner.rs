@@ -3,7 +3,8 @@
 //! with that key.
 
 /// How keys map to partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Partitioner {
     /// CRC-32 of the key modulo the partition count: librdkafka's default `consistent_random` and what

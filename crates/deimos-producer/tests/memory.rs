@@ -423,7 +423,11 @@ async fn a_disabled_setup_disables_its_own_producers_and_no_others() {
     assert!(quiet.publish(widget(json!(1))).await.unwrap().disabled);
     assert!(!loud.publish(widget(json!(2))).await.unwrap().disabled);
     assert!(off.backend.sent().is_empty());
-    assert_eq!(on.backend.sent().len(), 1, "a producer of the same name on another setup still sends");
+    assert_eq!(
+        on.backend.sent().len(),
+        1,
+        "a producer of the same name on another setup still sends"
+    );
     assert!(!disable::all_disabled(), "nothing process-wide changed");
 }
 
