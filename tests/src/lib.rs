@@ -4,3 +4,8 @@
 /// `com::acme::Widget`, `com::acme::orders::Order`, …: the types of every schema under `schemas/`.
 #[rustfmt::skip]
 pub mod generated;
+
+/// The repository README's Rust examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

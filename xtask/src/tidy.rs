@@ -387,9 +387,11 @@ fn facade_feature_problems(package: &Package) -> Vec<String> {
             continue;
         }
         let deps: Vec<&str> = entries.iter().filter_map(|entry| entry.strip_prefix("dep:")).collect();
-        if deps.is_empty() {
+        // A feature may also turn on a feature of a sub-crate (`deimos-registry/embedded`).
+        let sub_features = entries.iter().any(|entry| entry.contains('/'));
+        if deps.is_empty() && !sub_features {
             out.push(format!(
-                "feature `{feature}` enables no sub-crate with `dep:` syntax ({entries:?})"
+                "feature `{feature}` enables no sub-crate with `dep:` syntax, nor a feature of one ({entries:?})"
             ));
         }
         enabled_with_dep.extend(deps);
@@ -407,8 +409,8 @@ fn facade_feature_problems(package: &Package) -> Vec<String> {
 /// Attribute names allowed in the facade.
 const FACADE_ATTRIBUTES: &[&str] = &["doc", "cfg", "cfg_attr", "allow", "warn", "deny", "forbid", "expect"];
 
-/// Items of the facade's lib.rs that are not docs, `pub use` re-exports or cfg/doc/lint attributes,
-/// with their line numbers.
+/// Items of the facade's lib.rs that are not docs, `pub use` re-exports, cfg/doc/lint attributes or the
+/// `prelude` module (itself made of those only), with their line numbers.
 fn facade_logic(source: &str) -> Vec<(usize, String)> {
     rust_items(source)
         .into_iter()
@@ -419,6 +421,11 @@ fn facade_logic(source: &str) -> Vec<(usize, String)> {
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
                     .collect();
                 !FACADE_ATTRIBUTES.contains(&name.as_str())
+            } else if let Some(body) = item
+                .strip_prefix("pub mod prelude {")
+                .and_then(|rest| rest.strip_suffix('}'))
+            {
+                !facade_logic(body).is_empty()
             } else {
                 !(item.starts_with("pub use ") && item.ends_with(';'))
             }
@@ -609,6 +616,11 @@ pub use deimos_registry::{
         let source = "#![doc = \"x // not a comment\"]\npub use a as b;\nuse std::fmt;\n\npub fn helper() -> u8 {\n    1\n}\nmod inner;\n#[derive(Debug)]\npub struct S;\n";
         let found: Vec<usize> = facade_logic(source).into_iter().map(|(line, _)| line).collect();
         assert_eq!(found, vec![3, 5, 8, 9, 10]);
+        // A prelude of re-exports is allowed; one with anything else is not.
+        let prelude = "pub mod prelude {\n    #[cfg(feature = \"a\")]\n    pub use a::{B, C};\n}\n";
+        assert_eq!(facade_logic(prelude), Vec::<(usize, String)>::new());
+        let logic = "pub mod prelude {\n    pub use a::B;\n    pub fn f() {}\n}\n";
+        assert_eq!(facade_logic(logic).len(), 1);
     }
 
     #[test]

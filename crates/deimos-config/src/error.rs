@@ -64,6 +64,12 @@ pub enum ConfigError {
     /// The schema registry client could not be built from `[schema]`.
     #[error("building the schema registry client from [schema]: {0}")]
     Registry(#[source] deimos_registry::RegistryError),
+    /// A producer could not be built from its `[[producer]]` entry.
+    #[error("{0}")]
+    Producer(#[source] deimos_producer::BuildError),
+    /// A listener or the consumer runner could not be built from the `[[consumer]]` entries.
+    #[error("{0}")]
+    Consumer(#[source] deimos_consumer::ConsumerError),
     /// The schemas under `schema.path` could not be loaded.
     #[error("loading the schemas of schema.path: {0}")]
     Schema(#[source] deimos_avro::SchemaError),

@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+mod assemble;
 mod debug;
 mod duration;
 mod env;
 mod error;
 mod model;
 
+pub use assemble::Handlers;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use model::{

@@ -71,6 +71,10 @@ pub struct Config {
     pub consumer_list: Vec<ConsumerConfig>,
     /// `[outbox]`: the transactional outbox's database and relay.
     pub outbox: OutboxConfig,
+    /// What [`producer`](Config::producer) and [`runner`](Config::runner) build once and share (not read from
+    /// the file; clones of the configuration share it).
+    #[serde(skip)]
+    pub(crate) shared: crate::assemble::Shared,
 }
 
 /// `[kafka]` (Deimos's `kafka.*`). `Debug` hides the values of secret settings (`sasl.*`, `ssl.key.*`, passwords).
@@ -602,8 +606,9 @@ impl Config {
     }
 
     /// A builder of the `[[producer]]` named `name`, with its topic, schema, namespace and key config; add a
-    /// partition-key function if the producer has one, then `build(&setup)`.
-    pub fn producer(&self, name: &str) -> Result<ProducerBuilder, ConfigError> {
+    /// partition-key function if the producer has one, then `build(&setup)`. [`producer`](Self::producer)
+    /// builds it on the configuration's own setup.
+    pub fn producer_builder(&self, name: &str) -> Result<ProducerBuilder, ConfigError> {
         let p = self.producer_config(name)?;
         let mut builder = Producer::builder(&p.name);
         if let Some(topic) = &p.topic {
@@ -718,7 +723,8 @@ impl Config {
 
     /// A consumer runner builder with `kafka.brokers`, the shared and `[consumers]` librdkafka settings,
     /// `reraise_errors`, the shutdown timeout, `registry` and the schema store; add the listeners and build.
-    pub fn runner(&self, registry: Arc<dyn SchemaRegistry>) -> Result<ConsumerRunnerBuilder, ConfigError> {
+    /// [`runner`](Self::runner) does all of that from the configuration and the handlers.
+    pub fn runner_builder(&self, registry: Arc<dyn SchemaRegistry>) -> Result<ConsumerRunnerBuilder, ConfigError> {
         let mut b = ConsumerRunner::builder()
             .bootstrap_servers(self.brokers()?)
             .kafka_settings(self.consumer_settings())

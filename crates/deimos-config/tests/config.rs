@@ -29,7 +29,7 @@ fn the_documented_example_parses_and_builds_its_listeners() {
     let config = Config::from_toml_str(&documented_example()).unwrap();
     assert!(!config.producer_list.is_empty() && !config.consumer_list.is_empty());
     for p in &config.producer_list {
-        let _ = config.producer(&p.name).unwrap();
+        let _ = config.producer_builder(&p.name).unwrap();
     }
     for c in config.enabled_consumers() {
         let _ = config.listener(&c.name).unwrap();
@@ -139,7 +139,12 @@ async fn producers_publish_as_configured() {
     let backend = MemoryBackend::new();
     let store = Arc::new(deimos_avro::SchemaStore::load_all(SCHEMAS).unwrap());
     let setup = config.producer_setup(store, registry, backend.clone()).unwrap().build();
-    let producer = config.producer("WidgetProducer").unwrap().build(&setup).await.unwrap();
+    let producer = config
+        .producer_builder("WidgetProducer")
+        .unwrap()
+        .build(&setup)
+        .await
+        .unwrap();
     assert_eq!(producer.topic(), "dev.widgets");
     assert_eq!(producer.value_subject(), "dev.widgets-value");
     assert_eq!(producer.key_subject(), "dev.widgets-key");
@@ -168,7 +173,7 @@ async fn disabled_producers_stay_within_their_setup() {
         .producer_setup(Arc::clone(&store), registry, backend.clone())
         .unwrap()
         .build();
-    let producer = config.producer("P").unwrap().build(&setup).await.unwrap();
+    let producer = config.producer_builder("P").unwrap().build(&setup).await.unwrap();
     let widget = json!({"id": 7, "name": "w", "description": "", "price": 1.0, "quantity": 1,
                         "status": "ACTIVE", "tags": [], "updated_at": 0});
     assert!(producer.publish(widget).await.unwrap().disabled);
@@ -233,7 +238,7 @@ fn listeners_take_the_consumer_defaults_and_their_own_settings() {
     assert!(off.is_disabled() && !listener.is_disabled());
     let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
     let runner = config
-        .runner(Arc::clone(&registry))
+        .runner_builder(Arc::clone(&registry))
         .unwrap()
         .listener(listener)
         .listener(off.clone())
@@ -242,7 +247,13 @@ fn listeners_take_the_consumer_defaults_and_their_own_settings() {
     let control = runner.control();
     let topics: Vec<&str> = control.listeners().iter().map(|l| l.topic()).collect();
     assert_eq!(topics, ["dev.widgets"]);
-    let err = config.runner(registry).unwrap().listener(off).build().err().unwrap();
+    let err = config
+        .runner_builder(registry)
+        .unwrap()
+        .listener(off)
+        .build()
+        .err()
+        .unwrap();
     assert!(
         err.to_string()
             .contains("every listener of the consumer runner is disabled (topics x)"),
@@ -285,4 +296,131 @@ fn the_outbox_section_sets_the_relay() {
         (defaults.connect_timeout, defaults.statement_timeout)
     );
     assert_eq!(documented.pool_size, Some(defaults.max_workers + 1));
+}
+
+struct Batches;
+
+#[async_trait::async_trait]
+impl deimos_consumer::BatchHandler for Batches {
+    type Payload = Json;
+    async fn consume_batch(&self, _batch: deimos_consumer::Batch<Json>) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// A configuration with two enabled consumers (one per message, one per batch) and a disabled one.
+fn consuming() -> Config {
+    Config::from_toml_str(
+        r#"
+        [kafka]
+        brokers = "localhost:9092"
+        [schema]
+        registry_url = "http://localhost:8081"
+        path = "SCHEMAS"
+        [[consumer]]
+        name = "Widgets"
+        topic = "widgets"
+        group_id = "g"
+        schema = "com.acme.Widget"
+        key_config = { field = "id" }
+        [[consumer]]
+        name = "WidgetBatches"
+        topic = "widgets"
+        group_id = "g2"
+        schema = "com.acme.Widget"
+        key_config = { field = "id" }
+        delivery = "inline_batch"
+        [[consumer]]
+        name = "Off"
+        topic = "x"
+        group_id = "g3"
+        disabled = true
+        "#
+        .replace("SCHEMAS", SCHEMAS)
+        .as_str(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_runner_comes_from_the_configuration_and_the_handlers() {
+    let config = consuming();
+    let runner = config
+        .runner(
+            deimos_config::Handlers::new()
+                .handler("widgets", Nothing)
+                .batch_handler("WidgetBatches", Batches),
+        )
+        .unwrap();
+    let control = runner.control();
+    let groups: Vec<&str> = control.listeners().iter().map(|l| l.group_id()).collect();
+    assert_eq!(groups, ["g", "g2"], "every enabled consumer, the disabled one left out");
+
+    let err = config
+        .runner(deimos_config::Handlers::new().handler("Widgets", Nothing))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the handler of consumer `WidgetBatches` is not set")
+            && err.to_string().contains(".batch_handler(\"WidgetBatches\""),
+        "{err}"
+    );
+    let err = config
+        .runner(
+            deimos_config::Handlers::new()
+                .handler("Widgets", Nothing)
+                .handler("WidgetBatches", Nothing),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("consumer `WidgetBatches`: delivery") && err.to_string().contains("batch_handler"),
+        "{err}"
+    );
+    let err = config
+        .runner(deimos_config::Handlers::new().handler("Gadgets", Nothing))
+        .unwrap_err();
+    assert!(err.to_string().contains("no [[consumer]] named `Gadgets`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_comes_from_the_configuration_by_name() {
+    let kafka = rdkafka::mocking::MockCluster::new(1).unwrap();
+    kafka.create_topic("dev.widgets", 1, 1).unwrap();
+    let registry = deimos_registry::EmbeddedRegistry::start().await.unwrap();
+    let config = Config::from_toml_str(&format!(
+        r#"
+        [kafka]
+        brokers = "{}"
+        [schema]
+        registry_url = "{}"
+        path = "{SCHEMAS}"
+        [producers]
+        topic_prefix = "dev."
+        [[producer]]
+        name = "WidgetProducer"
+        topic = "widgets"
+        schema = "com.acme.Widget"
+        key_config = {{ field = "id" }}
+        "#,
+        kafka.bootstrap_servers(),
+        registry.url()
+    ))
+    .unwrap();
+    let widgets = config.producer("WidgetProducer").await.unwrap();
+    let report = widgets
+        .publish(
+            json!({"id": 7, "name": "w", "description": "", "price": 1.0, "quantity": 1,
+                        "status": "ACTIVE", "tags": [], "updated_at": 0}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.topic, "dev.widgets");
+    assert!(!report.disabled);
+    let subjects = registry.registry().subjects().await.unwrap();
+    assert!(subjects.contains(&"dev.widgets-value".to_string()), "{subjects:?}");
+    // The second producer shares the first one's setup (one librdkafka producer).
+    let again = config.producer("widgetproducer").await.unwrap();
+    assert_eq!(again.topic(), "dev.widgets");
+    let err = config.producer("Nope").await.unwrap_err();
+    assert!(err.to_string().contains("no [[producer]] named `Nope`"), "{err}");
 }

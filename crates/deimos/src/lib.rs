@@ -51,7 +51,7 @@ pub mod prelude {
     #[cfg(feature = "avro")]
     pub use deimos_avro::SchemaStore;
     #[cfg(feature = "config")]
-    pub use deimos_config::Config;
+    pub use deimos_config::{Config, Handlers};
     #[cfg(feature = "consumer")]
     pub use deimos_consumer::{
         Batch, BatchHandler, ConsumerRunner, ErrorPolicy, Handler, HandlerError, Listener, Message, ProcessingOrder,
