@@ -90,7 +90,10 @@ impl Config {
     pub async fn producer(&self, name: &str) -> Result<Producer, ConfigError> {
         let builder = self.producer_builder(name)?;
         let setup = self.setup()?;
-        builder.build(&setup).await.map_err(ConfigError::Producer)
+        builder
+            .build(&setup)
+            .await
+            .map_err(|e| ConfigError::Producer(Box::new(e)))
     }
 
     /// The consumer runner of every `[[consumer]]` that is not `disabled`, each with its handler from
@@ -130,10 +133,10 @@ impl Config {
             }
             let listener = (handler.attach)(self.listener(&c.name)?)
                 .build()
-                .map_err(ConfigError::Consumer)?;
+                .map_err(|e| ConfigError::Consumer(Box::new(e)))?;
             runner = runner.listener(listener);
         }
-        runner.build().map_err(ConfigError::Consumer)
+        runner.build().map_err(|e| ConfigError::Consumer(Box::new(e)))
     }
 }
 

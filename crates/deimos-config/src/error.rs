@@ -66,10 +66,10 @@ pub enum ConfigError {
     Registry(#[source] deimos_registry::RegistryError),
     /// A producer could not be built from its `[[producer]]` entry.
     #[error("{0}")]
-    Producer(#[source] deimos_producer::BuildError),
+    Producer(#[source] Box<deimos_producer::BuildError>),
     /// A listener or the consumer runner could not be built from the `[[consumer]]` entries.
     #[error("{0}")]
-    Consumer(#[source] deimos_consumer::ConsumerError),
+    Consumer(#[source] Box<deimos_consumer::ConsumerError>),
     /// The schemas under `schema.path` could not be loaded.
     #[error("loading the schemas of schema.path: {0}")]
     Schema(#[source] deimos_avro::SchemaError),

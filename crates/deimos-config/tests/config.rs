@@ -194,7 +194,7 @@ impl Handler for Nothing {
 
 #[test]
 fn listeners_take_the_consumer_defaults_and_their_own_settings() {
-    let config = Config::from_toml_str(
+    let mut config = Config::from_toml_str(
         r#"
         [kafka]
         brokers = "localhost:9092"
@@ -221,6 +221,7 @@ fn listeners_take_the_consumer_defaults_and_their_own_settings() {
         "#,
     )
     .unwrap();
+    config.schema.path = Some(SCHEMAS.into());
     let listener = config
         .listener("WidgetConsumer")
         .unwrap()

@@ -87,7 +87,7 @@ fn config_debug_hides_every_secret() {
     assert_hidden(&format!(
         "{:?}",
         config
-            .runner(std::sync::Arc::new(deimos_registry::MemoryRegistry::new()))
+            .runner_builder(std::sync::Arc::new(deimos_registry::MemoryRegistry::new()))
             .unwrap()
     ));
     #[cfg(feature = "outbox")]

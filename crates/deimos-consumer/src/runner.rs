@@ -9,7 +9,7 @@ use std::time::Duration;
 use deimos_avro::{AvroSchema, SchemaStore};
 use deimos_core::redact;
 use deimos_core::shutdown::{self, CancellationToken};
-use deimos_keys::{KeyConfig, KeyDecoder, KeySpec};
+use deimos_keys::{KeyDecoder, KeySpec};
 use deimos_registry::{SchemaCodec, SchemaRegistry};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
@@ -682,6 +682,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::handler::{Handler, Message};
+    use deimos_keys::KeyConfig;
 
     struct Nothing;
 
