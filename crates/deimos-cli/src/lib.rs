@@ -39,8 +39,8 @@ pub struct Cli {
     /// The folder of .avsc files (overrides schema.path; default `schemas`).
     #[arg(long, global = true)]
     pub schemas: Option<PathBuf>,
-    /// The outbox database: postgres://…, mysql://… or sqlite://PATH (overrides outbox.database_url; the
-    /// environment's DEIMOS_OUTBOX__DATABASE_URL sets that, a plain DATABASE_URL is not read).
+    /// The outbox database: postgres://…, mysql://… or sqlite://PATH (overrides outbox.database_url, which the
+    /// environment's DEIMOS_OUTBOX__DATABASE_URL sets; without either, DATABASE_URL, as `deimos-outbox` reads it).
     #[arg(long, global = true)]
     pub database_url: Option<String>,
     /// What to do.
@@ -188,6 +188,14 @@ fn load(cli: &Cli) -> Result<Config> {
     }
     if let Some(url) = &cli.database_url {
         config.outbox.database_url = Some(url.clone());
+    }
+    // Last, the plain variables the `deimos-outbox` program reads too.
+    let plain = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if config.outbox.database_url.is_none() {
+        config.outbox.database_url = plain("DATABASE_URL");
+    }
+    if config.kafka.brokers.is_none() {
+        config.kafka.brokers = plain("KAFKA_BROKERS");
     }
     Ok(config)
 }

@@ -500,5 +500,20 @@ async fn outbox_migrate_and_status_on_sqlite() {
         "{}",
         text(&out.stderr)
     );
+    // Without a database in the file, a DEIMOS_ variable or a flag, the plain DATABASE_URL, as deimos-outbox.
+    let mut plain = Command::new(env!("CARGO_BIN_EXE_deimos"));
+    plain
+        .args(["--config", &env.config.display().to_string(), "outbox", "status"])
+        .env("DATABASE_URL", &db)
+        .env_remove("DEIMOS_OUTBOX__DATABASE_URL");
+    let out = tokio::task::spawn_blocking(move || plain.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("0 messages pending"),
+        "{}",
+        text(&out.stdout)
+    );
     let _ = std::fs::remove_dir_all(Path::new(&env.dir));
 }

@@ -5,6 +5,9 @@
 //! deimos-outbox --database-url postgres://postgres@127.0.0.1/app status
 //! deimos-outbox --database-url postgres://postgres@127.0.0.1/app relay --brokers kafka:9092
 //! ```
+//!
+//! It reads the environment as `deimos outbox` does (`DEIMOS_OUTBOX__DATABASE_URL`, `DEIMOS_KAFKA__BROKERS`,
+//! then the plain `DATABASE_URL` and `KAFKA_BROKERS`) and exits as `deimos` does: 0 when done, 2 on an error.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,8 +24,9 @@ use deimos_producer::{KafkaBackend, Partitioner};
     about = "The deimos-rs transactional outbox: relay, status, migrations"
 )]
 struct Cli {
-    /// The database holding kafka_messages: postgres://…, mysql://… (MySQL, MariaDB) or sqlite://PATH.
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    /// The database holding kafka_messages: postgres://…, mysql://… (MySQL, MariaDB) or sqlite://PATH; else
+    /// DATABASE_URL.
+    #[arg(long, env = "DEIMOS_OUTBOX__DATABASE_URL", global = true)]
     database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -40,9 +44,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RelayArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS")]
-    brokers: String,
+    /// Kafka bootstrap servers; else KAFKA_BROKERS.
+    #[arg(long, env = "DEIMOS_KAFKA__BROKERS")]
+    brokers: Option<String>,
     /// Rows per batch.
     #[arg(long, default_value_t = 2000)]
     batch_size: usize,
@@ -118,22 +122,23 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("deimos-outbox: could not start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("deimos-outbox: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let url = cli
-        .database_url
-        .context("no database: pass --database-url or set DATABASE_URL (postgres://…, mysql://…, sqlite://PATH)")?;
+    let url = cli.database_url.or_else(|| plain_var("DATABASE_URL")).context(
+        "no database: pass --database-url or set DEIMOS_OUTBOX__DATABASE_URL (or DATABASE_URL) to postgres://…, \
+         mysql://… or sqlite://PATH",
+    )?;
     match cli.command {
         Command::Migrate => {
             let applied = deimos_outbox_diesel::migrate(&url).await?;
@@ -147,13 +152,16 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status => status(&url).await?,
         Command::Relay(args) => {
-            let mut kafka =
-                KafkaBackend::builder()
-                    .bootstrap_servers(&args.brokers)
-                    .partitioner(match args.partitioner {
-                        PartitionerArg::Consistent => Partitioner::Consistent,
-                        PartitionerArg::Murmur2 => Partitioner::Murmur2,
-                    });
+            let brokers =
+                args.brokers.clone().or_else(|| plain_var("KAFKA_BROKERS")).context(
+                    "no brokers: pass --brokers or set DEIMOS_KAFKA__BROKERS (or KAFKA_BROKERS) to host:9092,…",
+                )?;
+            let mut kafka = KafkaBackend::builder()
+                .bootstrap_servers(&brokers)
+                .partitioner(match args.partitioner {
+                    PartitionerArg::Consistent => Partitioner::Consistent,
+                    PartitionerArg::Murmur2 => Partitioner::Murmur2,
+                });
             // The relay hands over whole batches, so waiting for more messages only adds latency.
             kafka = kafka.setting("linger.ms", "1");
             for (k, v) in &args.kafka_settings {
@@ -181,6 +189,11 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A variable of the environment, unless unset or blank.
+fn plain_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 async fn status(url: &str) -> Result<()> {
