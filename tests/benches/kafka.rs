@@ -385,7 +385,7 @@ impl Bench {
     async fn deimos_consume(&self, topic: &str, group: &str) -> Result<f64> {
         let counter = Arc::new(Counting::default());
         let listener = Listener::builder(topic, group)
-            .value_schema("com.acme.Widget")
+            .schema("com.acme.Widget")
             .key_config(KeyConfig::field("id"))
             .session_timeout(Duration::from_secs(6))
             .handler(counter.clone())
@@ -403,7 +403,7 @@ impl Bench {
         let listener = mode
             .configure(
                 Listener::builder(mode.topic(), group)
-                    .value_schema("com.acme.Widget")
+                    .schema("com.acme.Widget")
                     .key_config(KeyConfig::field("id"))
                     .session_timeout(Duration::from_secs(6)),
             )

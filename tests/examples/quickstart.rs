@@ -204,7 +204,7 @@ async fn main() -> Result<()> {
     let store = Arc::new(SchemaStore::load_all(&root).with_context(|| format!("loading {}", root.display()))?);
     let kafka = KafkaBackend::builder()
         .bootstrap_servers(&brokers)
-        .setting("linger.ms", "1")
+        .kafka_setting("linger.ms", "1")
         .build()?;
     let outbox = Outbox::builder().kafka(kafka.clone()).build();
     let setup = ProducerSetup::builder(Arc::clone(&store), Arc::clone(&registry), outbox.clone()).build();
@@ -237,7 +237,7 @@ async fn main() -> Result<()> {
         .exactly_once(true)
         .build_batch()?;
     let listener = Listener::builder(TOPIC, GROUP)
-        .value_schema("com.acme.Product")
+        .schema("com.acme.Product")
         .key_config(KeyConfig::field("id"))
         .batch_handler(Timed {
             inner: consumer,

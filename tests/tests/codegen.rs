@@ -292,7 +292,7 @@ async fn consumers_decode_into_generated_types_over_kafka() {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let listener = Listener::builder("generated.widgets", "generated-widgets")
-        .value_schema(Widget::FULL_NAME)
+        .schema(Widget::FULL_NAME)
         .key_config(KeyConfig::field("id"))
         .handler(Collect(Arc::clone(&seen)))
         .session_timeout(Duration::from_secs(6))

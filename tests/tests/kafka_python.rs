@@ -139,7 +139,7 @@ async fn python_confluent_kafka_reads_ours_and_we_read_theirs() {
         ..Collect::default()
     });
     let listener = Listener::builder("py.from_python", "rust")
-        .value_schema("com.acme.Widget")
+        .schema("com.acme.Widget")
         .key_config(KeyConfig::field("id"))
         .session_timeout(Duration::from_secs(6))
         .handler(collect.clone())

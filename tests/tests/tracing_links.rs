@@ -94,7 +94,7 @@ async fn consume_one(
 ) {
     let done = Arc::new(Done(Notify::new()));
     let listener = Listener::builder(topic, format!("{topic}-group"))
-        .value_schema("com.acme.Widget")
+        .schema("com.acme.Widget")
         .key_config(KeyConfig::field("id"))
         .handler(done.clone())
         .start_from_beginning(true)
@@ -236,7 +236,7 @@ async fn the_applications_global_propagator_carries_the_trace() {
 
     let seen = Arc::new(HeaderNames(std::sync::Mutex::new(Vec::new()), Notify::new()));
     let listener = Listener::builder("traced-custom", "traced-custom-group")
-        .value_schema("com.acme.Widget")
+        .schema("com.acme.Widget")
         .key_config(KeyConfig::field("id"))
         .handler(seen.clone())
         .session_timeout(Duration::from_secs(6))
@@ -376,7 +376,7 @@ async fn a_failed_relay_send_marks_its_span() {
     // The relay's producer refuses messages over 2000 bytes: the row moves to kafka_messages_dead.
     let backend = KafkaBackend::builder()
         .bootstrap_servers(mock.bootstrap_servers())
-        .setting("message.max.bytes", "2000")
+        .kafka_setting("message.max.bytes", "2000")
         .build()
         .unwrap();
     let relay = Relay::new(&url, backend, RelayConfig::default()).unwrap();

@@ -26,7 +26,7 @@ pub(crate) async fn run(config: &Config, command: OutboxCommand) -> Result<ExitC
             let mut kafka = config.kafka_backend_builder()?;
             // The relay hands over whole batches, so waiting for more messages only adds latency.
             if !config.producer_settings().contains_key("linger.ms") {
-                kafka = kafka.setting("linger.ms", "1");
+                kafka = kafka.kafka_setting("linger.ms", "1");
             }
             let backend = kafka.build()?;
             let stats = Relay::new(url, backend.clone(), config.relay_config())?.run().await?;

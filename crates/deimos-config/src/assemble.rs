@@ -16,7 +16,7 @@ use crate::{Config, ConfigError};
 pub(crate) struct Shared(Arc<Mutex<Parts>>);
 
 #[derive(Default)]
-struct Parts {
+pub(crate) struct Parts {
     store: Option<Arc<SchemaStore>>,
     registry: Option<Arc<dyn SchemaRegistry>>,
     setup: Option<ProducerSetup>,
@@ -36,12 +36,15 @@ impl PartialEq for Shared {
 }
 
 impl Config {
-    fn parts<T>(&self, f: impl FnOnce(&Config, &mut Parts) -> Result<T, ConfigError>) -> Result<T, ConfigError> {
+    pub(crate) fn parts<T>(
+        &self,
+        f: impl FnOnce(&Config, &mut Parts) -> Result<T, ConfigError>,
+    ) -> Result<T, ConfigError> {
         let mut parts = self.shared.0.lock().unwrap_or_else(PoisonError::into_inner);
         f(self, &mut parts)
     }
 
-    fn shared_store(config: &Config, parts: &mut Parts) -> Result<Arc<SchemaStore>, ConfigError> {
+    pub(crate) fn shared_store(config: &Config, parts: &mut Parts) -> Result<Arc<SchemaStore>, ConfigError> {
         if let Some(store) = &parts.store {
             return Ok(Arc::clone(store));
         }

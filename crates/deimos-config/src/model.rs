@@ -557,7 +557,7 @@ impl Config {
         Ok(KafkaBackend::builder()
             .bootstrap_servers(self.brokers()?)
             .partitioner(self.partitioner())
-            .settings(&self.producer_settings()))
+            .kafka_settings(&self.producer_settings()))
     }
 
     /// The Kafka publish backend: [`kafka_backend_builder`](Self::kafka_backend_builder), built.
@@ -660,7 +660,7 @@ impl Config {
         };
         let mut b = Listener::builder(required(&c.topic, "topic")?, required(&c.group_id, "group_id")?);
         if let Some(schema) = &c.schema {
-            b = b.value_schema(schema);
+            b = b.schema(schema);
         }
         if let Some(namespace) = &c.namespace {
             b = b.namespace(namespace);
@@ -722,14 +722,15 @@ impl Config {
     }
 
     /// A consumer runner builder with `kafka.brokers`, the shared and `[consumers]` librdkafka settings,
-    /// `reraise_errors`, the shutdown timeout, `registry` and the schema store; add the listeners and build.
+    /// `reraise_errors`, the shutdown timeout, `registry` and the schema store (the one
+    /// [`setup`](Config::setup) shares, loaded once); add the listeners and build.
     /// [`runner`](Self::runner) does all of that from the configuration and the handlers.
     pub fn runner_builder(&self, registry: Arc<dyn SchemaRegistry>) -> Result<ConsumerRunnerBuilder, ConfigError> {
         let mut b = ConsumerRunner::builder()
             .bootstrap_servers(self.brokers()?)
             .kafka_settings(self.consumer_settings())
             .registry(registry)
-            .schema_store(SchemaStore::new(self.schema_path()))
+            .schema_store(self.parts(Config::shared_store)?)
             .reraise_errors(self.consumers.reraise_errors);
         if let Some(t) = self.consumers.shutdown_timeout {
             b = b.shutdown_timeout(t);

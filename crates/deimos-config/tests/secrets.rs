@@ -22,6 +22,8 @@ fn assert_error_hidden(error: &ConfigError) {
     }
 }
 
+const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+
 fn with_secrets() -> String {
     format!(
         r#"
@@ -33,6 +35,7 @@ fn with_secrets() -> String {
         registry_url = "https://key:{SECRET}@registry.example.com/?api_key={SECRET}"
         user = "key"
         password = "{SECRET}"
+        path = "{SCHEMAS}"
 
         [producers]
         settings = {{ "sasl.oauthbearer.client.secret" = "{SECRET}", "linger.ms" = "5" }}

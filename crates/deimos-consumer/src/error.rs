@@ -33,7 +33,7 @@ pub enum ConsumerError {
 
     /// A listener was built without a value schema.
     #[error(
-        "the listener for topic `{topic}` has no value schema; call `.value_schema(\"com.acme.Widget\")` (or a bare name with `.namespace(..)`)"
+        "the listener for topic `{topic}` has no value schema; call `.schema(\"com.acme.Widget\")` (or a bare name with `.namespace(..)`)"
     )]
     MissingValueSchema {
         /// The listener's topic.

@@ -148,7 +148,7 @@ impl InlineOutcome {
 /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
 /// let store = SchemaStore::load_all(schemas)?;
 /// let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
-/// let listener = Listener::builder("gadgets", "test").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Print).build()?;
+/// let listener = Listener::builder("gadgets", "test").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Print).build()?;
 /// let inline = InlineListener::builder(&listener, &store, Arc::clone(&registry)).build()?;
 ///
 /// let codec = SchemaCodec::from_arc(registry);
@@ -279,7 +279,7 @@ impl InlineListener {
     }
 
     /// The listener's value (reader) schema.
-    pub fn value_schema(&self) -> &AvroSchema {
+    pub fn schema(&self) -> &AvroSchema {
         &self.reader
     }
 

@@ -210,7 +210,7 @@ impl Listener {
     }
 
     /// The value schema's full name (the bare name completed by the namespace).
-    pub fn value_schema(&self) -> String {
+    pub fn schema(&self) -> String {
         deimos_avro::full_name(&self.value_schema, self.namespace.as_deref())
     }
 
@@ -282,12 +282,12 @@ impl fmt::Debug for ListenerBuilder {
 impl ListenerBuilder {
     /// The value schema (reader schema): a full name (`com.acme.Widget`), or a bare name completed by
     /// [`namespace`](Self::namespace). Required.
-    pub fn value_schema(mut self, name: impl Into<String>) -> Self {
+    pub fn schema(mut self, name: impl Into<String>) -> Self {
         self.value_schema = Some(name.into());
         self
     }
 
-    /// The namespace of a bare [`value_schema`](Self::value_schema) name (Deimos's `namespace`).
+    /// The namespace of a bare [`schema`](Self::schema) name (Deimos's `namespace`).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
         self
@@ -410,6 +410,17 @@ impl ListenerBuilder {
     /// runner's settings and the listener's own.
     pub fn kafka_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.kafka_settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// Several librdkafka consumer settings for this listener (a map, or a map's reference, or pairs); see
+    /// [`kafka_setting`](Self::kafka_setting).
+    pub fn kafka_settings<K: Into<String>, V: Into<String>>(
+        mut self,
+        settings: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.kafka_settings
+            .extend(settings.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 

@@ -387,7 +387,7 @@ pub struct ConsumerRunnerBuilder {
     bootstrap_servers: Option<String>,
     kafka_settings: BTreeMap<String, String>,
     registry: Option<Arc<dyn SchemaRegistry>>,
-    schema_store: Option<SchemaStore>,
+    schema_store: Option<Arc<SchemaStore>>,
     reraise_errors: bool,
     fatal_error: Option<FatalFn>,
     shutdown_timeout: Duration,
@@ -432,9 +432,14 @@ impl ConsumerRunnerBuilder {
         self
     }
 
-    /// Several librdkafka settings at once; see [`kafka_setting`](Self::kafka_setting).
-    pub fn kafka_settings(mut self, settings: BTreeMap<String, String>) -> Self {
-        self.kafka_settings.extend(settings);
+    /// Several librdkafka settings at once (a map, or a map's reference, or pairs); see
+    /// [`kafka_setting`](Self::kafka_setting).
+    pub fn kafka_settings<K: Into<String>, V: Into<String>>(
+        mut self,
+        settings: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.kafka_settings
+            .extend(settings.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 
@@ -444,9 +449,10 @@ impl ConsumerRunnerBuilder {
         self
     }
 
-    /// The local schemas (reader schemas and key schemas). Required.
-    pub fn schema_store(mut self, store: SchemaStore) -> Self {
-        self.schema_store = Some(store);
+    /// The local schemas (reader schemas and key schemas), shared with the producers' setup by `Arc` or given
+    /// by value. Required.
+    pub fn schema_store(mut self, store: impl Into<Arc<SchemaStore>>) -> Self {
+        self.schema_store = Some(store.into());
         self
     }
 
@@ -699,7 +705,7 @@ mod tests {
     fn the_dead_letter_producer_takes_the_listeners_kafka_settings_but_not_its_consumer_ones() {
         let store = SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas")).unwrap();
         let listener = Listener::builder("widgets", "g")
-            .value_schema("com.acme.Widget")
+            .schema("com.acme.Widget")
             .key_config(KeyConfig::Plain)
             .dead_letter_topic("widgets-dlq")
             .kafka_setting("security.protocol", "sasl_ssl")
@@ -732,7 +738,7 @@ mod tests {
     fn configuration_errors_do_not_show_secret_values() {
         let store = SchemaStore::load_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas")).unwrap();
         let listener = Listener::builder("widgets", "g")
-            .value_schema("com.acme.Widget")
+            .schema("com.acme.Widget")
             .key_config(KeyConfig::Plain)
             .kafka_setting("sasl.password", "s3cr3t-PASS")
             .kafka_setting("sasl.oauthbearer.method", "s3cr3t-METHOD")

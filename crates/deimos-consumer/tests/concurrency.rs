@@ -131,7 +131,7 @@ async fn key_order_keeps_each_key_in_order_and_runs_keys_at_the_same_time() {
             kit.runner()
                 .listener(
                     kit.listener(&topic, "g-key")
-                        .value_schema(WIDGET)
+                        .schema(WIDGET)
                         .key_config(KeyConfig::Plain)
                         .ordering(ProcessingOrder::Key)
                         .max_in_flight(32)

@@ -99,7 +99,7 @@ async fn message_mode_counts_times_and_reports_time_delayed() {
         let topic = kit.topic("orders", 1);
         let listener = kit
             .listener(&topic, "g-orders")
-            .value_schema("com.acme.orders.Order")
+            .schema("com.acme.orders.Order")
             .handler(FailOn("o3"))
             .build()
             .unwrap();
@@ -183,7 +183,7 @@ async fn retries_and_dead_letters_are_counted() {
             .max_attempts(3)
             .dead_letter_topic(&dlq)
             .handler(FailOn("x"))
-            .value_schema("com.acme.orders.Order")
+            .schema("com.acme.orders.Order")
             .build()
             .unwrap();
         let running = Running::start(kit.runner().listener(listener).build().unwrap());

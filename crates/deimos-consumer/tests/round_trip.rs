@@ -110,7 +110,7 @@ async fn key_config_schema_decodes_key_records() {
         let (handler, mut rx) = collect::<Json>();
         let listener = kit
             .listener(&topic, "g-schema")
-            .value_schema("Gadget")
+            .schema("Gadget")
             .namespace("com.acme.keys")
             .key_config(KeyConfig::schema("GadgetKey"))
             .handler(handler)
@@ -195,7 +195,7 @@ async fn preflight_reports_bad_configuration_before_consuming() {
         .runner()
         .listener(
             kit.listener("t", "g")
-                .value_schema("com.acme.Nope")
+                .schema("com.acme.Nope")
                 .handler(handler)
                 .build()
                 .unwrap(),
@@ -246,7 +246,7 @@ async fn preflight_reports_bad_configuration_before_consuming() {
     // Without a key config a listener is not built: Deimos's message, and what to write instead.
     let (handler, _rx) = collect::<Json>();
     let err = Listener::builder("t", "g")
-        .value_schema(WIDGET)
+        .schema(WIDGET)
         .handler(handler)
         .build()
         .unwrap_err();

@@ -152,7 +152,7 @@ impl Bench {
     fn backend(&self) -> KafkaBackend {
         KafkaBackend::builder()
             .bootstrap_servers(&self.brokers)
-            .setting("linger.ms", "1")
+            .kafka_setting("linger.ms", "1")
             .build()
             .unwrap()
     }

@@ -251,7 +251,7 @@ fn longest_delivery_timeout(ttl: Duration) -> Duration {
 fn relay_backend(backend: KafkaBackend, config: &RelayConfig) -> Result<(KafkaBackend, Duration), OutboxError> {
     let ttl = config.lease_ttl;
     let longest = longest_delivery_timeout(ttl);
-    if backend.setting("transactional.id").is_some() {
+    if backend.kafka_setting("transactional.id").is_some() {
         return Err(OutboxError::Config(
             "the relay's Kafka producer has a transactional.id: librdkafka then lets a message be retried for \
              transaction.timeout.ms, longer than the relay's lease; build the relay's backend without it (the relay \
@@ -261,7 +261,9 @@ fn relay_backend(backend: KafkaBackend, config: &RelayConfig) -> Result<(KafkaBa
     }
     let mut given: Option<Duration> = None;
     for key in DELIVERY_TIMEOUT_SETTINGS {
-        let Some(value) = backend.setting(key) else { continue };
+        let Some(value) = backend.kafka_setting(key) else {
+            continue;
+        };
         let ms: u64 = value.trim().parse().map_err(|_| {
             OutboxError::Config(format!(
                 "the relay's Kafka producer has {key} = `{value}`, which is not a number of milliseconds"
@@ -293,7 +295,7 @@ fn relay_backend(backend: KafkaBackend, config: &RelayConfig) -> Result<(KafkaBa
     }
     let backend = backend
         .to_builder()
-        .setting("message.timeout.ms", timeout.as_millis().to_string())
+        .kafka_setting("message.timeout.ms", timeout.as_millis().to_string())
         .build()
         .map_err(|e| {
             OutboxError::Kafka(format!(

@@ -158,7 +158,7 @@ async fn the_relay_refuses_a_delivery_timeout_its_lease_cannot_cover() {
     let backend = |settings: &[(&str, &str)]| {
         let mut b = KafkaBackend::builder().bootstrap_servers(mock.bootstrap_servers());
         for (k, v) in settings {
-            b = b.setting(*k, *v);
+            b = b.kafka_setting(*k, *v);
         }
         b.build().unwrap()
     };

@@ -435,7 +435,7 @@ async fn a_too_large_message_is_moved_aside_and_the_rest_of_its_batch_is_sent() 
     });
     let backend = deimos_producer::KafkaBackend::builder()
         .bootstrap_servers(kit.brokers())
-        .setting("message.max.bytes", "2000")
+        .kafka_setting("message.max.bytes", "2000")
         .build()
         .unwrap();
     let (stop, relay) = spawn_relay(Relay::new(&db.url, backend, fast_config()).unwrap());

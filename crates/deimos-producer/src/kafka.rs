@@ -130,7 +130,7 @@ impl KafkaBackend {
 
     /// A librdkafka setting this backend was built with (a default of the builder, or one given to it), as
     /// given; `None` when it was not set, and librdkafka uses its own default.
-    pub fn setting(&self, key: &str) -> Option<&str> {
+    pub fn kafka_setting(&self, key: &str) -> Option<&str> {
         self.inner.settings.get(key).map(String::as_str)
     }
 
@@ -212,19 +212,23 @@ impl KafkaBackend {
 impl KafkaBackendBuilder {
     /// The brokers to connect to (`bootstrap.servers`).
     pub fn bootstrap_servers(self, servers: impl Into<String>) -> Self {
-        self.setting("bootstrap.servers", servers)
+        self.kafka_setting("bootstrap.servers", servers)
     }
 
     /// Sets any librdkafka producer setting (see librdkafka's CONFIGURATION.md), overriding the defaults.
-    pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn kafka_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.insert(key.into(), value.into());
         self
     }
 
-    /// Sets several librdkafka settings.
-    pub fn settings(mut self, settings: &BTreeMap<String, String>) -> Self {
+    /// Sets several librdkafka settings (a map, or a map's reference, or pairs); see
+    /// [`kafka_setting`](Self::kafka_setting).
+    pub fn kafka_settings<K: Into<String>, V: Into<String>>(
+        mut self,
+        settings: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         self.settings
-            .extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+            .extend(settings.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 

@@ -211,7 +211,7 @@ async fn murmur2_partitioning_matches_librdkafka() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_is_reported_and_the_others_are_delivered() {
     let kafka = Kafka::new("widgets", 1);
-    let backend = kafka.backend(|b| b.setting("message.max.bytes", "2000"));
+    let backend = kafka.backend(|b| b.kafka_setting("message.max.bytes", "2000"));
     let p = kafka.producer(backend, KeyConfig::field("id")).await;
     let errors = Arc::new(Mutex::new(Vec::new()));
     let sink = errors.clone();
@@ -271,9 +271,9 @@ async fn async_publish_returns_once_queued() {
 async fn request_errors_are_retried_and_a_down_broker_ends_in_a_result() {
     let kafka = Kafka::new("widgets", 1);
     let backend = kafka.backend(|b| {
-        b.setting("message.timeout.ms", "3000")
-            .setting("retry.backoff.ms", "10")
-            .setting("reconnect.backoff.max.ms", "200")
+        b.kafka_setting("message.timeout.ms", "3000")
+            .kafka_setting("retry.backoff.ms", "10")
+            .kafka_setting("reconnect.backoff.max.ms", "200")
     });
     let p = kafka.producer(backend, KeyConfig::field("id")).await;
     // Retriable produce errors: librdkafka retries, the call succeeds.
@@ -328,7 +328,7 @@ async fn preflight_fails_before_the_first_message() {
     assert!(err.to_string().contains("bootstrap_servers"), "{err}");
     let err = KafkaBackend::builder()
         .bootstrap_servers(kafka.mock.bootstrap_servers())
-        .setting("acks", "sometimes")
+        .kafka_setting("acks", "sometimes")
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("acks"), "{err}");
@@ -341,24 +341,28 @@ async fn a_backend_shows_its_settings_and_builds_another_like_it() {
     let kafka = Kafka::new("widgets", 3);
     let backend = KafkaBackend::builder()
         .bootstrap_servers(kafka.mock.bootstrap_servers())
-        .setting("linger.ms", "7")
+        .kafka_setting("linger.ms", "7")
         .partitioner(Partitioner::Murmur2)
         .partition_count_ttl(Duration::from_millis(200))
         .build()
         .unwrap();
-    assert_eq!(backend.setting("linger.ms"), Some("7"));
-    assert_eq!(backend.setting("acks"), Some("all"), "the builder's defaults");
-    assert_eq!(backend.setting("message.timeout.ms"), None, "librdkafka's default");
+    assert_eq!(backend.kafka_setting("linger.ms"), Some("7"));
+    assert_eq!(backend.kafka_setting("acks"), Some("all"), "the builder's defaults");
+    assert_eq!(
+        backend.kafka_setting("message.timeout.ms"),
+        None,
+        "librdkafka's default"
+    );
     let other = backend
         .to_builder()
-        .setting("message.timeout.ms", "5000")
+        .kafka_setting("message.timeout.ms", "5000")
         .build()
         .unwrap();
-    assert_eq!(other.setting("linger.ms"), Some("7"));
-    assert_eq!(other.setting("message.timeout.ms"), Some("5000"));
+    assert_eq!(other.kafka_setting("linger.ms"), Some("7"));
+    assert_eq!(other.kafka_setting("message.timeout.ms"), Some("5000"));
     assert_eq!(other.partitioner(), Partitioner::Murmur2);
     assert_eq!(
-        backend.setting("message.timeout.ms"),
+        backend.kafka_setting("message.timeout.ms"),
         None,
         "the first backend is unchanged"
     );

@@ -22,7 +22,7 @@ async fn publish_and_publish_error_are_counted_per_configured_topic() {
     mock.create_topic("dev.widgets", 1, 1).unwrap();
     let backend = KafkaBackend::builder()
         .bootstrap_servers(mock.bootstrap_servers())
-        .setting("message.max.bytes", "2000")
+        .kafka_setting("message.max.bytes", "2000")
         .build()
         .unwrap();
     let store = SchemaStore::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"));

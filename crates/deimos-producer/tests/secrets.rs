@@ -38,8 +38,8 @@ fn secret_settings() -> BTreeMap<String, String> {
 fn builder_debug_hides_secret_settings() {
     let builder = KafkaBackend::builder()
         .bootstrap_servers("kafka:9092")
-        .settings(&secret_settings())
-        .setting("ssl.keystore.password", SECRET);
+        .kafka_settings(&secret_settings())
+        .kafka_setting("ssl.keystore.password", SECRET);
     for shown in [format!("{builder:?}"), format!("{builder:#?}")] {
         assert_hidden(&shown);
         for kept in ["kafka:9092", "acks", "sasl.password", "https://key:<redacted>@registry"] {
@@ -65,7 +65,7 @@ fn build_errors_hide_secret_settings() {
         ]);
         let Err(error) = KafkaBackend::builder()
             .bootstrap_servers("127.0.0.1:1")
-            .settings(&settings)
+            .kafka_settings(&settings)
             .build()
         else {
             panic!("librdkafka accepted {name}");

@@ -48,7 +48,7 @@ async fn batch_with_a_poison_message(registry: &Arc<MemoryRegistry>) -> Vec<Inli
 
 fn listener(handler: impl BatchHandler<Payload = Json>) -> Listener {
     Listener::builder(TOPIC, "records-dead-letters")
-        .value_schema("com.acme.records.Product")
+        .schema("com.acme.records.Product")
         .key_config(KeyConfig::Plain)
         .batch_handler(handler)
         .dead_letter_topic(DEAD)

@@ -76,7 +76,7 @@ async fn consumer_process() {
         done: AtomicUsize::new(0),
     };
     let listener = Listener::builder(TOPIC, var("DEIMOS_GROUP"))
-        .value_schema("com.acme.records.Event")
+        .schema("com.acme.records.Event")
         .key_config(KeyConfig::None)
         .batch_handler(handler)
         // One batch at a time, so that the crash comes right after the third.

@@ -76,7 +76,7 @@ async fn lost_connections_are_retried(kind: Kind, fault: Fault, exactly_once: bo
         .build_batch()
         .unwrap();
     let listener = Listener::builder(TOPIC, "records-lost-connection")
-        .value_schema("com.acme.records.Event")
+        .schema("com.acme.records.Event")
         .key_config(KeyConfig::None)
         .batch_handler(consumer)
         .max_batch_size(20)

@@ -35,7 +35,7 @@ use crate::kit::TestKit;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
-/// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Flaky)
+/// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Flaky)
 ///     .error_policy(ErrorPolicy::Fatal).max_attempts(3).build()?;
 /// let consumed = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await?;
 /// assert_eq!(consumed.attempts, 2); // retried once (at once: the backoff is not waited)
@@ -109,7 +109,7 @@ impl<'a> ConsumeMessage<'a> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// # let last = Last::default();
-    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
+    /// # let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
     /// # let seen = || last.0.lock().unwrap().clone().unwrap();
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
     /// kit.consume_message(&listener, gadget).header("source", "billing").header("trace", "t-1").await?;
@@ -144,7 +144,7 @@ impl<'a> ConsumeMessage<'a> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// # let last = Last::default();
-    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
+    /// # let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
     /// # let seen = || last.0.lock().unwrap().clone().unwrap();
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
     /// kit.consume_message(&listener, gadget.clone()).await?;
@@ -181,7 +181,7 @@ impl<'a> ConsumeMessage<'a> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// # let last = Last::default();
-    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
+    /// # let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(last.clone()).build()?;
     /// # let seen = || last.0.lock().unwrap().clone().unwrap();
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
     /// kit.consume_message(&listener, gadget.clone()).timestamp(Some(1_700_000_000_000)).await?;
@@ -259,7 +259,7 @@ impl<'a> ConsumeBatch<'a> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// # let last = Last::default();
-    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    /// # let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget")
     /// #     .key_config(KeyConfig::field("id")).batch_handler(last.clone()).build()?;
     /// # let seen = || last.0.lock().unwrap().clone().unwrap();
     /// let gadgets = vec![json!({"id": 7, "region": "eu", "name": "a"}), json!({"id": 8, "region": "eu", "name": "b"})];
@@ -296,7 +296,7 @@ impl<'a> ConsumeBatch<'a> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// # let last = Last::default();
-    /// # let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    /// # let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget")
     /// #     .key_config(KeyConfig::field("id")).batch_handler(last.clone()).build()?;
     /// # let seen = || last.0.lock().unwrap().clone().unwrap();
     /// let gadgets = vec![json!({"id": 7, "region": "eu", "name": "a"}), json!({"id": 8, "region": "eu", "name": "b"})];
@@ -402,13 +402,13 @@ async fn encode(
     index: Option<usize>,
 ) -> Result<InlineMessage, ConsumeError> {
     let topic = inline.topic();
-    let reader = inline.value_schema();
+    let reader = inline.schema();
     let value = if payload.is_null() {
         None
     } else {
         check(reader, &payload).map_err(|reason| ConsumeError::InvalidPayload {
             topic: topic.to_string(),
-            schema: listener.value_schema(),
+            schema: listener.schema(),
             index,
             reason,
         })?;
@@ -464,7 +464,7 @@ pub(crate) fn check_payload(
     payload: &Json,
 ) -> Result<Result<(), String>, deimos_consumer::ConsumerError> {
     let inline = kit.inline_listener(listener)?;
-    Ok(check(inline.value_schema(), payload))
+    Ok(check(inline.schema(), payload))
 }
 
 fn same_number(a: &serde_json::Number, b: &serde_json::Number) -> bool {

@@ -191,7 +191,7 @@ impl ConsumeError {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// // `Failing` returns `Err("boom".into())` for every message.
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Failing).build()?;
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Failing).build()?;
     /// let err = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await.unwrap_err();
     /// assert_eq!(err.handler_error().map(|e| e.to_string()).as_deref(), Some("boom"));
     ///
@@ -224,7 +224,7 @@ impl ConsumeError {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// // `Failing` returns `Err("boom".into())` for every message.
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Failing)
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Failing)
     ///     .dead_letter_topic("gadgets.dlq").build()?;
     /// let err = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await.unwrap_err();
     /// let dead = err.dead_letters();

@@ -181,14 +181,14 @@ impl InlineConsumer {
     /// #     .key_config(KeyConfig::field("id")).build(&setup).await?;
     /// # for id in 0..3 { producer.publish(json!({"id": id, "region": "eu", "name": "g"})).await?; }
     /// let inline = InlineConsumer::new(kafka.bootstrap_servers(), registry, store)
-    ///     .setting("client.id", "inline-reader")
-    ///     .setting("fetch.wait.max.ms", "50");
+    ///     .kafka_setting("client.id", "inline-reader")
+    ///     .kafka_setting("fetch.wait.max.ms", "50");
     /// assert_eq!(inline.last_messages("gadgets", 10).await?.len(), 3);
     /// # Ok(())
     /// # }
     /// ```
     #[must_use]
-    pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn kafka_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.insert(key.into(), value.into());
         self
     }
@@ -308,7 +308,7 @@ impl InlineConsumer {
     ///     type Payload = serde_json::Value;
     ///     async fn consume(&self, _: Message<serde_json::Value>) -> Result<(), HandlerError> { Ok(()) }
     /// }
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget")
     ///     .key_config(KeyConfig::field("id")).handler(Noop).build()?;
     /// let last = inline.messages_for_listener(&listener, 1).await?;
     /// assert_eq!(last[0].key, Some(json!(2)));
@@ -321,7 +321,7 @@ impl InlineConsumer {
         n: usize,
     ) -> Result<Vec<ReceivedMessage>, TestError> {
         let inline = InlineListener::builder(listener, &self.store, Arc::clone(&self.registry)).build()?;
-        self.decoded(listener.topic(), inline.value_schema(), inline.key_spec().clone(), n)
+        self.decoded(listener.topic(), inline.schema(), inline.key_spec().clone(), n)
             .await
     }
 
@@ -415,7 +415,7 @@ impl InlineConsumer {
     ///     }
     /// }
     /// let count = Count::default();
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget")
     ///     .key_config(KeyConfig::field("id")).handler(count.clone()).build()?;
     /// let outcomes = inline.run_listener(&listener, 10).await?;
     /// assert!(outcomes.iter().all(|o| o.is_handled()));

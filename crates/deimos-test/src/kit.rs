@@ -159,7 +159,7 @@ impl TestKitBuilder {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
     /// // A listener that swallows errors (the default policy), with a handler that always fails.
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Failing).build()?;
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Failing).build()?;
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
     ///
     /// let kit = TestKit::new(schemas)?;
@@ -209,7 +209,7 @@ impl TestKitBuilder {
     ///     })
     ///     .build()?;
     /// // The listener swallows errors (its default policy), but the predicate makes this one fatal.
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Flaky).build()?;
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Flaky).build()?;
     /// let err = kit.consume_message(&listener, json!({"id": 1, "region": "eu", "name": "g"})).await.unwrap_err();
     /// assert!(matches!(err, ConsumeError::Raised { attempts: 1, .. }), "{err}");
     /// # Ok(())
@@ -457,13 +457,13 @@ impl TestKit {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget")
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget")
     ///     .key_config(KeyConfig::None).handler(Noop).build()?;
     /// let inline = kit.inline_listener(&listener)?;
     /// assert_eq!(inline.topic(), "gadgets");
     ///
     /// let gadget = json!({"id": 1, "region": "eu", "name": "g"});
-    /// let value = kit.setup().codec().encode_value("gadgets-value", inline.value_schema(), &gadget).await?;
+    /// let value = kit.setup().codec().encode_value("gadgets-value", inline.schema(), &gadget).await?;
     /// let outcome = inline.process_message(InlineMessage::new(None, Some(value))).await?;
     /// assert!(outcome.is_handled());
     /// # Ok(())
@@ -512,7 +512,7 @@ impl TestKit {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// let seen = Seen::default();
     /// let listener = Listener::builder("gadgets", "test-group")
-    ///     .value_schema("com.acme.keys.Gadget")
+    ///     .schema("com.acme.keys.Gadget")
     ///     .key_config(KeyConfig::field("id"))
     ///     .handler(seen.clone())
     ///     .build()?;
@@ -556,7 +556,7 @@ impl TestKit {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
     /// let count = Count::default();
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None)
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None)
     ///     .batch_handler(count.clone()).build()?;
     /// kit.consume_batch(&listener, vec![
     ///     json!({"id": 1, "region": "eu", "name": "a"}),
@@ -585,7 +585,7 @@ impl TestKit {
     /// # }
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let kit = TestKit::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))?;
-    /// let listener = Listener::builder("gadgets", "g").value_schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Noop).build()?;
+    /// let listener = Listener::builder("gadgets", "g").schema("com.acme.keys.Gadget").key_config(KeyConfig::None).handler(Noop).build()?;
     /// let why = kit.assert_invalid_payload(&listener, json!({"id": "seven", "region": "eu", "name": "g"}));
     /// assert!(why.contains("id"), "{why}");
     /// let why = kit.assert_invalid_payload(&listener, json!({"id": 7, "region": "eu", "name": "g", "colour": "red"}));
@@ -600,7 +600,7 @@ impl TestKit {
             Ok(Err(reason)) => reason,
             Ok(Ok(())) => panic!(
                 "expected the payload to be invalid for `{}` (listener for `{}`), but it is valid: {payload}",
-                listener.value_schema(),
+                listener.schema(),
                 listener.topic()
             ),
             Err(error) => panic!("the listener's value schema could not be loaded: {error}"),

@@ -16,7 +16,7 @@ const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
 async fn producer(bootstrap: &str, registry: Arc<dyn SchemaRegistry>, store: Arc<SchemaStore>) -> Producer {
     let backend = KafkaBackend::builder()
         .bootstrap_servers(bootstrap)
-        .setting("linger.ms", "1")
+        .kafka_setting("linger.ms", "1")
         .build()
         .unwrap();
     let setup = ProducerSetup::builder(store, registry, backend).build();
@@ -79,7 +79,7 @@ async fn the_last_messages_of_every_partition_decoded_per_producer_or_listener()
     assert_eq!(ids, [json!(26), json!(27), json!(28), json!(29), json!(99)]);
 
     let listener = Listener::builder("gadgets", "unused")
-        .value_schema("com.acme.keys.Gadget")
+        .schema("com.acme.keys.Gadget")
         .key_config(KeyConfig::field("id"))
         .batch_handler(Batches::default())
         .build()
@@ -110,7 +110,7 @@ async fn a_listener_runs_over_the_last_messages_in_batches_per_partition() {
 
     let batches = Batches::default();
     let listener = Listener::builder("gadgets", "unused")
-        .value_schema("com.acme.keys.Gadget")
+        .schema("com.acme.keys.Gadget")
         .key_config(KeyConfig::field("id"))
         .batch_handler(batches.clone())
         .max_batch_size(4)

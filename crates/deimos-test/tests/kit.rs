@@ -231,7 +231,7 @@ impl Handler for Recorder {
 
 fn listener(topic: &str, config: KeyConfig, handler: Recorder) -> Listener {
     Listener::builder(topic, "test-group")
-        .value_schema("com.acme.keys.Gadget")
+        .schema("com.acme.keys.Gadget")
         .key_config(config)
         .handler(handler)
         .build()
@@ -367,7 +367,7 @@ async fn errors_follow_the_listener_policy() {
     // Fatal without max_attempts: the runner would retry forever; the helper hands the error back.
     let handler = Recorder::default();
     let l = Listener::builder("policy.fatal", "g")
-        .value_schema("com.acme.keys.Gadget")
+        .schema("com.acme.keys.Gadget")
         .key_config(KeyConfig::field("id"))
         .handler(handler.clone())
         .error_policy(ErrorPolicy::Fatal)
@@ -380,7 +380,7 @@ async fn errors_follow_the_listener_policy() {
     // Fatal with max_attempts and a dead-letter topic: retried (without waiting), then dead-lettered.
     let handler = Recorder::default();
     let l = Listener::builder("policy.dlq", "g")
-        .value_schema("com.acme.keys.Gadget")
+        .schema("com.acme.keys.Gadget")
         .key_config(KeyConfig::field("id"))
         .handler(handler.clone())
         .error_policy(ErrorPolicy::Fatal)
@@ -450,7 +450,7 @@ async fn the_global_fatal_error_predicate_applies_to_the_consume_helpers() {
     // With max_attempts it is retried (clones of the kit share the predicate), then given up on as fatal.
     let handler = Recorder::default();
     let l = Listener::builder("policy.global.retried", "g")
-        .value_schema("com.acme.keys.Gadget")
+        .schema("com.acme.keys.Gadget")
         .key_config(KeyConfig::field("id"))
         .handler(handler.clone())
         .max_attempts(2)
@@ -524,7 +524,7 @@ async fn consume_batch_delivers_one_batch_with_keys_in_order() {
     let kit = kit();
     let handler = BatchRecorder::default();
     let l = Listener::builder("gadgets", "g")
-        .value_schema("com.acme.keys.Gadget")
+        .schema("com.acme.keys.Gadget")
         .key_config(KeyConfig::field("id"))
         .batch_handler(handler.clone())
         .dead_letter_topic("gadgets.dlq")

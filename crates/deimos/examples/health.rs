@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     let listener = Listener::builder("dev.widgets", "widget-health")
-        .value_schema("com.acme.Widget")
+        .schema("com.acme.Widget")
         .key_config(KeyConfig::field("id"))
         .ordering(ProcessingOrder::Key)
         .max_in_flight(32)

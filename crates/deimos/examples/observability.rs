@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
 
     let handled = Arc::new(Count(Semaphore::new(0)));
     let listener = Listener::builder("widgets", "widget-readers")
-        .value_schema("com.acme.Widget")
+        .schema("com.acme.Widget")
         .key_config(KeyConfig::field("id"))
         .handler(handled.clone())
         .start_from_beginning(true)

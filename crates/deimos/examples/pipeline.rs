@@ -217,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         done: Notify::new(),
     });
     let listener = Listener::builder("dev.widgets", "widget-consumers")
-        .value_schema("com.acme.Widget")
+        .schema("com.acme.Widget")
         .key_config(KeyConfig::field("id"))
         .handler(handler.clone())
         .error_policy(ErrorPolicy::Fatal)

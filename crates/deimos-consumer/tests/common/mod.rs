@@ -143,7 +143,7 @@ impl Kit {
     /// A listener with test-friendly timings (mock cluster: short session timeout, quick commits).
     pub fn listener(&self, topic: &str, group: &str) -> ListenerBuilder {
         Listener::builder(topic, group)
-            .value_schema(WIDGET)
+            .schema(WIDGET)
             .key_config(KeyConfig::Plain)
             .session_timeout(Duration::from_secs(6))
             .commit_interval(Duration::from_millis(200))

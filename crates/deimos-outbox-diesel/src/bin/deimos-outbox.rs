@@ -163,9 +163,9 @@ async fn run(cli: Cli) -> Result<()> {
                     PartitionerArg::Murmur2 => Partitioner::Murmur2,
                 });
             // The relay hands over whole batches, so waiting for more messages only adds latency.
-            kafka = kafka.setting("linger.ms", "1");
+            kafka = kafka.kafka_setting("linger.ms", "1");
             for (k, v) in &args.kafka_settings {
-                kafka = kafka.setting(k, v);
+                kafka = kafka.kafka_setting(k, v);
             }
             let backend = kafka.build()?;
             let mut config = RelayConfig::default();
