@@ -106,8 +106,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     crate::run_command(&mut command).with_context(|| format!("could not install the packages; run `{by_hand}`"))
 }
 
-/// libpq (diesel's PostgreSQL connection) and the MySQL client library (diesel's blocking MySQL connection,
-/// which the tests' `--all-features` turns on), found through pkg-config.
+/// libpq and the MySQL client library (diesel's blocking PostgreSQL and MySQL connections, which the tests'
+/// `--all-features` turns on), found through pkg-config.
 fn system_libraries() -> Result<()> {
     let has_pkg_config = succeeds("pkg-config", &["--version"]);
     let libpq = Path::new("/usr/include/postgresql/libpq-fe.h").exists()

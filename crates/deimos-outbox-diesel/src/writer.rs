@@ -151,6 +151,7 @@ macro_rules! impl_sync {
     };
 }
 
+#[cfg(feature = "pg-sync")]
 impl_sync!(diesel::PgConnection, diesel::pg::Pg, Dialect::Postgres);
 impl_sync!(SqliteConnection, diesel::sqlite::Sqlite, Dialect::Sqlite);
 #[cfg(feature = "mysql-sync")]

@@ -582,6 +582,7 @@ async fn a_bad_payload_writes_nothing_and_says_which_field() {
     db.drop_db().await;
 }
 
+#[cfg(feature = "pg-sync")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_diesel_connections_write_too() {
     use diesel::Connection as _;
@@ -862,6 +863,7 @@ fn strip_timestamp_defaults(sql: &str) -> String {
         .join("\n")
 }
 
+#[cfg(feature = "pg-sync")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_without_keys_writes_rows_with_a_null_key_as_deimos() {
     use diesel::{Connection as _, RunQueryDsl as _};
