@@ -28,7 +28,7 @@ const PARTITION_COUNT_TTL: Duration = Duration::from_secs(300);
 ///
 /// Defaults: `acks=all` and `enable.idempotence=true` (no duplicates or reordering from retries),
 /// `linger.ms=5`, and the [`Partitioner`] chosen ([`Partitioner::Consistent`] unless set). Every librdkafka
-/// producer setting can be passed through with [`KafkaBackendBuilder::setting`].
+/// producer setting can be passed through with [`KafkaBackendBuilder::kafka_setting`].
 ///
 /// [`enqueue`](PublishBackend::enqueue) returns once librdkafka has queued the messages (waiting, not
 /// failing, while its queue is full); the returned [`Pending`] completes from the delivery reports. Nothing
