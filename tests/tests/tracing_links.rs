@@ -70,13 +70,15 @@ fn attr(span: &SpanData, key: &str) -> Option<String> {
         .map(|kv| kv.value.to_string())
 }
 
-struct Done(Notify);
+/// Notes the header names of the message it handles, and says it is done.
+struct Done(Notify, std::sync::Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
 impl Handler for Done {
     type Payload = Json;
 
-    async fn consume(&self, _message: Message<Json>) -> Result<(), HandlerError> {
+    async fn consume(&self, message: Message<Json>) -> Result<(), HandlerError> {
+        *self.1.lock().unwrap() = message.metadata.headers.iter().map(|(k, _)| k.to_string()).collect();
         self.0.notify_one();
         Ok(())
     }
@@ -87,12 +89,13 @@ fn widget(id: i64) -> Json {
            "tags": [], "updated_at": 0})
 }
 
+/// Consumes one message of `topic`; returns the names of its headers.
 async fn consume_one(
     mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
     registry: Arc<MemoryRegistry>,
     topic: &str,
-) {
-    let done = Arc::new(Done(Notify::new()));
+) -> Vec<String> {
+    let done = Arc::new(Done(Notify::new(), std::sync::Mutex::new(Vec::new())));
     let listener = Listener::builder(topic, format!("{topic}-group"))
         .schema("com.acme.Widget")
         .key_config(KeyConfig::field("id"))
@@ -110,11 +113,16 @@ async fn consume_one(
         .unwrap();
     tokio::time::timeout(
         Duration::from_secs(60),
-        runner.run_until(async move { done.0.notified().await }),
+        runner.run_until({
+            let done = done.clone();
+            async move { done.0.notified().await }
+        }),
     )
     .await
     .expect("the message is consumed within 60 s")
     .unwrap();
+    let names = done.1.lock().unwrap().clone();
+    names
 }
 
 async fn producer(
@@ -132,24 +140,39 @@ async fn producer(
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn producer_and_consumer_share_one_trace_through_kafka() {
-    telemetry();
-    let mock = MockCluster::new(1).unwrap();
-    mock.create_topic("traced", 2, 1).unwrap();
-    let registry = Arc::new(MemoryRegistry::new());
+/// Publishes one widget to `topic` of the mock cluster inside a request's span; returns the request's trace id.
+async fn publish_in_a_request(
+    mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    registry: Arc<MemoryRegistry>,
+    topic: &str,
+) -> TraceId {
     let backend = KafkaBackend::builder()
         .bootstrap_servers(mock.bootstrap_servers())
         .build()
         .unwrap();
-    let producer = producer(registry.clone(), "traced", backend).await;
+    let producer = producer(registry, topic, backend).await;
     let request = tracing::info_span!("handle request");
     let trace = {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         request.context().span().span_context().trace_id()
     };
     producer.publish(widget(1)).instrument(request).await.unwrap();
-    consume_one(&mock, registry, "traced").await;
+    trace
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_and_consumer_share_one_trace_through_kafka() {
+    telemetry();
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("traced", 2, 1).unwrap();
+    let registry = Arc::new(MemoryRegistry::new());
+    let trace = publish_in_a_request(&mock, registry.clone(), "traced").await;
+    let headers = consume_one(&mock, registry, "traced").await;
+    assert_eq!(
+        headers,
+        ["traceparent"],
+        "W3C trace context, as the global propagator writes it"
+    );
 
     let spans = spans();
     let send = find(&spans, "send traced", trace);
@@ -200,21 +223,6 @@ impl TextMapPropagator for OneHeader {
     }
 }
 
-/// Records the header names of the messages it handles.
-struct HeaderNames(std::sync::Mutex<Vec<Vec<String>>>, Notify);
-
-#[async_trait::async_trait]
-impl Handler for HeaderNames {
-    type Payload = Json;
-
-    async fn consume(&self, message: Message<Json>) -> Result<(), HandlerError> {
-        let names = message.metadata.headers.iter().map(|(k, _)| k.to_string()).collect();
-        self.0.lock().unwrap().push(names);
-        self.1.notify_one();
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_applications_global_propagator_carries_the_trace() {
     telemetry();
@@ -222,47 +230,9 @@ async fn the_applications_global_propagator_carries_the_trace() {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("traced-custom", 1, 1).unwrap();
     let registry = Arc::new(MemoryRegistry::new());
-    let backend = KafkaBackend::builder()
-        .bootstrap_servers(mock.bootstrap_servers())
-        .build()
-        .unwrap();
-    let producer = producer(registry.clone(), "traced-custom", backend).await;
-    let request = tracing::info_span!("handle request");
-    let trace = {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        request.context().span().span_context().trace_id()
-    };
-    producer.publish(widget(1)).instrument(request).await.unwrap();
-
-    let seen = Arc::new(HeaderNames(std::sync::Mutex::new(Vec::new()), Notify::new()));
-    let listener = Listener::builder("traced-custom", "traced-custom-group")
-        .schema("com.acme.Widget")
-        .key_config(KeyConfig::field("id"))
-        .handler(seen.clone())
-        .session_timeout(Duration::from_secs(6))
-        .build()
-        .unwrap();
-    let runner = ConsumerRunner::builder()
-        .bootstrap_servers(mock.bootstrap_servers())
-        .registry(registry as Arc<dyn SchemaRegistry>)
-        .schema_store(SchemaStore::new(SCHEMAS))
-        .listener(listener)
-        .build()
-        .unwrap();
-    let done = seen.clone();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        runner.run_until(async move { done.1.notified().await }),
-    )
-    .await
-    .expect("the message is consumed within 60 s")
-    .unwrap();
-
-    assert_eq!(
-        *seen.0.lock().unwrap(),
-        [vec!["x-trace".to_string()]],
-        "the propagator's header, and no traceparent"
-    );
+    let trace = publish_in_a_request(&mock, registry.clone(), "traced-custom").await;
+    let headers = consume_one(&mock, registry, "traced-custom").await;
+    assert_eq!(headers, ["x-trace"], "the propagator's header, and no traceparent");
     let spans = spans();
     let send = find(&spans, "send traced-custom", trace);
     let process = find(&spans, "process traced-custom", trace);

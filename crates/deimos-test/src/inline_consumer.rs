@@ -369,10 +369,14 @@ impl InlineConsumer {
             .store
             .get(schema)
             .map_err(|e| listener_error(format!("the value schema `{schema}` could not be loaded: {e}")))?;
-        let key_config = match key_config {
-            KeyConfig::NotSet => KeyConfig::None,
-            other => other,
-        };
+        if key_config == KeyConfig::NotSet {
+            return Err(listener_error(
+                "You must specify either a config_class or a schema, namespace and key_config! (Deimos's message.) \
+                 In deimos-rs: pass `KeyConfig::Plain` or `KeyConfig::None` to read keys as they are, or use \
+                 `messages_for_producer` / `messages_for_listener`"
+                    .into(),
+            ));
+        }
         let spec = KeySpec::build(key_config, &reader, &self.store)
             .map_err(|e| listener_error(format!("the key config does not fit `{schema}`: {e}")))?;
         self.decoded(topic, &reader, spec, n).await

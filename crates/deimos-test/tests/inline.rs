@@ -97,6 +97,16 @@ async fn the_last_messages_of_every_partition_decoded_per_producer_or_listener()
         .await
         .unwrap();
     assert!(raw_keys[0].key.is_some());
+    // No key config at all: refused with Deimos's message, as producers and listeners are.
+    let err = inline
+        .messages_with("gadgets", "com.acme.keys.Gadget", KeyConfig::NotSet, 1)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("You must specify either a config_class or a schema, namespace and key_config!"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
