@@ -222,8 +222,7 @@ async fn main() -> Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let mut relay_config = RelayConfig::default();
-    relay_config.poll_interval = Duration::from_millis(20);
+    let relay_config = RelayConfig::builder().poll_interval(Duration::from_millis(20)).build();
     let relay = Relay::new(&url, kafka.clone(), relay_config)?;
     let relay_task = tokio::spawn({
         let stop = stopped(stop_rx.clone());

@@ -764,33 +764,33 @@ impl Config {
             }
         };
         let o = &self.outbox;
-        let mut config = RelayConfig::default();
+        let mut config = RelayConfig::builder();
         if let Some(n) = o.batch_size {
-            config.batch_size = n;
+            config = config.batch_size(n);
         }
         if let Some(n) = o.max_in_flight {
-            config.max_in_flight = n;
+            config = config.max_in_flight(n);
         }
         if let Some(n) = o.max_workers {
-            config.max_workers = n;
+            config = config.max_workers(n);
         }
         if let Some(t) = o.lease_ttl {
-            config.lease_ttl = t;
+            config = config.lease_ttl(t);
         }
         if let Some(t) = o.poll_interval {
-            config.poll_interval = t;
+            config = config.poll_interval(t);
         }
-        config.delivery_timeout = o.delivery_timeout;
+        config = config.delivery_timeout(o.delivery_timeout);
         if let Some(t) = o.connect_timeout {
-            config.connect_timeout = t;
+            config = config.connect_timeout(t);
         }
         if let Some(t) = o.statement_timeout {
-            config.statement_timeout = t;
+            config = config.statement_timeout(t);
         }
-        config.pool_size = o.pool_size;
-        config.compact_topics = topics(&o.compact_topics);
-        config.log_topics = topics(&o.log_topics);
-        config
+        config = config.pool_size(o.pool_size);
+        config = config.compact_topics(topics(&o.compact_topics));
+        config = config.log_topics(topics(&o.log_topics));
+        config.build()
     }
 }
 

@@ -271,32 +271,32 @@ fn the_outbox_section_sets_the_relay() {
     .unwrap();
     assert_eq!(config.database_url().unwrap(), "sqlite://app.db");
     let relay = config.relay_config();
-    assert_eq!(relay.batch_size, 500);
-    assert_eq!(relay.lease_ttl, Duration::from_secs(10));
-    assert!(matches!(relay.compact_topics, deimos_outbox_diesel::Topics::All));
+    assert_eq!(relay.batch_size(), 500);
+    assert_eq!(relay.lease_ttl(), Duration::from_secs(10));
+    assert!(matches!(relay.compact_topics(), deimos_outbox_diesel::Topics::All));
     // Unset: the relay's defaults.
-    assert_eq!(relay.delivery_timeout, None);
-    assert_eq!(relay.connect_timeout, Duration::from_secs(5));
-    assert_eq!(relay.statement_timeout, Duration::from_secs(10));
-    assert_eq!(relay.pool_size, None);
+    assert_eq!(relay.delivery_timeout(), None);
+    assert_eq!(relay.connect_timeout(), Duration::from_secs(5));
+    assert_eq!(relay.statement_timeout(), Duration::from_secs(10));
+    assert_eq!(relay.pool_size(), None);
 
     let config = Config::from_toml_str(
         "[outbox]\ndelivery_timeout = \"3s\"\nconnect_timeout = \"2s\"\nstatement_timeout = \"4s\"\npool_size = 9\n",
     )
     .unwrap();
     let relay = config.relay_config();
-    assert_eq!(relay.delivery_timeout, Some(Duration::from_secs(3)));
-    assert_eq!(relay.connect_timeout, Duration::from_secs(2));
-    assert_eq!(relay.statement_timeout, Duration::from_secs(4));
-    assert_eq!(relay.pool_size, Some(9));
+    assert_eq!(relay.delivery_timeout(), Some(Duration::from_secs(3)));
+    assert_eq!(relay.connect_timeout(), Duration::from_secs(2));
+    assert_eq!(relay.statement_timeout(), Duration::from_secs(4));
+    assert_eq!(relay.pool_size(), Some(9));
     // The documented example's [outbox] is the relay's defaults, spelled out.
     let documented = Config::from_toml_str(&documented_example()).unwrap().relay_config();
     let defaults = deimos_outbox_diesel::RelayConfig::default();
     assert_eq!(
-        (documented.connect_timeout, documented.statement_timeout),
-        (defaults.connect_timeout, defaults.statement_timeout)
+        (documented.connect_timeout(), documented.statement_timeout()),
+        (defaults.connect_timeout(), defaults.statement_timeout())
     );
-    assert_eq!(documented.pool_size, Some(defaults.max_workers + 1));
+    assert_eq!(documented.pool_size(), Some(defaults.max_workers() + 1));
 }
 
 struct Batches;

@@ -159,11 +159,12 @@ impl Bench {
 
     fn config() -> RelayConfig {
         let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
-        let mut c = RelayConfig::default();
-        c.idle_release = Duration::from_secs(60);
-        c.batch_size = env("DEIMOS_BENCH_BATCH").unwrap_or(c.batch_size);
-        c.max_in_flight = env("DEIMOS_BENCH_IN_FLIGHT").unwrap_or(c.max_in_flight);
-        c
+        let defaults = RelayConfig::default();
+        RelayConfig::builder()
+            .idle_release(Duration::from_secs(60))
+            .batch_size(env("DEIMOS_BENCH_BATCH").unwrap_or(defaults.batch_size()))
+            .max_in_flight(env("DEIMOS_BENCH_IN_FLIGHT").unwrap_or(defaults.max_in_flight()))
+            .build()
     }
 
     /// Drains the table with the relay as its own process (the `deimos-outbox` binary, built with this bench), so
@@ -172,8 +173,8 @@ impl Bench {
         let started = Instant::now();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_deimos-outbox"))
             .args(["--database-url", &self.url, "relay", "--brokers", &self.brokers])
-            .args(["--batch-size", &Self::config().batch_size.to_string()])
-            .args(["--max-in-flight", &Self::config().max_in_flight.to_string()])
+            .args(["--batch-size", &Self::config().batch_size().to_string()])
+            .args(["--max-in-flight", &Self::config().max_in_flight().to_string()])
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -11,7 +11,7 @@ mod writer;
 
 pub use db::{Backlog, BeginTransaction, Conn, Dialect, Lease, Migrations};
 pub use error::OutboxError;
-pub use relay::{Relay, RelayConfig, RelayStats, Topics};
+pub use relay::{Relay, RelayConfig, RelayConfigBuilder, RelayStats, Topics};
 pub use status::Status;
 pub use writer::{
     AsyncOutboxConnection, NOTIFY_CHANNEL, NewMessage, Outbox, OutboxBuilder, OutboxReport, SyncOutboxConnection,

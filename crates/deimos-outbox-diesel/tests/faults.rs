@@ -83,12 +83,13 @@ async fn a_relay_cut_from_its_database_sends_nothing_once_its_lease_can_be_taken
         let widgets: Vec<(i64, i64)> = (0..KEYS).map(|k| (k, seq)).collect();
         kit.write(&mut conn, &widgets, true).await;
     }
-    let mut config = fast_config();
-    config.lease_ttl = Duration::from_secs(4);
-    config.statement_timeout = Duration::from_secs(1);
-    config.connect_timeout = Duration::from_secs(1);
-    config.batch_size = BATCH;
-    config.max_in_flight = 2;
+    let config = fast_config()
+        .lease_ttl(Duration::from_secs(4))
+        .statement_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(1))
+        .batch_size(BATCH)
+        .max_in_flight(2)
+        .build();
 
     // B's producer is connected, with its producer id, before the broker slows down.
     let b_backend = kit.backend();
@@ -99,8 +100,7 @@ async fn a_relay_cut_from_its_database_sends_nothing_once_its_lease_can_be_taken
     kit.mock.broker_round_trip_time(1, Duration::from_secs(8)).unwrap();
     let started = Instant::now();
     let (proxy, _) = Proxy::in_front_of(&db.url).await;
-    let mut a_config = config.clone();
-    a_config.name = "relay-a".into();
+    let a_config = config.to_builder().name("relay-a").build();
     let (stop_a, relay_a) = spawn_relay(Relay::new(proxy.url(&db.url), kit.backend(), a_config).unwrap());
 
     // A leases every partition with rows, and hands its batches over.
@@ -129,8 +129,7 @@ async fn a_relay_cut_from_its_database_sends_nothing_once_its_lease_can_be_taken
     // The broker answers at once again (answers already delayed still come late), and B starts.
     tokio::time::sleep(Duration::from_secs(3)).await;
     kit.mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
-    let mut b_config = config;
-    b_config.name = "relay-b".into();
+    let b_config = config.to_builder().name("relay-b").build();
     let (stop_b, relay_b) = spawn_relay(Relay::new(&db.url, b_backend, b_config).unwrap());
     wait_empty(&db, 60).await;
     // Whatever A's producer still holds would land once its first answer comes, 8 s after it started.
@@ -179,8 +178,9 @@ async fn the_relay_refuses_a_delivery_timeout_its_lease_cannot_cover() {
         let e = error(Relay::new(url, backend(&[(key, value)]), RelayConfig::default()));
         assert!(e.contains(key) && e.contains("lease_ttl"), "{key}={value}: {e}");
     }
-    let mut config = RelayConfig::default();
-    config.delivery_timeout = Some(Duration::from_secs(20));
+    let config = RelayConfig::builder()
+        .delivery_timeout(Some(Duration::from_secs(20)))
+        .build();
     let e = error(Relay::new(url, backend(&[]), config));
     assert!(e.contains("delivery_timeout") && e.contains("14s"), "{e}");
     // Transactions would stretch the timeout to transaction.timeout.ms.
@@ -260,7 +260,7 @@ async fn writes_use_the_last_known_partition_count_while_kafka_is_down() {
     assert!(backlog[0].partition >= 0 && backlog[0].count == 3, "{backlog:?}");
 
     kit.mock.broker_up(1).unwrap();
-    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config().build()));
     wait_empty(&db, 60).await;
     let received = kit.read_all(3, Duration::from_secs(20)).await;
     stop.send(()).unwrap();
@@ -289,11 +289,12 @@ async fn a_stalled_database_connection_times_out_and_the_relay_goes_on(kind: Kin
     let db = TestDb::new(kind).await;
     let kit = Kit::new("outbox.stall").await;
     let (proxy, _) = Proxy::in_front_of(&db.url).await;
-    let mut config = fast_config();
-    // The worker keeps its connection (and its lease) while idle.
-    config.idle_release = Duration::from_secs(60);
-    config.statement_timeout = Duration::from_secs(1);
-    config.connect_timeout = Duration::from_secs(1);
+    let config = fast_config()
+        // The worker keeps its connection (and its lease) while idle.
+        .idle_release(Duration::from_secs(60))
+        .statement_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(1))
+        .build();
     let (stop, relay) = spawn_relay(Relay::new(proxy.url(&db.url), kit.backend(), config).unwrap());
     let mut conn = db.conn().await;
     kit.write(&mut conn, &[(1, 1), (2, 1)], true).await;
@@ -332,8 +333,7 @@ async fn a_black_holed_database_fails_the_connect_within_the_connect_timeout() {
     let kit = Kit::new("outbox.hole").await;
     let (proxy, _) = Proxy::in_front_of(&db.url).await;
     proxy.black_hole();
-    let mut config = fast_config();
-    config.connect_timeout = Duration::from_secs(1);
+    let config = fast_config().connect_timeout(Duration::from_secs(1)).build();
     let relay = Relay::new(proxy.url(&db.url), kit.backend(), config).unwrap();
     let started = Instant::now();
     let result = within(10, relay.run_until(std::future::pending())).await;
@@ -364,11 +364,12 @@ async fn postgres_the_relay_keeps_to_its_pool_size() {
     assert!(partitions >= 4, "rows on {partitions} partitions");
     // Each batch waits a little for the broker, so workers overlap.
     kit.mock.broker_round_trip_time(1, Duration::from_millis(100)).unwrap();
-    let mut config = fast_config();
-    config.max_workers = 6;
-    config.pool_size = Some(3);
-    config.batch_size = 4;
-    config.max_in_flight = 1;
+    let config = fast_config()
+        .max_workers(6)
+        .pool_size(Some(3))
+        .batch_size(4)
+        .max_in_flight(1)
+        .build();
     let (stop, relay) = spawn_relay(kit.relay(&db, config));
     let sql =
         "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";

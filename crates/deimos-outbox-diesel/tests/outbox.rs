@@ -39,7 +39,7 @@ async fn committed_messages_arrive_and_rolled_back_ones_do_not(kind: Kind) {
         "the rolled-back transaction left nothing"
     );
 
-    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config().build()));
     wait_empty(&db, 30).await;
     let received = kit.read_all(5, Duration::from_secs(20)).await;
     stop.send(()).unwrap();
@@ -143,8 +143,7 @@ async fn concurrent_writers_and_two_relays_keep_per_key_commit_order(kind: Kind)
     const TXNS_PER_WRITER: usize = 40;
     let db = TestDb::new(kind).await;
     let kit = Kit::new("outbox.concurrent").await;
-    let mut config = fast_config();
-    config.batch_size = 50;
+    let config = fast_config().batch_size(50).build();
     let (stop_a, relay_a) = spawn_relay(kit.relay(&db, config.clone()));
     let (stop_b, relay_b) = spawn_relay(kit.relay(&db, config));
 
@@ -219,9 +218,7 @@ async fn transactions_of_several_inserts_arrive_in_commit_order(kind: Kind, txns
     const WRITERS: i64 = 6;
     let db = TestDb::new(kind).await;
     let kit = Kit::new("outbox.multi").await;
-    let mut config = fast_config();
-    config.batch_size = 20;
-    config.max_in_flight = 4;
+    let config = fast_config().batch_size(20).max_in_flight(4).build();
     let (stop, relay) = spawn_relay(kit.relay(&db, config));
 
     let seqs = common::key_seqs(KEYS);
@@ -296,8 +293,7 @@ async fn rows_with_and_without_a_partition_keep_each_keys_order(kind: Kind) {
     const TXNS_PER_WRITER: i64 = 60;
     let db = TestDb::new(kind).await;
     let kit = Kit::new("outbox.mixed").await;
-    let mut config = fast_config();
-    config.batch_size = 20;
+    let config = fast_config().batch_size(20).build();
     let (stop_a, relay_a) = spawn_relay(kit.relay(&db, config.clone()));
     let (stop_b, relay_b) = spawn_relay(kit.relay(&db, config));
 
@@ -394,7 +390,7 @@ async fn a_partition_key_that_is_not_utf8_is_partitioned_by_its_bytes() {
     ))
     .await
     .unwrap();
-    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config().build()));
     wait_empty(&db, 30).await;
     let received = kit.read_all_unchecked(1, Duration::from_secs(20)).await;
     stop.send(()).unwrap();
@@ -438,7 +434,7 @@ async fn a_too_large_message_is_moved_aside_and_the_rest_of_its_batch_is_sent() 
         .kafka_setting("message.max.bytes", "2000")
         .build()
         .unwrap();
-    let (stop, relay) = spawn_relay(Relay::new(&db.url, backend, fast_config()).unwrap());
+    let (stop, relay) = spawn_relay(Relay::new(&db.url, backend, fast_config().build()).unwrap());
     wait_empty(&db, 30).await;
     let received = kit.read_all(2, Duration::from_secs(20)).await;
     stop.send(()).unwrap();
@@ -491,7 +487,7 @@ async fn the_relay_waits_out_a_broker_outage() {
     let kit = Kit::new("outbox.outage").await;
     let mut conn = db.conn().await;
     kit.write(&mut conn, &[(1, 1), (2, 1)], true).await;
-    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config().build()));
     wait_empty(&db, 30).await;
     kit.mock.broker_down(1).unwrap();
     kit.write(&mut conn, &[(1, 2), (2, 2), (3, 1)], true).await;
@@ -520,8 +516,7 @@ async fn the_relay_recovers_from_a_database_restart(kind: Kind) {
     let kit = Kit::new("outbox.dbrestart").await;
     // The relay reaches the database through the proxy; the test writes directly.
     let (proxy, through_proxy) = common::Proxy::in_front_of(&db.url).await;
-    let mut config = fast_config();
-    config.idle_release = Duration::from_secs(30);
+    let config = fast_config().idle_release(Duration::from_secs(30)).build();
     let relay = Relay::new(&through_proxy, kit.backend(), config).unwrap();
     let (stop, relay) = spawn_relay(relay);
     let mut conn = db.conn().await;
@@ -679,7 +674,7 @@ async fn a_deimos_database_is_upgraded_and_its_rows_are_sent(kind: Kind) {
         "{backlog:?}"
     );
 
-    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config().build()));
     wait_empty(&db, 30).await;
     stop.send(()).unwrap();
     assert_eq!(relay.await.unwrap().sent, 2);
@@ -725,8 +720,9 @@ async fn compacted_topics_send_the_last_message_per_key_of_a_batch() {
     let mut conn = db.conn().await;
     kit.write(&mut conn, &[(1, 1), (2, 1), (1, 2), (1, 3), (3, 1)], true)
         .await;
-    let mut config = fast_config();
-    config.compact_topics = deimos_outbox_diesel::Topics::only(["outbox.compact"]);
+    let config = fast_config()
+        .compact_topics(deimos_outbox_diesel::Topics::only(["outbox.compact"]))
+        .build();
     let (stop, relay) = spawn_relay(kit.relay(&db, config));
     wait_empty(&db, 30).await;
     stop.send(()).unwrap();
@@ -784,7 +780,7 @@ async fn refused_batches_are_sent_again_in_order_after_backoff() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
     );
-    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config().build()));
     wait_empty(&db, 30).await;
     let received = kit.read_all(5, Duration::from_secs(20)).await;
     stop.send(()).unwrap();
@@ -831,7 +827,7 @@ async fn only_a_row_too_large_on_its_own_goes_dead_and_its_neighbours_are_sent_i
             too_large,
         ],
     );
-    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config()));
+    let (stop, relay) = spawn_relay(kit.relay(&db, fast_config().build()));
     wait_empty(&db, 30).await;
     let received = kit.read_all(4, Duration::from_secs(20)).await;
     stop.send(()).unwrap();

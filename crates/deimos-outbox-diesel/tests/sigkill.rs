@@ -96,7 +96,7 @@ async fn relay_survives_sigkill(kind: Kind) {
     }
 
     // A last relay (in process) drains what is left once the killed relays' leases expire.
-    let relay = Relay::new(&db.url, kit.backend(), fast_config()).unwrap();
+    let relay = Relay::new(&db.url, kit.backend(), fast_config().build()).unwrap();
     let pending = db.count("kafka_messages").await;
     let (tx, task) = common::spawn_relay(relay);
     common::within(90, async {

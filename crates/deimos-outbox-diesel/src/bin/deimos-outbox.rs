@@ -168,19 +168,19 @@ async fn run(cli: Cli) -> Result<()> {
                 kafka = kafka.kafka_setting(k, v);
             }
             let backend = kafka.build()?;
-            let mut config = RelayConfig::default();
-            config.batch_size = args.batch_size;
-            config.max_in_flight = args.max_in_flight;
-            config.max_workers = args.max_workers;
-            config.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
-            config.poll_interval = Duration::from_millis(args.poll_interval_ms);
-            config.delivery_timeout = args.delivery_timeout_ms.map(Duration::from_millis);
-            config.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
-            config.statement_timeout = Duration::from_millis(args.statement_timeout_ms);
-            config.pool_size = args.pool_size;
-            config.compact_topics = topics(args.compact_topics.as_deref());
-            config.log_topics = topics(args.log_topics.as_deref());
-            let stats = Relay::new(url, backend.clone(), config)?.run().await?;
+            let mut config = RelayConfig::builder();
+            config = config.batch_size(args.batch_size);
+            config = config.max_in_flight(args.max_in_flight);
+            config = config.max_workers(args.max_workers);
+            config = config.lease_ttl(Duration::from_secs(args.lease_ttl_secs));
+            config = config.poll_interval(Duration::from_millis(args.poll_interval_ms));
+            config = config.delivery_timeout(args.delivery_timeout_ms.map(Duration::from_millis));
+            config = config.connect_timeout(Duration::from_millis(args.connect_timeout_ms));
+            config = config.statement_timeout(Duration::from_millis(args.statement_timeout_ms));
+            config = config.pool_size(args.pool_size);
+            config = config.compact_topics(topics(args.compact_topics.as_deref()));
+            config = config.log_topics(topics(args.log_topics.as_deref()));
+            let stats = Relay::new(url, backend.clone(), config.build())?.run().await?;
             backend.flush(Duration::from_secs(10)).await.ok();
             println!(
                 "relay stopped: {} sent, {} compacted away, {} too large (moved to kafka_messages_dead), {} batches",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use deimos_avro::SchemaStore;
 use deimos_keys::KeyConfig;
-use deimos_outbox_diesel::{Conn, Outbox, Relay, RelayConfig};
+use deimos_outbox_diesel::{Conn, Outbox, Relay, RelayConfig, RelayConfigBuilder};
 use deimos_producer::{KafkaBackend, Producer, ProducerSetup, PublishOptions};
 use deimos_registry::{MemoryRegistry, SchemaCodec, SchemaRegistry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -389,15 +389,14 @@ impl Rng {
 }
 
 /// A relay config for tests: short lease (messages get 1.5 s to be delivered), quick polling.
-pub fn fast_config() -> RelayConfig {
-    let mut c = RelayConfig::default();
-    c.lease_ttl = Duration::from_secs(5);
-    c.poll_interval = Duration::from_millis(50);
-    c.idle_release = Duration::from_millis(500);
-    c.backoff = (Duration::from_millis(50), Duration::from_secs(1));
-    c.metrics_interval = Duration::from_millis(200);
-    c.shutdown_timeout = Duration::from_secs(10);
-    c
+pub fn fast_config() -> RelayConfigBuilder {
+    RelayConfig::builder()
+        .lease_ttl(Duration::from_secs(5))
+        .poll_interval(Duration::from_millis(50))
+        .idle_release(Duration::from_millis(500))
+        .backoff(Duration::from_millis(50), Duration::from_secs(1))
+        .metrics_interval(Duration::from_millis(200))
+        .shutdown_timeout(Duration::from_secs(10))
 }
 
 pub async fn within<F: std::future::Future<Output = T>, T>(secs: u64, f: F) -> T {
