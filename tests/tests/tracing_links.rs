@@ -121,8 +121,7 @@ async fn consume_one(
     .await
     .expect("the message is consumed within 60 s")
     .unwrap();
-    let names = done.1.lock().unwrap().clone();
-    names
+    done.1.lock().unwrap().clone()
 }
 
 async fn producer(
