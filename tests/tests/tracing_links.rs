@@ -169,7 +169,7 @@ async fn producer_and_consumer_share_one_trace_through_kafka() {
     let headers = consume_one(&mock, registry, "traced").await;
     assert_eq!(
         headers,
-        ["traceparent"],
+        ["traceparent", "tracestate"],
         "W3C trace context, as the global propagator writes it"
     );
 
