@@ -82,7 +82,9 @@ async fn consumer_process() {
         // One batch at a time, so that the crash comes right after the third.
         .max_in_flight(1)
         .max_batch_size(BATCH)
-        .max_wait(Duration::from_millis(100))
+        // Batches are full (the topic is written before the consumer starts), so that three of them are three
+        // times BATCH rows; only the last, partial one waits this long.
+        .max_wait(Duration::from_secs(3))
         .start_from_beginning(true)
         .session_timeout(Duration::from_secs(6))
         // Kafka commits only at shutdown: a crash loses every Kafka commit.
