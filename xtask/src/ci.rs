@@ -58,6 +58,34 @@ const QUICKSTART: Step = Step {
     hint: Some("the README's `cargo run --example quickstart` failed: run it to see why"),
 };
 
+/// Clippy on the outbox and the records with only the databases `features` names (none when empty).
+macro_rules! databases {
+    ($name:literal, $features:literal) => {
+        Step {
+            name: $name,
+            action: Action::Cargo {
+                args: &[
+                    "clippy",
+                    "-p",
+                    "deimos-outbox-diesel",
+                    "-p",
+                    "deimos-records-diesel",
+                    "--no-default-features",
+                    "--features",
+                    $features,
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                env: &[],
+            },
+            hint: Some(
+                "a `#[cfg(feature = \"postgres\" | \"mysql\" | \"sqlite\")]` is missing or wrong in deimos-outbox-diesel or deimos-records-diesel",
+            ),
+        }
+    };
+}
+
 const CI: &[Step] = &[
     SETUP,
     Step {
@@ -84,6 +112,12 @@ const CI: &[Step] = &[
         },
         hint: None,
     },
+    // Each database alone, and none: a service builds the outbox and the records with only its own databases'
+    // clients, so every combination must compile without warnings (the steps above build them all together).
+    databases!("databases: none", ""),
+    databases!("databases: postgres", "deimos-records-diesel/postgres"),
+    databases!("databases: mysql", "deimos-records-diesel/mysql"),
+    databases!("databases: sqlite", "deimos-records-diesel/sqlite"),
     NEXTEST,
     DOCTEST,
     QUICKSTART,

@@ -8,7 +8,9 @@
 //! - listed in [`LAYERS`], and every dependency (normal, dev, build) on another workspace crate points to a
 //!   strictly lower layer;
 //! - the facade `crates/deimos` holds only docs, `pub use` re-exports and cfg attributes, and each of its
-//!   features enables its sub-crate with `dep:` syntax.
+//!   features enables its sub-crate with `dep:` syntax;
+//! - every normal dependency is named in the crate's `src/` (one that only tests or benches use is a
+//!   dev-dependency), except those in [`UNNAMED_DEPENDENCIES`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -114,12 +116,71 @@ pub(crate) fn check(root: &Path) -> Result<Vec<Violation>> {
         }
         check_layering(package, in_crates, &workspace, &mut report);
         check_unsafe(dir, &rel, &mut report)?;
+        if in_crates {
+            check_dependencies_used(package, &mut report)?;
+        }
         if in_crates && package.name == FACADE {
             check_facade(package, &mut report)?;
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// Normal dependencies a crate declares without naming them in its code, each for a reason (package,
+/// dependency, why).
+const UNNAMED_DEPENDENCIES: &[(&str, &str, &str)] = &[(
+    "deimos-outbox-diesel",
+    "libsqlite3-sys",
+    "declared for its `bundled` feature: SQLite is compiled in, so no system library is needed",
+)];
+
+/// Reports normal dependencies that the package's `src/` never names (as `crate_name` followed by `::`, `;`,
+/// ` ` or `}`): a dependency only tests, examples or benches use belongs in `[dev-dependencies]`.
+fn check_dependencies_used(package: &Package, report: &mut impl FnMut(String)) -> Result<()> {
+    let mut source = String::new();
+    let mut stack = vec![package.dir().join("src")];
+    while let Some(folder) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                source +=
+                    &std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+                source.push('\n');
+            }
+        }
+    }
+    for dep in package.dependencies.iter().filter(|d| d.kind.is_none()) {
+        let name = dep.local_name();
+        if UNNAMED_DEPENDENCIES
+            .iter()
+            .any(|(p, d, _)| *p == package.name && *d == name)
+        {
+            continue;
+        }
+        if !names_crate(&source, &name.replace('-', "_")) {
+            report(format!(
+                "declares the dependency `{name}` but its src/ never names `{}`: remove it, or move it to [dev-dependencies] if only tests, examples or benches use it",
+                name.replace('-', "_")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `source` names the crate `ident` as a path root (`ident::`, `use ident;`, `ident as`, `{ident}`…).
+fn names_crate(source: &str, ident: &str) -> bool {
+    source.match_indices(ident).any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let after = source[at + ident.len()..].chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
 }
 
 /// The only files that may allow `unsafe_code` (denied for the workspace): each reaches librdkafka's C API where
@@ -571,6 +632,14 @@ mod tests {
         let mut out = Vec::new();
         check_manifest(manifest, &mut |message| out.push(message));
         out
+    }
+
+    #[test]
+    fn a_crate_is_named_only_as_a_path_root() {
+        assert!(names_crate("use serde_json::Value;", "serde_json"));
+        assert!(names_crate("pub use deimos_core as core;", "deimos_core"));
+        assert!(!names_crate("use serde_json_ext::Value; let serde = 1;", "serde_json"));
+        assert!(!names_crate("use deimos_core::x;", "core"));
     }
 
     #[test]

@@ -13,11 +13,17 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
 
+use diesel::QueryableByName;
+#[cfg(feature = "sqlite")]
+use diesel::SqliteConnection;
 use diesel::sql_types::{BigInt, Binary, Double, Integer, Nullable, Text};
-use diesel::{QueryableByName, SqliteConnection};
+#[cfg(feature = "mysql")]
+use diesel_async::AsyncMysqlConnection;
+#[cfg(feature = "postgres")]
 use diesel_async::pg::AsyncPgConnection;
+#[cfg(feature = "sqlite")]
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager};
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use deimos_core::redact;
@@ -127,15 +133,37 @@ impl Dialect {
     }
 }
 
-/// One open connection of the relay (or of `status` / `migrate`).
+/// One open connection of the relay (or of `status` / `migrate`). Each database is there with its feature
+/// (`postgres`, `mysql`, `sqlite`).
 #[allow(clippy::large_enum_variant, reason = "one per worker, never moved in a hot path")]
 pub enum Conn {
     /// PostgreSQL (tokio-postgres underneath).
+    #[cfg(feature = "postgres")]
     Pg(AsyncPgConnection),
     /// MySQL / MariaDB (mysql_async underneath).
+    #[cfg(feature = "mysql")]
     Mysql(AsyncMysqlConnection),
     /// SQLite, run on a blocking thread.
+    #[cfg(feature = "sqlite")]
     Sqlite(SyncConnectionWrapper<SqliteConnection>),
+    /// A build without any database: no connection can be made (every URL is refused with the feature it needs).
+    #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+    #[doc(hidden)]
+    NoDatabase(std::convert::Infallible),
+}
+
+/// The error for a URL of a database this build does not speak: which feature turns it on.
+pub(crate) fn not_compiled_in(dialect: Dialect, url: &str) -> OutboxError {
+    let (name, feature) = match dialect {
+        Dialect::Postgres => ("PostgreSQL", "postgres"),
+        Dialect::Mysql => ("MySQL/MariaDB", "mysql"),
+        Dialect::Sqlite => ("SQLite", "sqlite"),
+    };
+    OutboxError::Config(format!(
+        "{}: this build has no {name} support; enable the `{feature}` feature of `deimos` (or of \
+         `deimos-outbox-diesel` / `deimos-records-diesel`)",
+        redact::url(url)
+    ))
 }
 
 impl std::fmt::Debug for Conn {
@@ -150,9 +178,14 @@ macro_rules! with_conn {
     ($conn:expr, $c:ident => $body:expr) => {
         bounded(async {
             match $conn {
+                #[cfg(feature = "postgres")]
                 Conn::Pg($c) => $body,
+                #[cfg(feature = "mysql")]
                 Conn::Mysql($c) => $body,
+                #[cfg(feature = "sqlite")]
                 Conn::Sqlite($c) => $body,
+                #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+                Conn::NoDatabase(never) => match *never {},
             }
         })
         .await
@@ -243,18 +276,21 @@ pub trait BeginTransaction: AsyncConnection {
     fn begin_transaction(&mut self) -> impl std::future::Future<Output = diesel::QueryResult<()>> + Send;
 }
 
+#[cfg(feature = "postgres")]
 impl BeginTransaction for AsyncPgConnection {
     async fn begin_transaction(&mut self) -> diesel::QueryResult<()> {
         <Self as AsyncConnection>::TransactionManager::begin_transaction(self).await
     }
 }
 
+#[cfg(feature = "mysql")]
 impl BeginTransaction for AsyncMysqlConnection {
     async fn begin_transaction(&mut self) -> diesel::QueryResult<()> {
         <Self as AsyncConnection>::TransactionManager::begin_transaction(self).await
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl BeginTransaction for SyncConnectionWrapper<SqliteConnection> {
     async fn begin_transaction(&mut self) -> diesel::QueryResult<()> {
         self.spawn_blocking(|inner| {
@@ -424,11 +460,13 @@ macro_rules! bind_held {
     }};
 }
 
+#[cfg(feature = "mysql")]
 /// The URL diesel-async's MySQL client takes for a `mysql://` or `mariadb://` URL.
 pub(crate) fn mysql_url(url: &str) -> String {
     url.replacen("mariadb://", "mysql://", 1)
 }
 
+#[cfg(feature = "sqlite")]
 /// The file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH`, or a bare path).
 pub(crate) fn sqlite_path(url: &str) -> &str {
     url.strip_prefix("sqlite://")
@@ -436,6 +474,7 @@ pub(crate) fn sqlite_path(url: &str) -> &str {
         .unwrap_or(url)
 }
 
+#[cfg(feature = "sqlite")]
 /// Opens a SQLite connection with WAL and a busy timeout, so relay workers and writers can share the file.
 pub(crate) async fn establish_sqlite(
     path: &str,
@@ -481,15 +520,23 @@ impl Conn {
     /// fails with [`OutboxError::Connect`] instead of hanging).
     pub async fn connect_within(url: &str, limit: Duration) -> Result<Conn, OutboxError> {
         match Dialect::of_url(url)? {
+            #[cfg(feature = "postgres")]
             Dialect::Postgres => Ok(Conn::Pg(
                 connecting(url, limit, AsyncPgConnection::establish(url)).await?,
             )),
+            #[cfg(feature = "mysql")]
             Dialect::Mysql => Ok(Conn::Mysql(
                 connecting(url, limit, AsyncMysqlConnection::establish(&mysql_url(url))).await?,
             )),
+            #[cfg(feature = "sqlite")]
             Dialect::Sqlite => Ok(Conn::Sqlite(
                 connecting(url, limit, establish_sqlite(sqlite_path(url), Duration::from_secs(10))).await?,
             )),
+            #[allow(unreachable_patterns, reason = "reachable in builds without every database")]
+            other => {
+                let _ = limit;
+                Err(not_compiled_in(other, url))
+            }
         }
     }
 
@@ -516,9 +563,14 @@ impl Conn {
     /// The connection's dialect.
     pub fn dialect(&self) -> Dialect {
         match self {
+            #[cfg(feature = "postgres")]
             Conn::Pg(_) => Dialect::Postgres,
+            #[cfg(feature = "mysql")]
             Conn::Mysql(_) => Dialect::Mysql,
+            #[cfg(feature = "sqlite")]
             Conn::Sqlite(_) => Dialect::Sqlite,
+            #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+            Conn::NoDatabase(never) => match *never {},
         }
     }
 
@@ -547,22 +599,28 @@ impl Conn {
                 .map_err(|e| OutboxError::Migration(e.to_string()))
         }
         use diesel_async::AsyncMigrationHarness;
+        let _ = &migrations;
         match self {
+            #[cfg(feature = "postgres")]
             Conn::Pg(c) => {
                 let mut h = AsyncMigrationHarness::new(c);
                 let applied = run(&mut h, migrations.postgres)?;
                 Ok((Conn::Pg(h.into_inner()), applied))
             }
+            #[cfg(feature = "mysql")]
             Conn::Mysql(c) => {
                 let mut h = AsyncMigrationHarness::new(c);
                 let applied = run(&mut h, migrations.mysql)?;
                 Ok((Conn::Mysql(h.into_inner()), applied))
             }
+            #[cfg(feature = "sqlite")]
             Conn::Sqlite(c) => {
                 let mut h = AsyncMigrationHarness::new(c);
                 let applied = run(&mut h, migrations.sqlite)?;
                 Ok((Conn::Sqlite(h.into_inner()), applied))
             }
+            #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+            Conn::NoDatabase(never) => match never {},
         }
     }
 
@@ -660,7 +718,7 @@ impl Conn {
             "UPDATE kafka_topic_info SET locked_at = {now}, lease_until = {now_ms} + ? \
              WHERE {held}",
         );
-        let n = with_conn!(self, c => diesel::sql_query(&sql)
+        let n: usize = with_conn!(self, c => diesel::sql_query(&sql)
             .bind::<BigInt, _>(ttl_ms)
             .bind::<Text, _>(topic)
             .bind::<Integer, _>(partition)
@@ -673,6 +731,7 @@ impl Conn {
     }
 
     /// Whether the lease is still held, without extending it.
+    #[cfg(feature = "postgres")]
     async fn renew_check(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<bool, OutboxError> {
         let sql = self.dialect().sql("SELECT fence FROM kafka_topic_info WHERE {held}");
         let rows: Vec<FenceRow> =
@@ -714,6 +773,7 @@ impl Conn {
         let d = self.dialect();
         let fetched: Vec<FetchedRow> = match self {
             // One array parameter (PostgreSQL looks it up by hash) instead of thousands of literals to parse.
+            #[cfg(feature = "postgres")]
             Conn::Pg(pg) if !in_flight.is_empty() => {
                 let sql = d.sql(&format!("{SELECT} AND id <> ALL(?) ORDER BY id LIMIT ?"));
                 diesel::sql_query(&sql)
@@ -778,6 +838,7 @@ impl Conn {
         }
         let d = self.dialect();
         match self {
+            #[cfg(feature = "postgres")]
             Conn::Pg(pg) => {
                 let (ids, partitions): (Vec<i64>, Vec<i32>) = assigned.iter().copied().unzip();
                 diesel::sql_query(
@@ -790,6 +851,7 @@ impl Conn {
                 .execute(pg)
                 .await
             }
+            #[allow(unreachable_patterns, reason = "unreachable in a build with PostgreSQL alone")]
             conn => {
                 let mut by_partition: std::collections::BTreeMap<i32, Vec<i64>> = std::collections::BTreeMap::new();
                 for (id, p) in assigned {
@@ -827,6 +889,7 @@ impl Conn {
         done: &[i64],
         dead: &[(i64, String)],
     ) -> Result<bool, OutboxError> {
+        #[cfg(feature = "postgres")]
         if let (Conn::Pg(pg), true, false) = (&mut *self, dead.is_empty(), done.is_empty()) {
             // The common case in one statement (no transaction round trips): lock the lease row, delete only
             // if it is still ours.
@@ -948,6 +1011,8 @@ impl Conn {
 
     /// Starts listening for the writers' notifications (PostgreSQL only; a no-op elsewhere).
     pub(crate) async fn listen(&mut self) -> Result<(), OutboxError> {
+        #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns, reason = "irrefutable in a build with PostgreSQL alone")]
         if let Conn::Pg(c) = self {
             bounded(diesel::sql_query(format!("LISTEN {}", crate::writer::NOTIFY_CHANNEL)).execute(c))
                 .await
@@ -962,6 +1027,7 @@ trait DeleteIds {
     fn delete_ids(&mut self, ids: &[i64]) -> impl std::future::Future<Output = diesel::QueryResult<usize>> + Send;
 }
 
+#[cfg(feature = "postgres")]
 impl DeleteIds for AsyncPgConnection {
     async fn delete_ids(&mut self, ids: &[i64]) -> diesel::QueryResult<usize> {
         // One array parameter instead of a thousand literals to parse.
@@ -972,6 +1038,7 @@ impl DeleteIds for AsyncPgConnection {
     }
 }
 
+#[cfg(feature = "mysql")]
 impl DeleteIds for AsyncMysqlConnection {
     async fn delete_ids(&mut self, ids: &[i64]) -> diesel::QueryResult<usize> {
         diesel::sql_query(format!("DELETE FROM kafka_messages WHERE id IN {}", id_list(ids)))
@@ -980,6 +1047,7 @@ impl DeleteIds for AsyncMysqlConnection {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl DeleteIds for SyncConnectionWrapper<SqliteConnection> {
     async fn delete_ids(&mut self, ids: &[i64]) -> diesel::QueryResult<usize> {
         diesel::sql_query(format!("DELETE FROM kafka_messages WHERE id IN {}", id_list(ids)))
@@ -991,6 +1059,16 @@ impl DeleteIds for SyncConnectionWrapper<SqliteConnection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_left_out_of_the_build_is_named_with_its_feature() {
+        let e = not_compiled_in(Dialect::Postgres, "postgres://app:s3cret@db:5432/app").to_string();
+        assert!(e.contains("no PostgreSQL support"), "{e}");
+        assert!(e.contains("enable the `postgres` feature of `deimos`"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = not_compiled_in(Dialect::Mysql, "mariadb://root@h/test").to_string();
+        assert!(e.contains("MySQL/MariaDB") && e.contains("`mysql` feature"), "{e}");
+    }
 
     #[test]
     fn urls_name_their_database() {

@@ -12,11 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Manager, Metrics, RecycleError, RecycleResult, Timeouts};
+#[cfg(feature = "sqlite")]
 use diesel::SqliteConnection;
+#[cfg(feature = "mysql")]
+use diesel_async::AsyncMysqlConnection;
+#[cfg(feature = "postgres")]
 use diesel_async::pg::AsyncPgConnection;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod};
+#[cfg(feature = "sqlite")]
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use futures::FutureExt;
 
 use deimos_core::redact;
@@ -37,19 +42,55 @@ pub struct ConnManager {
 }
 
 enum Managers {
+    #[cfg(feature = "postgres")]
     Pg(AsyncDieselConnectionManager<AsyncPgConnection>),
+    #[cfg(feature = "mysql")]
     Mysql(AsyncDieselConnectionManager<AsyncMysqlConnection>),
+    #[cfg(feature = "sqlite")]
     Sqlite(AsyncDieselConnectionManager<SyncConnectionWrapper<SqliteConnection>>),
+    #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+    NoDatabase(std::convert::Infallible),
 }
 
-/// What the pool's connections are opened with.
-#[derive(Debug, Clone, Copy)]
+/// What the pool's connections are opened with: `Settings::new()` (a 10 s connect timeout, 30 s per statement)
+/// and chained setters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Settings {
     /// How long opening one may take (also how long to wait for a free one).
     pub connect_timeout: Duration,
     /// How long one call may take; also set on the server's side where it has such a setting (PostgreSQL's
     /// `statement_timeout` and `idle_in_transaction_session_timeout`, MySQL's `innodb_lock_wait_timeout`).
     pub statement_timeout: Duration,
+}
+
+impl Settings {
+    /// A 10 s connect timeout ([`DEFAULT_CONNECT_TIMEOUT`](crate::db::DEFAULT_CONNECT_TIMEOUT)) and 30 s per
+    /// statement.
+    pub fn new() -> Settings {
+        Settings {
+            connect_timeout: db::DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// How long opening a connection (or waiting for a free one) may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Settings {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one call may take.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Settings {
+        self.statement_timeout = timeout;
+        self
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings::new()
+    }
 }
 
 /// diesel-async's manager config: `SELECT 1` when a connection is handed out again, and `setup` to open one.
@@ -93,6 +134,7 @@ impl ConnManager {
             statement_timeout,
         } = settings;
         let managers = match Dialect::of_url(url)? {
+            #[cfg(feature = "postgres")]
             Dialect::Postgres => {
                 // The server gives up on a statement, or on a transaction left open by a relay that vanished (its
                 // lease row locked), after the same time.
@@ -107,6 +149,7 @@ impl ConnManager {
                     }),
                 ))
             }
+            #[cfg(feature = "mysql")]
             Dialect::Mysql => {
                 // A lock wait (another relay's transaction on the lease row, another consumer's on a record) ends
                 // on the server's side too.
@@ -121,6 +164,7 @@ impl ConnManager {
                     }),
                 ))
             }
+            #[cfg(feature = "sqlite")]
             Dialect::Sqlite => Managers::Sqlite(AsyncDieselConnectionManager::new_with_config(
                 db::sqlite_path(url),
                 manager_config(move |path| {
@@ -135,6 +179,11 @@ impl ConnManager {
                     .boxed()
                 }),
             )),
+            #[allow(unreachable_patterns, reason = "reachable in builds without every database")]
+            other => {
+                let _ = (connect_timeout, statement_timeout);
+                return Err(db::not_compiled_in(other, url));
+            }
         };
         Ok(ConnManager { managers })
     }
@@ -146,17 +195,26 @@ impl Manager for ConnManager {
 
     async fn create(&self) -> Result<Conn, PoolError> {
         Ok(match &self.managers {
+            #[cfg(feature = "postgres")]
             Managers::Pg(m) => Conn::Pg(m.create().await?),
+            #[cfg(feature = "mysql")]
             Managers::Mysql(m) => Conn::Mysql(m.create().await?),
+            #[cfg(feature = "sqlite")]
             Managers::Sqlite(m) => Conn::Sqlite(m.create().await?),
+            #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+            Managers::NoDatabase(never) => match *never {},
         })
     }
 
     async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<PoolError> {
         match (&self.managers, conn) {
+            #[cfg(feature = "postgres")]
             (Managers::Pg(m), Conn::Pg(c)) => m.recycle(c, metrics).await,
+            #[cfg(feature = "mysql")]
             (Managers::Mysql(m), Conn::Mysql(c)) => m.recycle(c, metrics).await,
+            #[cfg(feature = "sqlite")]
             (Managers::Sqlite(m), Conn::Sqlite(c)) => m.recycle(c, metrics).await,
+            #[allow(unreachable_patterns, reason = "reachable with more than one database")]
             _ => Err(RecycleError::message("a connection to another kind of database")),
         }
     }

@@ -17,6 +17,7 @@ use deimos_metrics::{events, trace};
 use deimos_producer::{
     DeliveryError, DeliveryResult, KafkaBackend, OutgoingBatch, OutgoingMessage, Partitioner, PublishBackend,
 };
+#[cfg(feature = "postgres")]
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
@@ -567,10 +568,9 @@ impl Relay {
 
     /// The settings of this relay's database connections.
     fn connection_settings(&self) -> pool::Settings {
-        pool::Settings {
-            connect_timeout: self.config.connect_timeout,
-            statement_timeout: self.config.statement_timeout,
-        }
+        pool::Settings::new()
+            .connect_timeout(self.config.connect_timeout)
+            .statement_timeout(self.config.statement_timeout)
     }
 
     async fn run_once(&self, stop: impl Future<Output = ()>) -> Result<RelayStats, OutboxError> {
@@ -775,6 +775,8 @@ async fn listen(
             failures = 0;
             // Rows may have come while the connection was down.
             wake.send_modify(|n| *n = n.wrapping_add(1));
+            #[cfg(feature = "postgres")]
+            #[allow(irrefutable_let_patterns, reason = "irrefutable in a build with PostgreSQL alone")]
             if let Conn::Pg(pg) = &mut conn {
                 let mut stream = std::pin::pin!(pg.notifications_stream());
                 while let Some(n) = stream.next().await {

@@ -10,10 +10,14 @@ use deimos_metrics::catalogue::{DB_PRODUCER_INSERT, DB_PRODUCER_STALE_PARTITION_
 use deimos_producer::{
     DeliveryError, KafkaBackend, OutgoingBatch, Partitioner, Pending, Producer, PublishBackend, PublishOptions, Record,
 };
+#[cfg(feature = "sqlite")]
 use diesel::SqliteConnection;
 use diesel::sql_types::{Binary, Integer, Nullable, Text};
+#[cfg(feature = "mysql")]
 use diesel_async::AsyncMysqlConnection;
+#[cfg(feature = "postgres")]
 use diesel_async::pg::AsyncPgConnection;
+#[cfg(feature = "sqlite")]
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -115,8 +119,11 @@ macro_rules! impl_async {
     };
 }
 
+#[cfg(feature = "postgres")]
 impl_async!(AsyncPgConnection, diesel::pg::Pg, Dialect::Postgres);
+#[cfg(feature = "mysql")]
 impl_async!(AsyncMysqlConnection, diesel::mysql::Mysql, Dialect::Mysql);
+#[cfg(feature = "sqlite")]
 impl_async!(
     SyncConnectionWrapper<SqliteConnection>,
     diesel::sqlite::Sqlite,
@@ -126,13 +133,19 @@ impl_async!(
 impl AsyncOutboxConnection for crate::Conn {
     async fn insert_messages(&mut self, rows: &[NewMessage<'_>], notify: bool) -> diesel::QueryResult<usize> {
         match self {
+            #[cfg(feature = "postgres")]
             crate::Conn::Pg(c) => c.insert_messages(rows, notify).await,
+            #[cfg(feature = "mysql")]
             crate::Conn::Mysql(c) => c.insert_messages(rows, notify).await,
+            #[cfg(feature = "sqlite")]
             crate::Conn::Sqlite(c) => c.insert_messages(rows, notify).await,
+            #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+            crate::Conn::NoDatabase(never) => match *never {},
         }
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "pg-sync", feature = "mysql-sync"))]
 macro_rules! impl_sync {
     ($conn:ty, $db:ty, $dialect:expr) => {
         impl SyncOutboxConnection for $conn {
@@ -153,6 +166,7 @@ macro_rules! impl_sync {
 
 #[cfg(feature = "pg-sync")]
 impl_sync!(diesel::PgConnection, diesel::pg::Pg, Dialect::Postgres);
+#[cfg(feature = "sqlite")]
 impl_sync!(SqliteConnection, diesel::sqlite::Sqlite, Dialect::Sqlite);
 #[cfg(feature = "mysql-sync")]
 impl_sync!(diesel::MysqlConnection, diesel::mysql::Mysql, Dialect::Mysql);

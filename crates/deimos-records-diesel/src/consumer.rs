@@ -49,15 +49,15 @@ type AttributesHook = Arc<dyn Fn(&mut Map<String, Json>, &RecordMessage<'_>) + S
 type KeyHook = Arc<dyn Fn(&RecordMessage<'_>) -> Map<String, Json> + Send + Sync>;
 
 /// How deadlocks and lock timeouts are retried (Deimos's `DeadlockRetry`: 3 attempts, sleeping 0.5–5.5 s
-/// between them).
+/// between them); set with [`RecordConsumerBuilder::deadlock_retry`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeadlockRetry {
+struct DeadlockRetry {
     /// Attempts in all (at least 1).
-    pub attempts: u32,
+    attempts: u32,
     /// Shortest sleep before a retry.
-    pub min_sleep: Duration,
+    min_sleep: Duration,
     /// Longest sleep before a retry.
-    pub max_sleep: Duration,
+    max_sleep: Duration,
 }
 
 impl Default for DeadlockRetry {
@@ -136,7 +136,7 @@ impl RecordConsumerBuilder {
 
     /// How long opening a connection, or waiting for a free one, may take (5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.inner.db.settings.connect_timeout = timeout;
+        self.inner.db.settings = self.inner.db.settings.connect_timeout(timeout);
         self
     }
 
@@ -145,7 +145,7 @@ impl RecordConsumerBuilder {
     /// dropped, not refused) does not hang the listener. PostgreSQL sessions also get it as `statement_timeout`
     /// and `idle_in_transaction_session_timeout`, MySQL's as `innodb_lock_wait_timeout`.
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
-        self.inner.db.settings.statement_timeout = timeout;
+        self.inner.db.settings = self.inner.db.settings.statement_timeout(timeout);
         self
     }
 
@@ -184,9 +184,15 @@ impl RecordConsumerBuilder {
         self
     }
 
-    /// How deadlocks are retried.
-    pub fn deadlock_retry(mut self, retry: DeadlockRetry) -> Self {
-        self.inner.deadlock = retry;
+    /// How deadlocks and lock timeouts are retried: `attempts` in all (at least 1), sleeping a random time in
+    /// `sleep` before each retry (default: 3 attempts, 0.5–5.5 s, as Deimos's `DeadlockRetry`).
+    pub fn deadlock_retry(mut self, attempts: u32, sleep: std::ops::RangeInclusive<Duration>) -> Self {
+        let (min_sleep, max_sleep) = sleep.into_inner();
+        self.inner.deadlock = DeadlockRetry {
+            attempts: attempts.max(1),
+            min_sleep,
+            max_sleep: max_sleep.max(min_sleep),
+        };
         self
     }
 
@@ -331,10 +337,9 @@ impl RecordConsumer {
                     url: None,
                     pool: None,
                     pool_size: DEFAULT_POOL_SIZE,
-                    settings: pool::Settings {
-                        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                        statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
-                    },
+                    settings: pool::Settings::new()
+                        .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+                        .statement_timeout(DEFAULT_STATEMENT_TIMEOUT),
                 },
                 compacted: true,
                 max_db_batch_size: 1000,

@@ -16,17 +16,18 @@ use crate::sql::{RecordConnection, now, transaction};
 use crate::table::{ColumnDef, RecordTable};
 use crate::value::{SqlValue, time_unit, to_sql};
 
-/// Which changes publish (Deimos's `kafka_config`): all of them by default.
+/// Which changes publish (Deimos's `kafka_config`): all of them by default; set with
+/// [`ChangeSourceBuilder::publish_creates`] and its siblings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceConfig {
+struct SourceConfig {
     /// Inserted records.
-    pub create: bool,
+    create: bool,
     /// Updated records (when a watched attribute changed).
-    pub update: bool,
+    update: bool,
     /// Deleted records (their deletion payloads).
-    pub delete: bool,
+    delete: bool,
     /// Bulk inserts and upserts.
-    pub import: bool,
+    import: bool,
 }
 
 impl Default for SourceConfig {
@@ -78,9 +79,27 @@ impl ChangeSourceBuilder {
         self
     }
 
-    /// Which changes publish.
-    pub fn config(mut self, config: SourceConfig) -> Self {
-        self.inner.config = config;
+    /// Whether inserted records publish (default: yes; Deimos's `kafka_config` `create`).
+    pub fn publish_creates(mut self, yes: bool) -> Self {
+        self.inner.config.create = yes;
+        self
+    }
+
+    /// Whether updated records publish, when a watched attribute changed (default: yes; `update`).
+    pub fn publish_updates(mut self, yes: bool) -> Self {
+        self.inner.config.update = yes;
+        self
+    }
+
+    /// Whether deleted records publish their deletion payloads (default: yes; `delete`).
+    pub fn publish_deletes(mut self, yes: bool) -> Self {
+        self.inner.config.delete = yes;
+        self
+    }
+
+    /// Whether bulk inserts and upserts publish (default: yes; `import`).
+    pub fn publish_imports(mut self, yes: bool) -> Self {
+        self.inner.config.import = yes;
         self
     }
 

@@ -7,12 +7,18 @@ use std::future::Future;
 
 use deimos_outbox_diesel::db::bounded_call;
 use deimos_outbox_diesel::{AsyncOutboxConnection, BeginTransaction, Conn, Dialect};
+use diesel::QueryableByName;
+#[cfg(feature = "sqlite")]
+use diesel::SqliteConnection;
 use diesel::result::QueryResult;
 use diesel::sql_types::{BigInt, Binary, Bool, Date, Double, Nullable, Text, Timestamp};
-use diesel::{QueryableByName, SqliteConnection};
+#[cfg(feature = "mysql")]
+use diesel_async::AsyncMysqlConnection;
+#[cfg(feature = "postgres")]
 use diesel_async::pg::AsyncPgConnection;
+#[cfg(feature = "sqlite")]
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, TransactionManager};
+use diesel_async::{AsyncConnection, RunQueryDsl, TransactionManager};
 use serde_json::{Map, Value as Json};
 
 use crate::table::{ColumnDef, ColumnType, RecordTable};
@@ -110,9 +116,12 @@ macro_rules! impl_record_connection {
     };
 }
 
+#[cfg(feature = "postgres")]
 impl_record_connection!(AsyncPgConnection, diesel::pg::Pg, Dialect::Postgres);
+#[cfg(feature = "mysql")]
 impl_record_connection!(AsyncMysqlConnection, diesel::mysql::Mysql, Dialect::Mysql);
 // SQLite begins IMMEDIATE (BeginTransaction): an update reads its row before writing it.
+#[cfg(feature = "sqlite")]
 impl_record_connection!(
     SyncConnectionWrapper<SqliteConnection>,
     diesel::sqlite::Sqlite,
@@ -122,12 +131,17 @@ impl_record_connection!(
 macro_rules! on_conn {
     ($conn:expr, $c:ident => $body:expr) => {
         match $conn {
+            #[cfg(feature = "postgres")]
             Conn::Pg($c) => $body,
+            #[cfg(feature = "mysql")]
             Conn::Mysql($c) => $body,
+            #[cfg(feature = "sqlite")]
             Conn::Sqlite($c) => $body,
             #[allow(unreachable_patterns)]
             _ => Err(diesel::result::Error::QueryBuilderError(
-                "unsupported connection".into(),
+                "a connection to a database deimos-records-diesel was built without: enable its feature of the same \
+                 name (`postgres`, `mysql`, `sqlite`)"
+                    .into(),
             )),
         }
     };

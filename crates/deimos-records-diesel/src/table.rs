@@ -206,9 +206,14 @@ kinds!(
     sql_types::Text => Text,
     sql_types::Binary => Binary,
     sql_types::Timestamp => Timestamp,
-    sql_types::Timestamptz => Timestamp,
     sql_types::Date => Date,
 );
+
+// `TIMESTAMP WITH TIME ZONE` is a type of diesel's PostgreSQL backend.
+#[cfg(feature = "postgres")]
+impl SqlKind for sql_types::Timestamptz {
+    const TYPE: ColumnType = ColumnType::Timestamp;
+}
 
 impl<T: SqlKind + sql_types::SqlType> SqlKind for sql_types::Nullable<T> {
     const TYPE: ColumnType = T::TYPE;

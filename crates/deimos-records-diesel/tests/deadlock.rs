@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Kind, TestDb};
 use deimos_consumer::{Batch, BatchHandler, BatchMetadata, DecodedKey};
-use deimos_records_diesel::{DeadlockRetry, RecordConnection, RecordConsumer};
+use deimos_records_diesel::{RecordConnection, RecordConsumer};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value as Json, json};
 
@@ -59,11 +59,7 @@ async fn batch_deadlock_is_retried(kind: Kind) {
     let schema = common::schema("com.acme.records.Product");
     let consumer = RecordConsumer::builder(common::products(), &schema)
         .database_url(&db.url)
-        .deadlock_retry(DeadlockRetry {
-            attempts: 3,
-            min_sleep: Duration::from_millis(50),
-            max_sleep: Duration::from_millis(100),
-        })
+        .deadlock_retry(3, Duration::from_millis(50)..=Duration::from_millis(100))
         .build_batch()
         .unwrap();
     consumer

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Kind, TestDb};
 use deimos_consumer::{Batch, BatchHandler, BatchMetadata, DecodedKey, Handler, Message, Metadata};
-use deimos_records_diesel::{ChangeSource, RecordConsumer, RecordError, RecordProducer, SourceConfig, Tombstone};
+use deimos_records_diesel::{ChangeSource, RecordConsumer, RecordError, RecordProducer, Tombstone};
 use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 
@@ -224,10 +224,7 @@ async fn changes_publish_in_the_transaction(kind: Kind) {
     // Switches: with create off, an insert publishes nothing.
     let quiet = ChangeSource::builder(common::products(), outbox)
         .producer(records)
-        .config(SourceConfig {
-            create: false,
-            ..SourceConfig::default()
-        })
+        .publish_creates(false)
         .build()
         .unwrap();
     quiet.insert(&mut conn, &new_product("C-4", 1.0)).await.unwrap();
