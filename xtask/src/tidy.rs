@@ -776,6 +776,8 @@ pub use deimos_registry::{
             "deimos-registry: src/lib.rs must start with",
             "deimos-utils: crate name `deimos-utils` is a grab bag",
             "helper: workspace member in `tools/helper` is outside crates/",
+            "deimos: declares the dependency `deimos-registry` but its src/ never names `deimos_registry`",
+            "deimos-avro: declares the dependency `deimos-registry` but its src/ never names `deimos_registry`",
         ];
         for wanted in expected {
             assert!(
