@@ -137,8 +137,34 @@ impl BatchHandler for Timed {
     }
 }
 
+/// The SQLite file of a run without `--database-url`, removed (with its `-wal` and `-shm` files) when the run
+/// ends, however it ends.
+struct TempDatabase(std::path::PathBuf);
+
+impl TempDatabase {
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        self.remove();
+        println!("removed the temporary database {}", self.0.display());
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Warnings and errors of the crates (a failing handler, a dead letter, a relay retrying) go to stderr;
+    // RUST_LOG=info (or debug) shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     // Every metric the crates emit is captured, to be shown in the summary.
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
@@ -167,14 +193,13 @@ async fn main() -> Result<()> {
             mock.bootstrap_servers()
         }
     };
+    let temporary;
     let url = match arg("--database-url") {
         Some(url) => url,
         None => {
-            let path = std::env::temp_dir().join(format!("deimos-quickstart-{}.db", std::process::id()));
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-            format!("sqlite://{}", path.display())
+            temporary = TempDatabase(std::env::temp_dir().join(format!("deimos-quickstart-{}.db", std::process::id())));
+            temporary.remove();
+            format!("sqlite://{}", temporary.0.display())
         }
     };
     println!("schema registry  {registry_url}");

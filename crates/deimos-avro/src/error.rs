@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum SchemaError {
     /// The file that should hold a schema does not exist.
     #[error(
-        "schema {name} not found under {root}; looked in {path}. Create that file or fix the name (a schema `com.acme.Widget` lives at `<root>/com/acme/Widget.avsc`)"
+        "schema {name} not found: there is no {path}, and no other file under {root} defines it. A schema's file is its full name with the dots as folders, under the schema folder: create that file, or fix the name"
     )]
     NotFound {
         /// Full name that was asked for.
@@ -17,6 +17,17 @@ pub enum SchemaError {
         root: PathBuf,
         /// The path that was tried.
         path: PathBuf,
+    },
+    /// The schema folder (or a folder in it) could not be listed.
+    #[error(
+        "cannot read the schema folder {path}: {source}. Run from the folder that holds `schemas/`, or name the folder: `[schema] path` in the configuration (`--config FILE`), or `--schemas DIR`"
+    )]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
     },
     /// A file could not be read.
     #[error("cannot read schema file {path}: {source}")]

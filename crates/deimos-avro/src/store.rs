@@ -52,7 +52,7 @@ fn read_source(path: &Path) -> Result<SourceFile, SchemaError> {
 }
 
 fn avsc_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SchemaError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Io {
+    let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Folder {
         path: dir.to_path_buf(),
         source,
     })?;

@@ -52,9 +52,13 @@ pub(crate) async fn redrive(
         .context("creating the consumer of the dead-letter topic")?;
 
     // Where each partition starts (the group's committed offset, else the beginning) and ends (its end now).
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading the metadata of {topic} (is the broker reachable at {brokers}?)"))?;
+    let metadata_timeout = timeout.min(Duration::from_secs(10));
+    let metadata = consumer.fetch_metadata(Some(topic), metadata_timeout).with_context(|| {
+        format!(
+            "no answer from Kafka at {brokers} within {metadata_timeout:?} for the metadata of {topic}: is a broker \
+             running there? (check kafka.brokers / --brokers; `deimos dev` runs a local one)"
+        )
+    })?;
     let partitions: Vec<i32> = match metadata.topics().iter().find(|t| t.name() == topic) {
         Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
         _ => bail!("the dead-letter topic {topic} does not exist on the broker"),
@@ -68,6 +72,7 @@ pub(crate) async fn redrive(
         .with_context(|| format!("reading the offsets group {group} committed on {topic}"))?;
     let mut assignment = TopicPartitionList::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut messages = 0;
     for p in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
@@ -76,10 +81,15 @@ pub(crate) async fn redrive(
             Some(Offset::Offset(o)) => o.max(low),
             _ => low,
         };
+        messages += high - low;
         if start < high {
             assignment.add_partition_offset(topic, p, Offset::Offset(start))?;
             ends.insert(p, high);
         }
+    }
+    if messages == 0 {
+        println!("nothing to redrive: {topic} holds no message");
+        return Ok(ExitCode::SUCCESS);
     }
     if ends.is_empty() {
         println!("nothing to redrive: group {group} has seen every message of {topic}");
@@ -311,6 +321,7 @@ mod tests {
             [[consumer]]
             name = "WidgetConsumer"
             topic = "dev.widgets"
+            group_id = "widgets"
             dead_letter_topic = "dev.widgets.dead"
             [[consumer]]
             name = "OrderConsumer"

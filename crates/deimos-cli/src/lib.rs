@@ -2,6 +2,7 @@
 // The crate is the `deimos` program; its library holds the commands so that they are documented and tested.
 // As an application it reports errors with `anyhow`, as the `deimos-outbox` binary does.
 
+mod dev;
 mod dlq;
 mod outbox;
 mod schema;
@@ -24,7 +25,7 @@ use deimos_core::redact;
 #[command(
     name = "deimos",
     version,
-    about = "deimos-rs: tail topics, check and register schemas, run the outbox relay, redrive dead letters"
+    about = "deimos-rs: a local Kafka and registry, tail topics, check and register schemas, run the outbox relay, redrive dead letters"
 )]
 pub struct Cli {
     /// The configuration file (TOML, docs/CONFIGURATION.md); DEIMOS_* environment variables override it.
@@ -72,6 +73,9 @@ impl fmt::Debug for Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a local Kafka endpoint (librdkafka's mock cluster: nothing is kept) and the embedded schema registry
+    /// until ctrl-c, and print a configuration that points at them.
+    Dev(DevOptions),
     /// Print the last messages of a topic as JSON lines, decoded with their writer schemas (Deimos's
     /// InlineConsumer).
     Tail {
@@ -93,6 +97,40 @@ pub enum Command {
     /// Dead-letter topics.
     #[command(subcommand)]
     Dlq(DlqCommand),
+}
+
+/// `deimos dev`'s options. Its `Debug` output shows the outbox URL without its password.
+#[derive(clap::Args)]
+pub struct DevOptions {
+    /// Kafka's port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 9092)]
+    pub port: u16,
+    /// The schema registry's port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8081)]
+    pub registry_port: u16,
+    /// Partitions of the topics created at start: the configuration's producer, consumer and dead-letter topics,
+    /// and those named with --topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// A topic to create at start, repeatable.
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// Create or upgrade the outbox tables in this database (e.g. sqlite://dev.db) and put it in the printed
+    /// configuration.
+    #[arg(long)]
+    pub outbox: Option<String>,
+}
+
+impl fmt::Debug for DevOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevOptions")
+            .field("port", &self.port)
+            .field("registry_port", &self.registry_port)
+            .field("partitions", &self.partitions)
+            .field("topics", &self.topics)
+            .field("outbox", &self.outbox.as_deref().map(redact::url))
+            .finish()
+    }
 }
 
 /// `deimos schema …`.
@@ -157,6 +195,7 @@ pub enum DlqCommand {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load(&cli)?;
     match cli.command {
+        Command::Dev(options) => dev::run(&config, options).await,
         Command::Tail { topic, count, timeout } => tail::run(&config, &topic, count, timeout).await,
         Command::Schema(SchemaCommand::Check {
             compatibility,

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
     match runtime.block_on(deimos_cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("deimos: {e:#}");
+            eprintln!("deimos: {}", deimos_core::report::chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -21,7 +21,18 @@ pub(crate) async fn run(config: &Config, command: OutboxCommand) -> Result<ExitC
                 println!("applied migration {version}");
             }
         }
-        OutboxCommand::Status => println!("{}", Status::read(url).await?),
+        OutboxCommand::Status => {
+            let mut status = Status::read(url).await?;
+            // Rows for partitions their topic lacks are shown when Kafka can be asked.
+            let unchecked = match config.kafka_backend() {
+                Ok(backend) => status.check_partitions(&backend).await,
+                Err(_) => Vec::new(),
+            };
+            println!("{status}");
+            for (topic, why) in unchecked {
+                eprintln!("partitions of {topic} not checked against Kafka: {why}");
+            }
+        }
         OutboxCommand::Relay => {
             let mut kafka = config.kafka_backend_builder()?;
             // The relay hands over whole batches, so waiting for more messages only adds latency.

@@ -93,10 +93,11 @@ pub(crate) async fn check(config: &Config, mode: Option<CompatibilityLevel>, giv
         let numbered: Vec<(u32, &AvroSchema)> = earlier.iter().map(|(v, s)| (*v, s)).collect();
         match deimos_avro::compat::check_compatibility_versions(level, &pair.schema, &numbered) {
             Ok(()) => println!(
-                "ok        {:<40} {} ({} versions, {})",
+                "ok        {:<40} {} ({} version{}, {})",
                 pair.subject,
                 label(&pair.schema),
                 earlier.len(),
+                if earlier.len() == 1 { "" } else { "s" },
                 level.as_str()
             ),
             Err(problems) => {
@@ -114,7 +115,10 @@ pub(crate) async fn check(config: &Config, mode: Option<CompatibilityLevel>, giv
         }
     }
     if failed > 0 {
-        eprintln!("{failed} schema(s) incompatible");
+        eprintln!(
+            "{failed} schema{} incompatible",
+            if failed == 1 { " is" } else { "s are" }
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -152,7 +156,10 @@ pub(crate) async fn register(config: &Config, given: &[String]) -> Result<ExitCo
         }
     }
     if failed > 0 {
-        eprintln!("{failed} schema(s) not registered");
+        eprintln!(
+            "{failed} schema{} not registered",
+            if failed == 1 { " was" } else { "s were" }
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

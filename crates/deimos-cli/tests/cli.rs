@@ -149,7 +149,7 @@ async fn schema_check_and_register_follow_the_producers() {
     let out = env.deimos(&["schema", "check", "--compatibility", "FULL"]).await;
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(
-        text(&out.stdout).contains("ok        dev.widgets-value"),
+        text(&out.stdout).contains("ok        dev.widgets-value") && text(&out.stdout).contains("(1 version, FULL)"),
         "{}",
         text(&out.stdout)
     );
@@ -167,6 +167,11 @@ async fn schema_check_and_register_follow_the_producers() {
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("FAILED"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("1 schema is incompatible"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Bad input is an error (exit 2) that says what to write.
     let out = env.deimos(&["schema", "check", "--subject", "no-equals-sign"]).await;

@@ -36,6 +36,15 @@ fn command_line_debug_hides_urls() {
     }
 }
 
+#[test]
+fn dev_options_debug_hides_the_outbox_url() {
+    let database = format!("postgres://app:{SECRET}@db/app");
+    let cli = Cli::parse_from(["deimos", "dev", "--outbox", &database]);
+    let shown = format!("{cli:?}");
+    assert_hidden(&shown);
+    assert!(shown.contains("db/app"), "{shown}");
+}
+
 /// Runs `deimos args…` with `config` as its configuration file and no `DEIMOS_*` variables; returns what it
 /// printed, after checking that it failed.
 fn failing(config: &str, args: &[&str]) -> String {

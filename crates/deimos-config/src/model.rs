@@ -356,6 +356,32 @@ fn deimos_vars() -> Vec<(String, String)> {
         .collect()
 }
 
+/// `[consumer]` / `[producer]` (one table) where `[[consumer]]` (an entry of the list) or `[consumers]` (the
+/// settings of all) was meant. TOML would report it later, at the first `[[consumer]]`, as a duplicate key, or
+/// as a table where a list belongs.
+fn single_entry_tables(text: &str, origin: &str) -> Result<(), ConfigError> {
+    for (i, line) in text.lines().enumerate() {
+        let header = line.split('#').next().unwrap_or_default().trim();
+        for kind in ["consumer", "producer"] {
+            let table = header
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .map(str::trim);
+            if !header.starts_with("[[") && table == Some(kind) {
+                return Err(ConfigError::Parse {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "line {}, column 1: `[{kind}]` is not a section: write `[[{kind}]]` (two brackets) for one \
+                         {kind}, or `[{kind}s]` for the settings of every {kind}",
+                        i + 1
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A parse error that shows no secret. It gives the line and column in `source` but not the line itself (which
 /// may be `pasword = "…"`); `secrets` (the values of secret settings, when the text parsed that far) are cut out
 /// of the parser's message, which may quote a value, and the rest goes through `redact::text`.
@@ -422,10 +448,12 @@ impl Config {
         origin: &str,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        single_entry_tables(text, origin)?;
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| parse_error(origin.to_string(), &e, Some(text), &[]))?;
         let before = table.clone();
-        crate::env::apply(&mut table, vars)?;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        crate::env::apply(&mut table, vars.iter().cloned())?;
         // What an error below must not quote.
         let mut secrets = Vec::new();
         secret_values(&table, false, &mut secrets);
@@ -439,7 +467,22 @@ impl Config {
                 None,
             )
         };
-        let config = parsed.map_err(|e| parse_error(origin, &e, source, &secrets))?;
+        let config = parsed.map_err(|e| {
+            // An override that breaks a valid file: name the variable.
+            let culprit = (toml::from_str::<Config>(text).is_ok())
+                .then(|| {
+                    vars.iter().find(|var| {
+                        let mut alone = before.clone();
+                        crate::env::apply(&mut alone, [(*var).clone()]).is_ok() && alone.try_into::<Config>().is_err()
+                    })
+                })
+                .flatten();
+            let origin = match culprit {
+                Some((name, _)) => format!("{origin}: environment variable {name}"),
+                None => origin,
+            };
+            parse_error(origin, &e, source, &secrets)
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -476,6 +519,19 @@ impl Config {
         for c in &self.consumer_list {
             if let Some(k) = &c.key_config {
                 k.to_key_config(&format!("consumer `{}`: key_config", c.name))?;
+            }
+            // What every listener needs, checked here so that a program which builds no listener (the `deimos`
+            // command line, a producing service sharing the file) does not pass over it.
+            for (key, value) in [("topic", &c.topic), ("group_id", &c.group_id)] {
+                if !c.disabled && value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    return Err(ConfigError::Missing {
+                        setting: format!("consumer `{}`: {key}", c.name),
+                        hint: format!(
+                            "set {key} in the [[consumer]] named `{}`, or `disabled = true` to leave it out",
+                            c.name
+                        ),
+                    });
+                }
             }
         }
         Ok(())

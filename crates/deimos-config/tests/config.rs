@@ -37,7 +37,10 @@ fn the_documented_example_parses_and_builds_its_listeners() {
     // Deimos's deliveries: `inline_batch` is a batch handler, `message` and `batch` a handler per message.
     assert!(config.consumer_config("WidgetConsumer").unwrap().is_batch());
     for (delivery, batch) in [("message", false), ("batch", false), ("inline_batch", true)] {
-        let c = Config::from_toml_str(&format!("[[consumer]]\nname = \"C\"\ndelivery = \"{delivery}\"\n")).unwrap();
+        let c = Config::from_toml_str(&format!(
+            "[[consumer]]\nname = \"C\"\ntopic = \"t\"\ngroup_id = \"g\"\ndelivery = \"{delivery}\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.consumer_config("C").unwrap().is_batch(), batch, "{delivery}");
     }
 }
@@ -84,12 +87,26 @@ fn mistakes_are_named_with_their_place() {
         "{err}"
     );
 
-    let config = Config::from_toml_str("[[consumer]]\nname = \"C\"\ntopic = \"t\"\n").unwrap();
-    let err = config.listener("C").err().unwrap();
-    assert!(err.to_string().contains("consumer `C`: group_id is not set"), "{err}");
+    // A consumer without its group is refused when the file is read, not when (or if) its listener is built.
+    let err = Config::from_toml_str("[[consumer]]\nname = \"C\"\ntopic = \"t\"\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("consumer `C`: group_id is not set: set group_id in the [[consumer]] named `C`"),
+        "{err}"
+    );
+    let config = Config::from_toml_str("[[consumer]]\nname = \"C\"\ntopic = \"t\"\ngroup_id = \"g\"\n").unwrap();
     let err = config.listener("D").err().unwrap();
     assert!(matches!(err, ConfigError::Unknown { .. }), "{err}");
     assert!(err.to_string().contains("configured: C"), "{err}");
+
+    // `[consumer]` for `[[consumer]]` or `[consumers]`: said at its own line, not at the next `[[consumer]]`.
+    let file = "[kafka]\nbrokers = \"a:9092\"\n[consumer]\nsession_timeout = \"30s\"\n\n[[consumer]]\nname = \"C\"\n";
+    let err = Config::from_toml_str(file).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the configuration: line 3, column 1: `[consumer]` is not a section: write `[[consumer]]` (two brackets) for \
+         one consumer, or `[consumers]` for the settings of every consumer"
+    );
 
     let err = Config::default().brokers().unwrap_err();
     assert!(err.to_string().contains("DEIMOS_KAFKA__BROKERS"), "{err}");
@@ -116,7 +133,19 @@ fn the_environment_overrides_the_file() {
     // A bad override names the variable and what the setting wanted.
     let err =
         Config::from_toml_with_env(file, "deimos.toml", env(&[("DEIMOS_CONSUMERS__REPORT_LAG", "maybe")])).unwrap_err();
-    assert!(err.to_string().contains("with DEIMOS_* environment overrides"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("with DEIMOS_* environment overrides: environment variable DEIMOS_CONSUMERS__REPORT_LAG:"),
+        "{err}"
+    );
+    // An unknown key too.
+    let err =
+        Config::from_toml_with_env(file, "deimos.toml", env(&[("DEIMOS_CONSUMERS__REPORT_LAGG", "true")])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("environment variable DEIMOS_CONSUMERS__REPORT_LAGG: unknown field `report_lagg`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

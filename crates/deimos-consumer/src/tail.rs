@@ -11,6 +11,9 @@ use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use crate::error::ConsumerError;
 use crate::inline::InlineMessage;
 
+/// How long to wait for the topic's metadata: a reachable broker answers well within it.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The last `n` messages of `topic` across every partition, undecoded, oldest first (by timestamp, then
 /// partition and offset).
 ///
@@ -70,9 +73,18 @@ fn read_last(
             deimos_core::redact::kafka_error(e, config),
         )
     })?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| kafka("no metadata (is the broker reachable at bootstrap.servers?)", e))?;
+    // A broker that cannot be reached is said at once, not after the whole timeout.
+    let metadata_timeout = timeout.min(METADATA_TIMEOUT);
+    let metadata = consumer.fetch_metadata(Some(topic), metadata_timeout).map_err(|e| {
+        let brokers = config.get("bootstrap.servers").unwrap_or_default();
+        kafka(
+            &format!(
+                "no answer from Kafka at {brokers} within {metadata_timeout:?}: is a broker running there? (check \
+                 kafka.brokers / --brokers; `deimos dev` runs a local one)"
+            ),
+            e,
+        )
+    })?;
     let partitions: Vec<i32> = match metadata.topics().iter().find(|t| t.name() == topic) {
         Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
         _ => Vec::new(),

@@ -166,6 +166,17 @@ pub const DB_PRODUCER_STALE_PARTITION_COUNT: MetricDef = MetricDef {
     help: "Outbox writes partitioned with the last known partition count, past its time to live, while Kafka is asked again in the background (Kafka unreachable: writes never wait for it)",
 };
 
+/// Outbox partitions whose rows cannot be sent because the topic does not have that partition (a writer declared
+/// more partitions than the topic has), by topic: 1 while the relay holds such a partition, 0 once it is sent.
+pub const DB_PRODUCER_UNKNOWN_PARTITION: MetricDef = MetricDef {
+    name: "db_producer.unknown_partition",
+    kind: MetricKind::Gauge,
+    labels: &["topic", "partition"],
+    unit: "partitions",
+    deimos: "",
+    help: "1 while the relay holds outbox rows for a partition the topic does not have (a writer declared more partitions than the topic has); they wait until the topic has it",
+};
+
 /// Seconds the oldest unsent outbox row of a topic has waited (0 when there is none).
 pub const PENDING_DB_MESSAGES_MAX_WAIT: MetricDef = MetricDef {
     name: "pending_db_messages_max_wait",
@@ -211,6 +222,7 @@ pub const ALL: &[MetricDef] = &[
     DB_PRODUCER_PROCESS,
     DB_PRODUCER_TOO_LARGE,
     DB_PRODUCER_STALE_PARTITION_COUNT,
+    DB_PRODUCER_UNKNOWN_PARTITION,
     PENDING_DB_MESSAGES_MAX_WAIT,
     PENDING_DB_MESSAGES_COUNT,
     DEADLOCK,

@@ -502,10 +502,41 @@ pub(crate) async fn connecting<T>(
     };
     match tokio::time::timeout(limit, future).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(error(e.to_string())),
+        Ok(Err(e)) => {
+            let mut message = e.to_string();
+            // diesel-async keeps only "error connecting to server" of tokio-postgres's error, not its cause: ask
+            // the socket why (connection refused, no route, unknown host).
+            if message.contains("error connecting to server")
+                && let Some(why) = tcp_failure(url, 5432, limit).await
+            {
+                message = format!("{message}: {why}");
+            }
+            Err(error(message))
+        }
         Err(_) => Err(error(format!(
             "the database did not answer within {limit:?} (connect_timeout)"
         ))),
+    }
+}
+
+/// Why a TCP connection to the host and port of `url` (`scheme://[user[:password]@]host[:port][/…]`) fails, if it
+/// does.
+async fn tcp_failure(url: &str, default_port: u16, limit: Duration) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, port.parse().ok()?),
+        _ => (host_port, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    match tokio::time::timeout(limit, tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("{host}:{port}: {e}")),
+        Err(_) => Some(format!("{host}:{port}: no answer within {limit:?}")),
     }
 }
 

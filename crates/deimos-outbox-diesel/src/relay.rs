@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use deimos_core::redact;
 use deimos_core::shutdown::{self, CancellationToken};
 use deimos_metrics::catalogue::{
-    DB_PRODUCER_PROCESS, DB_PRODUCER_TOO_LARGE, PENDING_DB_MESSAGES_COUNT, PENDING_DB_MESSAGES_MAX_WAIT,
+    DB_PRODUCER_PROCESS, DB_PRODUCER_TOO_LARGE, DB_PRODUCER_UNKNOWN_PARTITION, PENDING_DB_MESSAGES_COUNT,
+    PENDING_DB_MESSAGES_MAX_WAIT,
 };
 use deimos_metrics::{events, trace};
 use deimos_producer::{
@@ -651,6 +652,7 @@ impl Relay {
                         wake: wake_rx.clone(),
                         wake_all: Arc::clone(&wake_tx),
                         lease_failure: None,
+                        unknown_partition: false,
                     };
                     let task = workers.spawn(with_statement_timeout(
                         self.config.statement_timeout,
@@ -845,6 +847,8 @@ struct Worker {
     /// A renewal that failed while something that must finish (a batch being handed over) was under way: the
     /// worker ends with it once that is done.
     lease_failure: Option<OutboxError>,
+    /// The broker does not know this partition (reported once, in the log and `db_producer.unknown_partition`).
+    unknown_partition: bool,
 }
 
 /// Whether `result` says the worker's connection failed (an error, a timed-out call): it is then never reused.
@@ -923,6 +927,31 @@ impl Worker {
         }
     }
 
+    /// Says, once, that this partition's rows cannot be sent because the topic does not have the partition, with
+    /// the topic's partition count and the rows waiting.
+    async fn report_unknown_partition(&mut self, conn: &mut Conn) {
+        metrics::gauge!(DB_PRODUCER_UNKNOWN_PARTITION.name, "topic" => self.topic.clone(),
+            "partition" => self.partition.to_string())
+        .set(1.0);
+        let count = match self.relay.backend.partition_count(&self.topic).await {
+            Ok(n) => n.to_string(),
+            Err(_) => "fewer".to_string(),
+        };
+        let waiting = match conn.backlog().await {
+            Ok(backlog) => backlog
+                .iter()
+                .find(|b| b.topic == self.topic && b.partition == self.partition)
+                .map_or(0, |b| b.count),
+            Err(_) => 0,
+        };
+        tracing::error!(topic = %self.topic, partition = self.partition, partitions = %count, rows = waiting,
+            "outbox relay: topic {} has {count} partitions, so its outbox rows for partition {} ({waiting} waiting) \
+             cannot be sent: a writer declared more partitions than the topic has (`.partitions(\"{}\", N)` or \
+             `default_partitions`). Give the topic that many partitions, or fix the declaration and move the rows \
+             to an existing partition; they are tried again every {:?}",
+            self.topic, self.partition, self.topic, self.relay.config.backoff.1);
+    }
+
     /// Waits for batches left in flight by a failure, renewing the lease (on a new connection if the old one
     /// failed) so that it does not expire while they may still be sent.
     async fn settle_after_failure(
@@ -995,6 +1024,11 @@ impl Worker {
             match self.settle(conn, &flight.sent, &flight.compacted, &results).await? {
                 Settled::Done => {
                     failures = 0;
+                    if std::mem::take(&mut self.unknown_partition) {
+                        metrics::gauge!(DB_PRODUCER_UNKNOWN_PARTITION.name, "topic" => self.topic.clone(),
+                            "partition" => self.partition.to_string())
+                        .set(0.0);
+                    }
                     narrow = narrow.and_then(|n| {
                         (flight.ids().max().unwrap_or(i64::MIN) < n.through).then(|| Narrow {
                             limit: n.limit.saturating_mul(2).min(config.batch_size),
@@ -1021,7 +1055,10 @@ impl Worker {
                     tracing::warn!(topic = %self.topic, partition = self.partition, suspects, through, limit = limit.max(1),
                         "outbox relay: the broker refused a request as too large; sending its messages again in smaller batches to find which are too large on their own");
                 }
-                Settled::Failed(error) => {
+                Settled::Failed {
+                    error,
+                    unknown_partition,
+                } => {
                     // Keep order: nothing behind the failure is deleted; wait for the rest, back off, start over
                     // from the lowest id.
                     // The lease is renewed all along: the broker may take long to answer, and nobody else
@@ -1036,9 +1073,20 @@ impl Worker {
                         return Err(e);
                     }
                     failures = failures.saturating_add(1);
-                    let delay = backoff(config.backoff, failures);
-                    tracing::warn!(topic = %self.topic, partition = self.partition, %error, ?delay,
-                        "outbox relay: messages not delivered; sending them again after backoff");
+                    let delay = if unknown_partition {
+                        // Said once, clearly, then retried slowly: the topic may be given more partitions.
+                        if !self.unknown_partition {
+                            self.unknown_partition = true;
+                            self.report_unknown_partition(conn).await;
+                        }
+                        config.backoff.1
+                    } else {
+                        backoff(config.backoff, failures)
+                    };
+                    if !unknown_partition {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, %error, ?delay,
+                            "outbox relay: messages not delivered; sending them again after backoff");
+                    }
                     let stop = self.stop.clone();
                     let pause = async {
                         tokio::select! {
@@ -1311,7 +1359,10 @@ impl Worker {
                     break;
                 }
                 Err(e) => {
-                    failure = Some(Settled::Failed(e.to_string()));
+                    failure = Some(Settled::Failed {
+                        error: e.to_string(),
+                        unknown_partition: e.kind() == "UnknownPartition",
+                    });
                     break;
                 }
             }
@@ -1363,8 +1414,9 @@ enum Settled {
     /// The broker refused a request holding several rows as too large: `suspects` rows of the batch were refused
     /// so, the last of them `through`. The rows before the first were deleted.
     TooLarge { suspects: usize, through: i64 },
-    /// Another failure; the rows before it were deleted.
-    Failed(String),
+    /// Another failure; the rows before it were deleted. `unknown_partition` when the broker does not know the
+    /// partition.
+    Failed { error: String, unknown_partition: bool },
 }
 
 /// The ids of `sent` refused as too large in `results`.

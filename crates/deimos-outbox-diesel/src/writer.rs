@@ -249,15 +249,42 @@ impl Outbox {
     }
 
     /// Asks Kafka for the partition counts of `topics` (with the prefix, as they are sent) that are not
-    /// configured, so that no write has to wait for Kafka: call it at startup, before serving. Fails if Kafka
-    /// cannot say (a topic that does not exist, brokers out of reach); does nothing without [`OutboxBuilder::kafka`].
+    /// configured, so that no write has to wait for Kafka: call it at startup, before serving. A count that is
+    /// configured ([`OutboxBuilder::partitions`], [`OutboxBuilder::default_partitions`]) is checked against the
+    /// topic's: more than the topic has fails (rows for the partitions it lacks could never be sent), fewer is
+    /// logged (keys would go to other partitions than a Kafka producer's). Fails if Kafka cannot say (a topic that
+    /// does not exist, brokers out of reach); does nothing without [`OutboxBuilder::kafka`].
     pub async fn fetch_partition_counts(&self, topics: &[&str]) -> Result<(), OutboxError> {
         let Some(kafka) = &self.kafka else {
             return Ok(());
         };
         for topic in topics {
-            if self.partition_count(topic).is_none() {
-                self.fetch_count(kafka, topic).await?;
+            match self.partition_count(topic) {
+                None => {
+                    self.fetch_count(kafka, topic).await?;
+                }
+                Some(declared) => {
+                    let actual = kafka.partition_count(topic).await.map_err(|e| {
+                        OutboxError::Kafka(format!("checking the declared partition count of `{topic}`: {e}"))
+                    })?;
+                    if declared > actual {
+                        return Err(OutboxError::Config(format!(
+                            "the outbox declares {declared} partitions for `{topic}`, but the topic has {actual}: rows \
+                             for partitions {actual} to {} could never be sent. Declare {actual} \
+                             (OutboxBuilder::partitions), or leave the count to Kafka (OutboxBuilder::kafka)",
+                            declared - 1
+                        )));
+                    }
+                    if declared < actual {
+                        tracing::warn!(
+                            topic,
+                            declared,
+                            actual,
+                            "outbox: fewer partitions declared than the topic has; keys go to other partitions than a \
+                             Kafka producer would send them to"
+                        );
+                    }
+                }
             }
         }
         Ok(())

@@ -111,6 +111,12 @@ async fn get(port: u16, path: &str) -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Warnings and errors of the crates go to stderr; RUST_LOG=info (or debug) shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let keep_serving = std::env::args().any(|a| a == "--serve");
     let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
     let store = Arc::new(SchemaStore::load_all(&schemas).context("loading schemas/")?);

@@ -8,7 +8,10 @@
 //! - a consumer runner with one listener decoding keys and values into a struct, retrying a failing message
 //!   with backoff and moving it to a dead-letter topic after three attempts.
 //!
-//! Run it with `cargo run --example pipeline`.
+//! Run it with `cargo run --example pipeline`; against `deimos dev` (a local Kafka and registry that outlive the
+//! run, so `deimos tail dev.widgets` shows what it sent): `cargo run -p deimos-cli -- dev --topic dev.widgets
+//! --topic dev.widgets.dead`, then `cargo run --example pipeline -- --brokers 127.0.0.1:9092 --registry
+//! http://127.0.0.1:8081`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -120,6 +123,12 @@ fn arg(name: &str) -> Option<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Warnings and errors of the crates go to stderr; RUST_LOG=info (or debug) shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     // Schema registry: given, or embedded on a free loopback port.
     let embedded;
     let url = match arg("--registry") {

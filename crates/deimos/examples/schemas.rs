@@ -16,6 +16,12 @@ use serde_json::json;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Warnings and errors of the crates go to stderr; RUST_LOG=info (or debug) shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     // A registry: the one given on the command line, or an embedded one on a free loopback port.
     let embedded;
     let url = match std::env::args().nth(1) {

@@ -45,6 +45,21 @@ pub use deimos_records_diesel as records;
 #[cfg(feature = "test")]
 pub use deimos_test as test;
 
+/// librdkafka's Rust binding, the version deimos-rs is built with: for what goes beyond deimos-rs (a
+/// `ClientConfig`, an admin client, `rdkafka::mocking::MockCluster` for a Kafka endpoint in a test or an example),
+/// with no second version of it in the build.
+#[cfg(any(feature = "producer", feature = "consumer"))]
+pub use rdkafka;
+
+/// Diesel, the version the outbox and the records are built with: a service's own queries and connections
+/// (`deimos::diesel::sql_query`, `deimos::diesel_async::AsyncPgConnection`) with no second version in the build.
+#[cfg(feature = "outbox")]
+pub use diesel;
+/// diesel-async, the version the outbox and the records are built with (its connections are what
+/// `Outbox::publish` and the record layer write on).
+#[cfg(feature = "outbox")]
+pub use diesel_async;
+
 /// The names a service uses to produce and consume: `use deimos::prelude::*;`. Each comes with the feature of
 /// its module.
 pub mod prelude {
