@@ -188,7 +188,7 @@ async fn main() -> Result<()> {
     let brokers = match arg("--brokers") {
         Some(b) => b,
         None => {
-            mock = rdkafka::mocking::MockCluster::new(1)?;
+            mock = deimos::rdkafka::mocking::MockCluster::new(1)?;
             mock.create_topic(TOPIC, 3, 1)?;
             mock.bootstrap_servers()
         }

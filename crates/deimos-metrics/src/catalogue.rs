@@ -197,14 +197,14 @@ pub const PENDING_DB_MESSAGES_COUNT: MetricDef = MetricDef {
     help: "Outbox rows not yet sent, per topic",
 };
 
-/// Record-consumer transactions retried after a deadlock or lock timeout, by topic.
+/// Record-consumer transactions and outbox relay statements retried after a deadlock or lock timeout, by topic.
 pub const DEADLOCK: MetricDef = MetricDef {
     name: "deadlock",
     kind: MetricKind::Counter,
     labels: &["topic"],
     unit: "retries",
     deimos: "deadlock (topic:T)",
-    help: "Record-consumer transactions retried after a deadlock or lock wait timeout, per topic",
+    help: "Record-consumer transactions and outbox relay statements (leases, batches) retried after a deadlock or lock wait timeout, per topic",
 };
 
 /// Every metric above.

@@ -99,7 +99,15 @@ impl Dialect {
                 "strftime('%Y-%m-%d %H:%M:%f', 'now')",
             ),
         };
+        // MySQL's optimizer may pick the `locked_by` index for a lease statement, and then locks every lease of
+        // that owner: updates of two of one relay's leases deadlock. The (topic, partition) index locks one row.
+        let leases = if self == Dialect::Mysql {
+            "kafka_topic_info FORCE INDEX (index_kafka_topic_info_on_topic_and_partition)"
+        } else {
+            "kafka_topic_info"
+        };
         let filled = sql
+            .replace("{leases}", leases)
             .replace("{held}", HELD)
             .replace("{partition}", &format!("{q}partition{q}"))
             .replace("{key}", &format!("{q}key{q}"))
@@ -190,6 +198,57 @@ macro_rules! with_conn {
         })
         .await
     };
+}
+
+/// Attempts of a statement (or of a short transaction) that failed on a deadlock or a lock wait timeout.
+const DEADLOCK_ATTEMPTS: u32 = 5;
+
+/// Runs `$call` (an awaited `Result<_, OutboxError>`) again when it fails on a deadlock or a lock wait timeout
+/// ([`OutboxError::is_deadlock`]): up to [`DEADLOCK_ATTEMPTS`] in all, after a short random pause (the other
+/// transaction usually finishes meanwhile), each retry counted in the `deadlock` metric of `$topic`. Every lease
+/// statement and every statement of the relay's batches goes through it: under MySQL's REPEATABLE READ, writers'
+/// gap locks and other relays' lease updates make them deadlock now and then.
+macro_rules! retrying {
+    ($topic:expr, $call:expr) => {{
+        let mut attempt = 1u32;
+        loop {
+            match $call {
+                Err(e) if e.is_deadlock() && attempt < DEADLOCK_ATTEMPTS => {
+                    metrics::counter!(deimos_metrics::catalogue::DEADLOCK.name, "topic" => $topic.to_string())
+                        .increment(1);
+                    tracing::debug!(topic = %$topic, attempt, error = %e, "outbox: deadlock; running the statement again");
+                    tokio::time::sleep(deadlock_pause(attempt)).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// A random pause of 5–20 ms times `attempt`, so that two transactions that deadlocked do not meet again.
+fn deadlock_pause(attempt: u32) -> Duration {
+    Duration::from_millis(u64::from(attempt) * (5 + fastrand::u64(0..15)))
+}
+
+/// Whether `error` is a deadlock or a lock wait that timed out, which running the statement (or the transaction)
+/// again resolves: MySQL's and MariaDB's 1213 and 1205, PostgreSQL's deadlock and serialization failures, SQLite's
+/// busy database.
+pub fn is_deadlock(error: &diesel::result::Error) -> bool {
+    let message = error.to_string();
+    [
+        "Deadlock found when trying to get lock",
+        "Lock wait timeout exceeded",
+        "deadlock detected",
+        "could not serialize access",
+        "database is locked",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+        || matches!(
+            error,
+            diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::SerializationFailure, _)
+        )
 }
 
 tokio::task_local! {
@@ -687,6 +746,16 @@ impl Conn {
         owner: &str,
         ttl_ms: i64,
     ) -> Result<Option<i64>, OutboxError> {
+        retrying!(topic, self.acquire_once(topic, partition, owner, ttl_ms).await)
+    }
+
+    async fn acquire_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, OutboxError> {
         let d = self.dialect();
         let ensure = d.sql(match d {
             Dialect::Postgres => {
@@ -700,7 +769,7 @@ impl Conn {
             }
         });
         let take = d.sql(
-            "UPDATE kafka_topic_info SET locked_by = ?, locked_at = {now}, lease_until = {now_ms} + ?, \
+            "UPDATE {leases} SET locked_by = ?, locked_at = {now}, lease_until = {now_ms} + ?, \
              fence = fence + 1, error = FALSE \
              WHERE topic = ? AND {partition} = ? \
              AND (locked_by IS NULL OR locked_by = ? OR lease_until IS NULL OR lease_until < {now_ms})",
@@ -745,8 +814,19 @@ impl Conn {
         fence: i64,
         ttl_ms: i64,
     ) -> Result<bool, OutboxError> {
+        retrying!(topic, self.renew_once(topic, partition, owner, fence, ttl_ms).await)
+    }
+
+    async fn renew_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        owner: &str,
+        fence: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, OutboxError> {
         let sql = self.dialect().sql(
-            "UPDATE kafka_topic_info SET locked_at = {now}, lease_until = {now_ms} + ? \
+            "UPDATE {leases} SET locked_at = {now}, lease_until = {now_ms} + ? \
              WHERE {held}",
         );
         let n: usize = with_conn!(self, c => diesel::sql_query(&sql)
@@ -775,8 +855,12 @@ impl Conn {
 
     /// Gives a lease back (Deimos's `clear_lock`).
     pub async fn release(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<(), OutboxError> {
+        retrying!(topic, self.release_once(topic, partition, owner, fence).await)
+    }
+
+    async fn release_once(&mut self, topic: &str, partition: i32, owner: &str, fence: i64) -> Result<(), OutboxError> {
         let sql = self.dialect().sql(
-            "UPDATE kafka_topic_info SET locked_by = NULL, locked_at = NULL, lease_until = NULL, error = FALSE, \
+            "UPDATE {leases} SET locked_by = NULL, locked_at = NULL, lease_until = NULL, error = FALSE, \
              retries = 0, last_processed_at = {now} \
              WHERE {held}",
         );
@@ -792,6 +876,16 @@ impl Conn {
     /// the topic's lowest row that has no partition yet: such a row may belong to this partition, and nothing of
     /// its key may go before it.
     pub(crate) async fn next_rows(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        in_flight: &[i64],
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, OutboxError> {
+        retrying!(topic, self.next_rows_once(topic, partition, in_flight, limit).await)
+    }
+
+    async fn next_rows_once(
         &mut self,
         topic: &str,
         partition: i32,
@@ -864,6 +958,10 @@ impl Conn {
     /// The rows are found by primary key, so MySQL locks those rows alone: no gap a writer inserts into, and no
     /// row of a transaction that has not committed yet.
     pub(crate) async fn set_partitions(&mut self, topic: &str, assigned: &[(i64, i32)]) -> Result<usize, OutboxError> {
+        retrying!(topic, self.set_partitions_once(topic, assigned).await)
+    }
+
+    async fn set_partitions_once(&mut self, topic: &str, assigned: &[(i64, i32)]) -> Result<usize, OutboxError> {
         if assigned.is_empty() {
             return Ok(0);
         }
@@ -920,6 +1018,21 @@ impl Conn {
         done: &[i64],
         dead: &[(i64, String)],
     ) -> Result<bool, OutboxError> {
+        retrying!(
+            topic,
+            self.finish_batch_once(topic, partition, owner, fence, done, dead).await
+        )
+    }
+
+    async fn finish_batch_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        owner: &str,
+        fence: i64,
+        done: &[i64],
+        dead: &[(i64, String)],
+    ) -> Result<bool, OutboxError> {
         #[cfg(feature = "postgres")]
         if let (Conn::Pg(pg), true, false) = (&mut *self, dead.is_empty(), done.is_empty()) {
             // The common case in one statement (no transaction round trips): lock the lease row, delete only
@@ -947,10 +1060,10 @@ impl Conn {
         }
         let d = self.dialect();
         let check = d.sql(
-            "UPDATE kafka_topic_info SET last_processed_at = {now} \
+            "UPDATE {leases} SET last_processed_at = {now} \
              WHERE {held}",
         );
-        let lock = (d != Dialect::Sqlite).then(|| d.sql("SELECT fence FROM kafka_topic_info WHERE {held} FOR UPDATE"));
+        let lock = (d != Dialect::Sqlite).then(|| d.sql("SELECT fence FROM {leases} WHERE {held} FOR UPDATE"));
         let mut all: Vec<i64> = done.iter().copied().chain(dead.iter().map(|(id, _)| *id)).collect();
         all.sort_unstable();
         let moves: Vec<(String, String)> = dead

@@ -69,6 +69,12 @@ impl OutboxError {
         move |source| OutboxError::Database { doing, source }
     }
 
+    /// Whether a statement failed on a deadlock or a lock wait timeout ([`crate::db::is_deadlock`]): running it
+    /// again succeeds.
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, OutboxError::Database { source, .. } if crate::db::is_deadlock(source))
+    }
+
     /// Reading the outbox's tables failed: they are missing or out of date, so say how to migrate.
     pub(crate) fn not_migrated(error: OutboxError) -> OutboxError {
         OutboxError::Config(format!(

@@ -152,8 +152,9 @@ impl ConnManager {
             #[cfg(feature = "mysql")]
             Dialect::Mysql => {
                 // A lock wait (another relay's transaction on the lease row, another consumer's on a record) ends
-                // on the server's side too.
-                let secs = statement_timeout.as_secs().max(1);
+                // on the server's side first, at half the call's deadline: as error 1205, which is run again
+                // (`db::is_deadlock`), rather than as a call that timed out, whose connection is dropped.
+                let secs = (statement_timeout.as_secs() / 2).max(1);
                 let session: Arc<str> = format!("SET SESSION innodb_lock_wait_timeout = {secs}").into();
                 Managers::Mysql(AsyncDieselConnectionManager::new_with_config(
                     db::mysql_url(url),

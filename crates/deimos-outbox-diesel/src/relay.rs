@@ -567,6 +567,38 @@ impl Relay {
         with_statement_timeout(self.config.statement_timeout, me.run_once(stop)).await
     }
 
+    /// Gives back the leases of workers that stopped, in order, on one connection.
+    async fn give_back(&self, pool: &pool::Pool, coord: Option<pool::Pooled>, leases: &[(String, i32, i64)]) {
+        if leases.is_empty() {
+            return;
+        }
+        let mut conn = match coord {
+            Some(c) => c,
+            None => match pool::get(pool, &self.url).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, leases = leases.len(),
+                        "outbox relay: could not give back the leases; other relays take them when they expire");
+                    return;
+                }
+            },
+        };
+        for (topic, partition, fence) in leases {
+            // (Within the statement timeout `run` sets for the whole run.)
+            if let Err(e) = conn.release(topic, *partition, &self.owner, *fence).await {
+                tracing::warn!(topic = %topic, partition, error = %e,
+                    "outbox relay: could not give back a lease; other relays take the partition when it expires");
+                if connection_failed(&Err(e)) {
+                    pool::discard(conn);
+                    match pool::get(pool, &self.url).await {
+                        Ok(c) => conn = c,
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+
     /// The settings of this relay's database connections.
     fn connection_settings(&self) -> pool::Settings {
         pool::Settings::new()
@@ -718,16 +750,31 @@ impl Relay {
                 }
             }
         }
-        // Shut down: workers finish what is in flight, delete it and release their leases.
+        // Shut down: workers finish what is in flight and delete it; then their leases are given back, one after
+        // another in (topic, partition) order on one connection.
         stopping.cancel();
         let deadline = self.config.shutdown_timeout + self.config.backoff.1.min(Duration::from_secs(5));
-        if tokio::time::timeout(deadline, async { while workers.join_next().await.is_some() {} })
-            .await
-            .is_err()
-        {
+        let mut to_release: Vec<(String, i32, i64)> = Vec::new();
+        let joined = tokio::time::timeout(deadline, async {
+            while let Some(end) = workers.join_next().await {
+                if let Ok(WorkerEnd {
+                    topic,
+                    partition,
+                    release: Some(fence),
+                    ..
+                }) = end
+                {
+                    to_release.push((topic, partition, fence));
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
             tracing::warn!("outbox relay: workers did not stop in time; their leases expire by themselves");
             workers.abort_all();
         }
+        to_release.sort();
+        self.give_back(&pool, coord.take(), &to_release).await;
         if let Some(l) = listener {
             l.abort();
         }
@@ -827,6 +874,10 @@ struct WorkerEnd {
     topic: String,
     partition: i32,
     result: Result<(), OutboxError>,
+    /// The fence of a lease this worker left for the relay to give back (at a stop, the relay gives back every
+    /// lease itself, one after another on one connection: released all at once by their workers, MySQL's row
+    /// locks made them deadlock).
+    release: Option<i64>,
 }
 
 struct Worker {
@@ -905,7 +956,16 @@ impl Worker {
             // They settle within the delivery timeout.
             conn = self.settle_after_failure(conn, in_flight).await;
         }
-        if !matches!(result, Err(OutboxError::LeaseLost { .. })) {
+        let lease_kept = !matches!(result, Err(OutboxError::LeaseLost { .. }));
+        if lease_kept && self.stop.is_cancelled() {
+            return WorkerEnd {
+                topic: self.topic,
+                partition: self.partition,
+                result,
+                release: Some(self.fence),
+            };
+        }
+        if lease_kept {
             if conn.is_none() {
                 conn = pool::get(&self.pool, &self.relay.url).await.ok();
             }
@@ -914,7 +974,8 @@ impl Worker {
                     .release(&self.topic, self.partition, &self.relay.owner, self.fence)
                     .await
             {
-                tracing::debug!(error = %e, "outbox relay: could not release a lease; it expires by itself");
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
+                    "outbox relay: could not give back a lease; other relays take the partition when it expires");
                 if let Some(c) = conn.take() {
                     pool::discard(c);
                 }
@@ -924,6 +985,7 @@ impl Worker {
             topic: self.topic,
             partition: self.partition,
             result,
+            release: None,
         }
     }
 

@@ -124,22 +124,10 @@ pub(crate) fn is_connection_error(error: &diesel::result::Error) -> bool {
     CONNECTION_MESSAGES.iter().any(|m| message.contains(m))
 }
 
-/// Deimos's `DeadlockRetry` messages, PostgreSQL's serialization failures, and SQLite's busy database.
+/// Deimos's `DeadlockRetry` messages, PostgreSQL's serialization failures, and SQLite's busy database (the
+/// outbox's rule, which its relay retries by too).
 pub(crate) fn is_deadlock(error: &diesel::result::Error) -> bool {
-    let message = error.to_string();
-    [
-        "Deadlock found when trying to get lock",
-        "Lock wait timeout exceeded",
-        "deadlock detected",
-        "could not serialize access",
-        "database is locked",
-    ]
-    .iter()
-    .any(|m| message.contains(m))
-        || matches!(
-            error,
-            diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::SerializationFailure, _)
-        )
+    deimos_outbox_diesel::db::is_deadlock(error)
 }
 
 /// So statements in the record layer's transactions can use `?`.

@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
     let store = Arc::new(SchemaStore::load_all(&schemas).context("loading schemas/")?);
     let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
-    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    let mock = deimos::rdkafka::mocking::MockCluster::new(1)?;
     mock.create_topic("dev.widgets", 6, 1)?;
 
     let backend = KafkaBackend::builder()

@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     // or B3 as the rest of the system needs).
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
 
-    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    let mock = deimos::rdkafka::mocking::MockCluster::new(1)?;
     mock.create_topic("widgets", 2, 1)?;
     let registry = Arc::new(MemoryRegistry::new());
     let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");

@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
     let brokers = match arg("--brokers") {
         Some(b) => b,
         None => {
-            mock = rdkafka::mocking::MockCluster::new(1)?;
+            mock = deimos::rdkafka::mocking::MockCluster::new(1)?;
             mock.create_topic("dev.widgets", 3, 1)?;
             mock.create_topic("dev.widgets.dead", 1, 1)?;
             mock.bootstrap_servers()

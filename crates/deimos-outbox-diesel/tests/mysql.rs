@@ -1,0 +1,166 @@
+//! The outbox on MariaDB (REPEATABLE READ, gap and next-key locks, deadlock detection): leases given back at a
+//! clean stop, and deadlocks in the relay's statements retried and counted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Kind, Kit, SCHEMAS, TestDb, fast_config, spawn_relay};
+use deimos_avro::SchemaStore;
+use deimos_keys::KeyConfig;
+use deimos_outbox_diesel::{Outbox, Relay, Status};
+use deimos_producer::{KafkaBackend, Producer, ProducerSetup, PublishOptions};
+use deimos_registry::{MemoryRegistry, SchemaRegistry};
+use rdkafka::mocking::MockCluster;
+
+/// Leases of `db` still held by someone (not expired).
+async fn held(db: &TestDb) -> Vec<String> {
+    let mut conn = db.conn().await;
+    conn.leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.locked_by.is_some() && l.expires_in_ms.is_some_and(|ms| ms > 0))
+        .map(|l| format!("{} {} by {:?}", l.topic, l.partition, l.locked_by))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_clean_stop_gives_back_every_lease() {
+    // A relay holding many leases when it stops: one per partition of a 24-partition topic.
+    const MANY: i32 = 24;
+    let db = TestDb::new(Kind::Mariadb).await;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("outbox.leases", MANY, 1).unwrap();
+    let outbox = Outbox::builder().partitions("outbox.leases", MANY).build();
+    let registry: Arc<dyn SchemaRegistry> = Arc::new(MemoryRegistry::new());
+    let setup = ProducerSetup::builder(SchemaStore::new(SCHEMAS), registry, outbox.clone()).build();
+    let producer = Producer::builder("WidgetProducer")
+        .topic("outbox.leases")
+        .schema("com.acme.Widget")
+        .key_config(KeyConfig::field("id"))
+        .build(&setup)
+        .await
+        .unwrap();
+    let backend = KafkaBackend::builder()
+        .bootstrap_servers(mock.bootstrap_servers())
+        .build()
+        .unwrap();
+    let mut left = Vec::new();
+    for round in 0..10 {
+        let mut conn = db.conn().await;
+        conn.begin().await.unwrap();
+        let payloads = (0..i64::from(MANY) * 8)
+            .map(|key| common::widget(key, round, true))
+            .collect();
+        outbox
+            .publish(&producer, &mut conn, payloads, &PublishOptions::new())
+            .await
+            .unwrap();
+        conn.commit().await.unwrap();
+        drop(conn);
+        // Leases are kept while idle for longer than the test runs, as a busy relay keeps them.
+        let config = fast_config()
+            .max_workers(MANY as usize)
+            .idle_release(Duration::from_secs(60))
+            .lease_ttl(Duration::from_secs(30))
+            .build();
+        let (stop, relay) = spawn_relay(Relay::new(&db.url, backend.clone(), config).unwrap());
+        let started = Instant::now();
+        while Status::read(&db.url).await.unwrap().pending() > 0 && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(Status::read(&db.url).await.unwrap().pending(), 0);
+        let leased = held(&db).await.len();
+        stop.send(()).unwrap();
+        relay.await.unwrap();
+        let still = held(&db).await;
+        if !still.is_empty() {
+            left.push(format!("round {round}: {} of {leased} leases: {still:?}", still.len()));
+        }
+    }
+    assert!(left.is_empty(), "leases held after a clean stop:\n{}", left.join("\n"));
+    db.drop_db().await;
+}
+
+/// A value of the `deadlock` counter of `topic`.
+fn deadlocks(snapshotter: &metrics_util::debugging::Snapshotter, topic: &str) -> u64 {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, _, _, _)| {
+            key.key().name() == "deadlock" && key.key().labels().any(|l| l.key() == "topic" && l.value() == topic)
+        })
+        .map(|(_, _, _, value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_lock_waits_in_the_relays_statements_are_retried_and_counted() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    let db = TestDb::new(Kind::Mariadb).await;
+    let kit = Kit::new("outbox.locks").await;
+    let writer = kit.writer();
+    let mut conn = db.conn().await;
+    writer.write(&mut conn, &[(1, 1), (2, 1), (3, 1)], true).await;
+    // The server gives up a lock wait after 1 s (half the 2 s statement timeout); the lease lives 6 s.
+    let config = fast_config()
+        .statement_timeout(Duration::from_secs(2))
+        .lease_ttl(Duration::from_secs(6))
+        .idle_release(Duration::from_secs(60))
+        .build();
+    let (stop, relay) = spawn_relay(Relay::new(&db.url, kit.backend(), config).unwrap());
+    let started = Instant::now();
+    while Status::read(&db.url).await.unwrap().pending() > 0 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Another transaction holds every lease row for 3.5 s, as a slow statement of another relay would, while
+    // writers go on writing: the relay's renewals and batches wait, time out on the server, and are run again.
+    let mut blocker = db.conn().await;
+    blocker.begin().await.unwrap();
+    blocker
+        .execute("SELECT fence FROM kafka_topic_info WHERE topic = 'outbox.locks' FOR UPDATE")
+        .await
+        .unwrap();
+    let writing = {
+        let writer = writer.clone();
+        let mut conn = db.conn().await;
+        tokio::spawn(async move {
+            for seq in 2..40 {
+                writer.write(&mut conn, &[(1, seq), (2, seq), (3, seq)], true).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    blocker.commit().await.unwrap();
+    writing.await.unwrap();
+
+    let started = Instant::now();
+    while Status::read(&db.url).await.unwrap().pending() > 0 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(Status::read(&db.url).await.unwrap().pending(), 0, "everything was sent");
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap();
+    assert_eq!(stats.sent, 3 * 39);
+    let received = kit.read_all(3 * 39, Duration::from_secs(20)).await;
+    for (key, seqs) in common::per_key(&received) {
+        assert_eq!(seqs, (1..40).collect::<Vec<_>>(), "key {key}: in order, each once");
+    }
+    assert!(
+        deadlocks(&snapshotter, "outbox.locks") >= 1,
+        "the lock waits were counted"
+    );
+    assert!(held(&db).await.is_empty(), "and every lease given back");
+    db.drop_db().await;
+}
