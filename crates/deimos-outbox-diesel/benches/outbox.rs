@@ -26,7 +26,8 @@
 //! - latency: with a relay (in this process) idle, one message per transaction; commit to the broker's
 //!   acknowledgement (seen through the `publish` counter the Kafka backend increments in its delivery callback).
 //!   PostgreSQL wakes the relay with NOTIFY; MariaDB has no such thing, so the relay finds the row by polling
-//!   (`poll_interval`, 500 ms by default) and the latency is about half of that.
+//!   (`poll_interval`, 500 ms by default). Each row here is written just after the relay sent the previous one,
+//!   so it waits nearly a whole interval.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

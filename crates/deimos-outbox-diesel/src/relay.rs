@@ -568,20 +568,17 @@ impl Relay {
     }
 
     /// Gives back the leases of workers that stopped, in order, on one connection.
-    async fn give_back(&self, pool: &pool::Pool, coord: Option<pool::Pooled>, leases: &[(String, i32, i64)]) {
+    async fn give_back(&self, pool: &pool::Pool, leases: &[(String, i32, i64)]) {
         if leases.is_empty() {
             return;
         }
-        let mut conn = match coord {
-            Some(c) => c,
-            None => match pool::get(pool, &self.url).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, leases = leases.len(),
-                        "outbox relay: could not give back the leases; other relays take them when they expire");
-                    return;
-                }
-            },
+        let mut conn = match pool::get(pool, &self.url).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, leases = leases.len(),
+                    "outbox relay: could not give back the leases; other relays take them when they expire");
+                return;
+            }
         };
         for (topic, partition, fence) in leases {
             // (Within the statement timeout `run` sets for the whole run.)
@@ -774,7 +771,12 @@ impl Relay {
             workers.abort_all();
         }
         to_release.sort();
-        self.give_back(&pool, coord.take(), &to_release).await;
+        // Not on `coord`: the stop may have come in the middle of one of its statements, which leaves the
+        // connection in an unknown state.
+        if let Some(c) = coord.take() {
+            pool::discard(c);
+        }
+        self.give_back(&pool, &to_release).await;
         if let Some(l) = listener {
             l.abort();
         }
