@@ -135,24 +135,15 @@ const UNNAMED_DEPENDENCIES: &[(&str, &str, &str)] = &[(
     "declared for its `bundled` feature: SQLite is compiled in, so no system library is needed",
 )];
 
-/// Reports normal dependencies that the package's `src/` never names (as `crate_name` followed by `::`, `;`,
-/// ` ` or `}`): a dependency only tests, examples or benches use belongs in `[dev-dependencies]`.
+/// Reports normal dependencies that the package's `src/` never names as a whole word ([`names_crate`]): a
+/// dependency only tests, examples or benches use belongs in `[dev-dependencies]`.
 fn check_dependencies_used(package: &Package, report: &mut impl FnMut(String)) -> Result<()> {
+    let src = package.dir().join("src");
     let mut source = String::new();
-    let mut stack = vec![package.dir().join("src")];
-    while let Some(folder) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                source +=
-                    &std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
-                source.push('\n');
-            }
+    if src.is_dir() {
+        for path in rust_files(&src)? {
+            source += &std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+            source.push('\n');
         }
     }
     for dep in package.dependencies.iter().filter(|d| d.kind.is_none()) {
@@ -189,6 +180,36 @@ const UNSAFE_ALLOWED: &[&str] = &["crates/deimos-consumer/src/kafka_headers.rs"]
 
 /// Reports `.rs` files of a package that allow `unsafe_code` without being listed in [`UNSAFE_ALLOWED`].
 fn check_unsafe(dir: &Path, rel: &str, report: &mut impl FnMut(String)) -> Result<()> {
+    for path in rust_files(dir)? {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+        let allows = text.lines().map(str::trim_start).any(|line| {
+            (line.starts_with("#![allow(") || line.starts_with("#[allow(")) && line.contains("unsafe_code")
+        });
+        if !allows {
+            continue;
+        }
+        let inside = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let file = if rel.is_empty() {
+            inside
+        } else {
+            format!("{rel}/{inside}")
+        };
+        if !UNSAFE_ALLOWED.contains(&file.as_str()) {
+            report(format!(
+                "`{file}` allows unsafe_code; unsafe code lives only in the files listed in UNSAFE_ALLOWED (xtask/src/tidy.rs), each block with a SAFETY comment"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `.rs` files under `dir`, leaving out `target` and hidden folders.
+fn rust_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(folder) = stack.pop() {
         let entries = std::fs::read_dir(&folder).with_context(|| format!("could not list {}", folder.display()))?;
@@ -202,36 +223,12 @@ fn check_unsafe(dir: &Path, rel: &str, report: &mut impl FnMut(String)) -> Resul
                 if name != "target" && !name.starts_with('.') {
                     stack.push(path);
                 }
-                continue;
-            }
-            if !name.ends_with(".rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
-            let allows = text.lines().map(str::trim_start).any(|line| {
-                (line.starts_with("#![allow(") || line.starts_with("#[allow(")) && line.contains("unsafe_code")
-            });
-            if !allows {
-                continue;
-            }
-            let inside = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
-            let file = if rel.is_empty() {
-                inside
-            } else {
-                format!("{rel}/{inside}")
-            };
-            if !UNSAFE_ALLOWED.contains(&file.as_str()) {
-                report(format!(
-                    "`{file}` allows unsafe_code; unsafe code lives only in the files listed in UNSAFE_ALLOWED (xtask/src/tidy.rs), each block with a SAFETY comment"
-                ));
+            } else if name.ends_with(".rs") {
+                files.push(path);
             }
         }
     }
-    Ok(())
+    Ok(files)
 }
 
 fn check_name(package: &Package, rel: &str, in_crates: bool, report: &mut impl FnMut(String)) {

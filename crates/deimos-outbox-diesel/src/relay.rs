@@ -991,12 +991,16 @@ impl Worker {
         }
     }
 
+    /// `db_producer.unknown_partition` of this worker's topic and partition.
+    fn unknown_partition_gauge(&self) -> metrics::Gauge {
+        metrics::gauge!(DB_PRODUCER_UNKNOWN_PARTITION.name, "topic" => self.topic.clone(),
+            "partition" => self.partition.to_string())
+    }
+
     /// Says, once, that this partition's rows cannot be sent because the topic does not have the partition, with
     /// the topic's partition count and the rows waiting.
     async fn report_unknown_partition(&mut self, conn: &mut Conn) {
-        metrics::gauge!(DB_PRODUCER_UNKNOWN_PARTITION.name, "topic" => self.topic.clone(),
-            "partition" => self.partition.to_string())
-        .set(1.0);
+        self.unknown_partition_gauge().set(1.0);
         let count = match self.relay.backend.partition_count(&self.topic).await {
             Ok(n) => n.to_string(),
             Err(_) => "fewer".to_string(),
@@ -1089,9 +1093,7 @@ impl Worker {
                 Settled::Done => {
                     failures = 0;
                     if std::mem::take(&mut self.unknown_partition) {
-                        metrics::gauge!(DB_PRODUCER_UNKNOWN_PARTITION.name, "topic" => self.topic.clone(),
-                            "partition" => self.partition.to_string())
-                        .set(0.0);
+                        self.unknown_partition_gauge().set(0.0);
                     }
                     narrow = narrow.and_then(|n| {
                         (flight.ids().max().unwrap_or(i64::MIN) < n.through).then(|| Narrow {

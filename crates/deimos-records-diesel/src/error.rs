@@ -79,8 +79,8 @@ impl RecordError {
     /// Whether this is a deadlock or lock timeout (retried by the consumers, as Deimos's `DeadlockRetry`).
     pub fn is_deadlock(&self) -> bool {
         match self {
-            RecordError::Database { source, .. } => is_deadlock(source),
-            RecordError::Outbox(OutboxError::Database { source, .. }) => is_deadlock(source),
+            RecordError::Database { source, .. } => deimos_outbox_diesel::db::is_deadlock(source),
+            RecordError::Outbox(e) => e.is_deadlock(),
             _ => false,
         }
     }
@@ -122,12 +122,6 @@ pub(crate) fn is_connection_error(error: &diesel::result::Error) -> bool {
     }
     let message = error.to_string().to_lowercase();
     CONNECTION_MESSAGES.iter().any(|m| message.contains(m))
-}
-
-/// Deimos's `DeadlockRetry` messages, PostgreSQL's serialization failures, and SQLite's busy database (the
-/// outbox's rule, which its relay retries by too).
-pub(crate) fn is_deadlock(error: &diesel::result::Error) -> bool {
-    deimos_outbox_diesel::db::is_deadlock(error)
 }
 
 /// So statements in the record layer's transactions can use `?`.
