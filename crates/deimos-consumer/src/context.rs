@@ -76,6 +76,11 @@ impl ListenerContext {
         self.assigned.lock().is_ok_and(|a| a.contains(&partition))
     }
 
+    /// Whether `test` holds for one of the partitions assigned now.
+    pub(crate) fn any_assigned(&self, mut test: impl FnMut(i32) -> bool) -> bool {
+        self.assigned.lock().is_ok_and(|a| a.iter().any(|p| test(*p)))
+    }
+
     /// The partitions assigned now, in order.
     pub(crate) fn assigned(&self) -> Vec<i32> {
         let mut out: Vec<i32> = self

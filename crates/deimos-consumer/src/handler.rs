@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use deimos_keys::DecodedKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -184,7 +185,7 @@ pub struct Metadata {
     /// The key, decoded per the listener's key config (`None` when the message has no key).
     pub key: Option<DecodedKey>,
     /// The key bytes as they were on the wire.
-    pub raw_key: Option<Vec<u8>>,
+    pub raw_key: Option<Bytes>,
     /// The topic.
     pub topic: Arc<str>,
     /// The partition.
@@ -253,7 +254,7 @@ pub struct BatchMetadata {
     /// The decoded keys, one per message.
     pub keys: Vec<Option<DecodedKey>>,
     /// The raw key bytes, one per message.
-    pub raw_keys: Vec<Option<Vec<u8>>>,
+    pub raw_keys: Vec<Option<Bytes>>,
     /// The offsets, one per message.
     pub offsets: Vec<i64>,
     /// The headers, one per message.

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use deimos_avro::{AvroSchema, SchemaStore};
 use deimos_keys::{KeyDecoder, KeySpec};
 use deimos_registry::{SchemaCodec, SchemaRegistry};
@@ -349,8 +350,8 @@ impl InlineListener {
 
 fn raw(m: InlineMessage) -> Raw {
     Raw {
-        key: m.key,
-        value: m.value,
+        key: m.key.map(Bytes::from),
+        value: m.value.map(Bytes::from),
         headers: m.headers,
         partition: m.partition,
         offset: m.offset,

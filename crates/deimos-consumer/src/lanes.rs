@@ -145,7 +145,7 @@ impl Lanes {
         match self.order {
             ProcessingOrder::Partition => 0,
             ProcessingOrder::Key => match &message.key {
-                Some(key) => self.hasher.hash_one(key.as_slice()) & !(1 << 63),
+                Some(key) => self.hasher.hash_one(&key[..]) & !(1 << 63),
                 None => KEYLESS,
             },
             ProcessingOrder::Unordered => message.offset.cast_unsigned(),
@@ -458,6 +458,10 @@ impl Lanes {
     }
 
     /// Bytes buffered over all lanes.
+    pub(crate) fn has_buffered(&self, partition: i32) -> bool {
+        self.lanes.get(&partition).is_some_and(|lane| lane.buffered > 0)
+    }
+
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.bytes
     }
@@ -474,6 +478,7 @@ mod tests {
     use super::*;
     use crate::handler::Headers;
     use crate::process::Outcome;
+    use bytes::Bytes;
 
     fn raw(partition: i32, offset: i64) -> Raw {
         keyed(partition, offset, None)
@@ -481,8 +486,8 @@ mod tests {
 
     fn keyed(partition: i32, offset: i64, key: Option<&str>) -> Raw {
         Raw {
-            key: key.map(|k| k.as_bytes().to_vec()),
-            value: Some(vec![0; 10]),
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::from(vec![0; 10])),
             headers: Headers::new(),
             partition,
             offset,

@@ -36,5 +36,7 @@ pub use runner::{ConsumerRunner, ConsumerRunnerBuilder, DEFAULT_SHUTDOWN_TIMEOUT
 
 /// Re-exported so handlers can name it without another dependency.
 pub use async_trait::async_trait;
+/// Re-exported: the type of raw keys in [`Metadata`] and [`BatchMetadata`] (shared, not copied per message).
+pub use bytes::Bytes;
 /// Re-exported: how keys are configured and what decoded keys look like.
 pub use deimos_keys::{DecodedKey, KeyConfig};

@@ -26,7 +26,7 @@ use crate::context::KafkaConsumer;
 use crate::control::{Command, SeekTo, Wiring};
 use crate::kafka_headers::read_headers;
 use crate::lanes::{Applied, Cut, Lanes, Unit};
-use crate::process::{Handle, Hold, Processor, Raw, Step, UnitState};
+use crate::process::{Blocks, Handle, Hold, Processor, Raw, Step, UnitState};
 use crate::progress::{Fetched, Progress, Stored};
 
 /// At most this many messages are taken from the consumer in one go.
@@ -35,10 +35,13 @@ const FETCH_AT_ONCE: usize = 256;
 const STORE_EVERY: Duration = Duration::from_millis(100);
 /// How often the health snapshot and the `partitions_held` gauges are refreshed (and the loop wakes up at least).
 const REPORT_EVERY: Duration = Duration::from_millis(250);
-/// The listener buffers at least this many messages before it stops taking more from the consumer, and at most
-/// `max_buffered_bytes` (librdkafka fetches a partition in chunks of up to 1 MiB, `max.partition.fetch.bytes`,
-/// one partition after another: the buffer must hold a chunk of each to keep them all busy).
-const MIN_BUFFER_BUDGET: usize = 100_000;
+/// The listener stops taking messages from the consumer once it buffers this many (at least) and every partition
+/// it may fetch has some: a small buffer keeps the messages it copied in the CPU's caches until they are handled.
+const MIN_BUFFER_BUDGET: usize = 8_192;
+/// ... or once it buffers this many, or `max_buffered_bytes`, whether partitions starve or not. librdkafka fetches
+/// a partition in chunks of up to 1 MiB (`max.partition.fetch.bytes`), one partition after another, so a buffer
+/// that would stop at the first bound could hold the chunks of a few partitions while the others wait.
+const MAX_BUFFER_BUDGET: usize = 100_000;
 /// How long the buffer may stay full before every partition is paused (so the consumer can be polled again
 /// without taking messages): pausing and resuming makes librdkafka fetch again, which costs far more than a
 /// short stop.
@@ -91,8 +94,10 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
         .saturating_mul(unit_size)
         .saturating_mul(4)
         .max(MIN_BUFFER_BUDGET);
+    let hard_budget = budget.max(MAX_BUFFER_BUDGET);
     let budget_bytes = env.max_buffered_bytes.max(1);
     let mut lanes = Lanes::new(cut, env.ordering);
+    let mut blocks = Blocks::default();
     // Since when the buffer is full (nothing more is taken from the consumer meanwhile).
     let mut full_since: Option<Instant> = None;
     let mut tasks: Tasks = JoinSet::new();
@@ -115,12 +120,19 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
             break;
         }
         // Backpressure: while the buffer is full, take nothing more from the consumer; past a second, pause every
-        // partition and poll again (nothing comes), until half of the buffer is left.
+        // partition and poll again (nothing comes), until half of the buffer is left, or a partition that may
+        // fetch has nothing buffered.
         let now = Instant::now();
-        let full = lanes.buffered() >= budget || lanes.buffered_bytes() >= budget_bytes;
+        let buffered = lanes.buffered();
+        let starving = (budget / 2..hard_budget).contains(&buffered)
+            && consumer
+                .context()
+                .any_assigned(|p| !paused.contains(&p) && !lanes.has_buffered(p));
+        let full =
+            buffered >= hard_budget || lanes.buffered_bytes() >= budget_bytes || (buffered >= budget && !starving);
         if full {
             full_since.get_or_insert(now);
-        } else if lanes.buffered() <= budget / 2 && lanes.buffered_bytes() <= budget_bytes / 2 {
+        } else if starving || (buffered <= budget / 2 && lanes.buffered_bytes() <= budget_bytes / 2) {
             full_since = None;
             lanes.set_throttled(false);
         }
@@ -131,7 +143,7 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
         // Take what is already fetched, without waiting.
         for _ in 0..if pull { FETCH_AT_ONCE } else { 0 } {
             match stream.next().now_or_never() {
-                Some(Some(Ok(m))) => me.take(&mut lanes, &mut paused, &m),
+                Some(Some(Ok(m))) => me.take(&mut lanes, &mut paused, &mut blocks, &m, now),
                 Some(Some(Err(error))) => kafka_error(&topic, &error),
                 Some(None) => {
                     ended = true;
@@ -173,7 +185,7 @@ pub(crate) async fn run<X: Handle>(processor: Arc<Processor<X>>, parts: Loop) {
                 }
             }
             next = stream.next(), if pull => match next {
-                Some(Ok(m)) => me.take(&mut lanes, &mut paused, &m),
+                Some(Ok(m)) => me.take(&mut lanes, &mut paused, &mut blocks, &m, Instant::now()),
                 Some(Err(error)) => kafka_error(&topic, &error),
                 None => ended = true,
             },
@@ -248,21 +260,29 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    /// Queues a fetched message, or stores its partition's position again when it was fetched before.
-    fn take(&self, lanes: &mut Lanes, paused: &mut BTreeSet<i32>, m: &BorrowedMessage<'_>) {
+    /// Queues a fetched message (copying its key and value into `blocks`), or stores its partition's position
+    /// again when it was fetched before.
+    fn take(
+        &self,
+        lanes: &mut Lanes,
+        paused: &mut BTreeSet<i32>,
+        blocks: &mut Blocks,
+        m: &BorrowedMessage<'_>,
+        now: Instant,
+    ) {
         // A revoke served by this poll must be applied before a message of a partition assigned again.
         self.revoked(lanes, paused);
         match self.progress.fetched(m.partition(), m.offset()) {
             Fetched::New { epoch } => {
                 let raw = Raw {
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
+                    key: m.key().map(|k| blocks.copy(k)),
+                    value: m.payload().map(|v| blocks.copy(v)),
                     headers: read_headers(m.headers()),
                     partition: m.partition(),
                     offset: m.offset(),
                     timestamp: m.timestamp().to_millis(),
                 };
-                lanes.push(raw, epoch, Instant::now());
+                lanes.push(raw, epoch, now);
             }
             Fetched::Skip { store: stored } => {
                 // librdkafka fetches a partition again from its committed offset after a rebalance (or from its
@@ -322,8 +342,9 @@ impl Parts<'_> {
                 if !go_on || finished == unit.messages.len() {
                     break;
                 }
-                // A long run stores its position as it goes (commits and lag stay current).
-                if stored_at.elapsed() >= STORE_EVERY {
+                // A long run stores its position as it goes (commits and lag stay current); the clock is read
+                // every few messages only.
+                if finished % 8 == 0 && stored_at.elapsed() >= STORE_EVERY {
                     progress.flush(partition, epoch, store);
                     stored_at = Instant::now();
                 }

@@ -438,7 +438,8 @@ impl ListenerBuilder {
     }
 
     /// The most bytes of fetched messages the listener holds before handling them (default 32 MiB; at most 100,000
-    /// messages, or four times `max_in_flight` (times `max_batch_size` for batches) if that is more). When the
+    /// messages, or four times `max_in_flight` (times `max_batch_size` for batches) if that is more; it stops at
+    /// 8,192 messages, or that four times, when every partition it may fetch has messages buffered). When the
     /// handlers fall behind and the buffer is full, the listener takes no more messages from the consumer; if it
     /// stays full for a second, every partition is paused until half of it is left. Memory stays bounded whatever
     /// the lag, and the consumer keeps being polled, so a slow handler never exceeds `max.poll.interval.ms`.
