@@ -559,6 +559,17 @@ impl PlanCache {
 
     /// The cached plan for data written with schema `writer_id` read as `reader`.
     pub fn get(&self, writer_id: u32, reader: &AvroSchema) -> Option<ResolvedPlan> {
+        self.with_plan(writer_id, reader, ResolvedPlan::clone)
+    }
+
+    /// `use_plan` applied to the cached plan for data written with schema `writer_id` read as `reader`, without
+    /// cloning it (a message decoded on several threads at once then touches no shared reference count).
+    pub fn with_plan<R>(
+        &self,
+        writer_id: u32,
+        reader: &AvroSchema,
+        use_plan: impl FnOnce(&ResolvedPlan) -> R,
+    ) -> Option<R> {
         let plans = self.plans.read().ok()?;
         let found = plans
             .map
@@ -569,7 +580,7 @@ impl PlanCache {
         if found.used.load(Ordering::Relaxed) != now {
             found.used.store(now, Ordering::Relaxed);
         }
-        Some(found.plan.clone())
+        Some(use_plan(&found.plan))
     }
 
     /// Builds (or returns the cached) plan for `writer` (registered as `writer_id`) read as `reader`.

@@ -119,6 +119,7 @@ impl fmt::Debug for ConsumerConfig {
             ordering,
             max_in_flight,
             max_concurrency,
+            max_buffered_bytes,
             settings,
         } = self;
         f.debug_struct("ConsumerConfig")
@@ -145,6 +146,7 @@ impl fmt::Debug for ConsumerConfig {
             .field("ordering", ordering)
             .field("max_in_flight", max_in_flight)
             .field("max_concurrency", max_concurrency)
+            .field("max_buffered_bytes", max_buffered_bytes)
             .field("settings", &redact::settings(settings))
             .finish()
     }

@@ -306,6 +306,8 @@ pub struct ConsumerConfig {
     /// Deimos's name for [`max_in_flight`](Self::max_in_flight) (Deimos runs that many consumer threads);
     /// give one of the two.
     pub max_concurrency: Option<usize>,
+    /// The most bytes of fetched messages the listener holds before handling them (default 32 MiB).
+    pub max_buffered_bytes: Option<usize>,
     /// librdkafka settings of this listener's consumer only.
     pub settings: BTreeMap<String, String>,
 }
@@ -763,6 +765,9 @@ impl Config {
             }
             (Some(n), None) | (None, Some(n)) => b = b.max_in_flight(n),
             (None, None) => {}
+        }
+        if let Some(bytes) = c.max_buffered_bytes {
+            b = b.max_buffered_bytes(bytes);
         }
         if let Some(topic) = &c.dead_letter_topic {
             b = b.dead_letter_topic(topic);

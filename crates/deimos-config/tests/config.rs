@@ -240,6 +240,7 @@ fn listeners_take_the_consumer_defaults_and_their_own_settings() {
         error_policy = "fatal"
         max_attempts = 3
         dead_letter_topic = "dev.widgets.dead"
+        max_buffered_bytes = 1048576
         [[consumer]]
         name = "Off"
         topic = "x"
@@ -260,6 +261,7 @@ fn listeners_take_the_consumer_defaults_and_their_own_settings() {
     assert_eq!(listener.topic(), "dev.widgets");
     assert_eq!(listener.group_id(), "widgets");
     assert_eq!(listener.dead_letter_topic(), Some("dev.widgets.dead"));
+    assert_eq!(listener.max_buffered_bytes(), 1_048_576);
     assert!(!config.consumer_config("WidgetConsumer").unwrap().is_batch());
     let enabled: Vec<&str> = config.enabled_consumers().map(|c| c.name.as_str()).collect();
     assert_eq!(enabled, ["WidgetConsumer"]);

@@ -158,7 +158,8 @@ impl ListenerContext {
 
     /// The partitions revoked since the last call (cheap when there were none).
     pub(crate) fn take_revoked(&self) -> Vec<i32> {
-        if !self.any_revoked.swap(false, Ordering::AcqRel) {
+        // Read before swapping: the listener asks once per message, and a revoke is rare.
+        if !self.any_revoked.load(Ordering::Acquire) || !self.any_revoked.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
         self.revoked

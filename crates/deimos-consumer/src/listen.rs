@@ -31,6 +31,8 @@ use crate::progress::{Fetched, Progress, Stored};
 
 /// At most this many messages are taken from the consumer in one go.
 const FETCH_AT_ONCE: usize = 256;
+/// A run of messages marks its finished messages in groups of this many (the progress is locked once per group).
+const MARK_EVERY: usize = 8;
 /// How often a long run of messages stores its partition's position.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 /// How often the health snapshot and the `partitions_held` gauges are refreshed (and the loop wakes up at least).
@@ -324,7 +326,9 @@ impl Parts<'_> {
             let (partition, epoch) = (unit.partition, unit.epoch);
             let store = |stored: Stored| store(&consumer, &topic, partition, &stored);
             let mut step;
-            let mut finished = 0;
+            // Messages done, and how many of them are marked finished in the progress.
+            let (mut finished, mut marked) = (0, 0);
+            let mut seen = progress.changes();
             let mut stored_at = Instant::now();
             loop {
                 let len = if unit.each { 1 } else { unit.messages.len() };
@@ -336,18 +340,38 @@ impl Parts<'_> {
                 if !matches!(step, Step::Done(_)) {
                     break;
                 }
-                let go_on = progress.finished(partition, epoch, messages.iter().map(|m| m.offset));
                 finished += len;
                 unit.state = UnitState::default();
-                if !go_on || finished == unit.messages.len() {
+                if finished == unit.messages.len() {
                     break;
                 }
-                // A long run stores its position as it goes (commits and lag stay current); the clock is read
-                // every few messages only.
-                if finished % 8 == 0 && stored_at.elapsed() >= STORE_EVERY {
-                    progress.flush(partition, epoch, store);
-                    stored_at = Instant::now();
+                // Finished messages are marked a few at a time (one lock for several), at once when the listener
+                // stops or a partition is forgotten meanwhile, to learn whether to go on.
+                let changes = progress.changes();
+                if finished - marked >= MARK_EVERY || changes != seen {
+                    seen = changes;
+                    let go_on = progress.finished(
+                        partition,
+                        epoch,
+                        unit.messages[marked..finished].iter().map(|m| m.offset),
+                    );
+                    marked = finished;
+                    if !go_on {
+                        break;
+                    }
+                    // A long run stores its position as it goes (commits and lag stay current).
+                    if stored_at.elapsed() >= STORE_EVERY {
+                        progress.flush(partition, epoch, store);
+                        stored_at = Instant::now();
+                    }
                 }
+            }
+            if marked < finished {
+                progress.finished(
+                    partition,
+                    epoch,
+                    unit.messages[marked..finished].iter().map(|m| m.offset),
+                );
             }
             progress.ended(partition, epoch, store);
             unit.messages.drain(..finished);

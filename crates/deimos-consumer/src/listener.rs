@@ -238,6 +238,11 @@ impl Listener {
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight
     }
+
+    /// The most bytes of fetched messages held before they are handled.
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered_bytes
+    }
 }
 
 /// Builds a [`Listener`]. Every setting but the handler and the value schema has a default.

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -192,6 +193,8 @@ struct Inner {
 pub(crate) struct Progress {
     inner: Mutex<Inner>,
     settled: Condvar,
+    /// Counts the changes a run of messages must see at once (the listener stops, a partition is forgotten).
+    changes: AtomicU64,
 }
 
 impl Progress {
@@ -291,6 +294,13 @@ impl Progress {
     /// The listener stops: runs of messages end at their next message.
     pub(crate) fn stop_runs(&self) {
         self.lock().stopping = true;
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes since the start that a run of messages must see at once (cheap to read): while it stays the same,
+    /// a run may mark its finished messages a few at a time.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Forgets `partitions` (revoked, or sought elsewhere): results of their units in flight are dropped, and
@@ -304,6 +314,7 @@ impl Progress {
                 p.closing = true;
             }
         }
+        self.changes.fetch_add(1, Ordering::AcqRel);
         let in_flight = |inner: &Inner| -> usize {
             partitions
                 .iter()

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use deimos_avro::{AvroSchema, PlanCache, wire};
+use deimos_avro::{AvroSchema, PlanCache, ResolvedPlan, wire};
 use deimos_registry::SchemaRegistry;
 use serde_json::Value as Json;
 
@@ -234,8 +234,12 @@ impl KeyDecoder {
             source,
         };
         let (id, avro) = wire::parse_header(bytes).map_err(decode_err)?;
-        let plan = match self.plans.get(id, reader) {
-            Some(plan) => plan,
+        let decode = |plan: &ResolvedPlan| match self.spec.key_field() {
+            Some(field) => plan.decode_seed(avro, FieldSeed(field)),
+            None => plan.decode_value(avro),
+        };
+        let value = match self.plans.with_plan(id, reader, decode) {
+            Some(value) => value,
             None => {
                 let writer = registry
                     .schema_by_id(id)
@@ -244,14 +248,12 @@ impl KeyDecoder {
                         id,
                         source: Box::new(source),
                     })?;
-                self.plans
+                let plan = self
+                    .plans
                     .get_or_build(id, &writer, reader)
-                    .map_err(|e| decode_err(e.into()))?
+                    .map_err(|e| decode_err(e.into()))?;
+                decode(&plan)
             }
-        };
-        let value = match self.spec.key_field() {
-            Some(field) => plan.decode_seed(avro, FieldSeed(field)),
-            None => plan.decode_value(avro),
         }
         .map_err(decode_err)?;
         Ok(Some(DecodedKey::Value(value)))

@@ -251,11 +251,10 @@ impl SchemaCodec {
             Ok(x) => x,
             Err(e) => return Some(Err(e.into())),
         };
-        let plan = self.plans.get(id, reader)?;
-        Some(
+        self.plans.with_plan(id, reader, |plan| {
             plan.decode(&wire::avro_body(plan.writer(), body))
-                .map_err(CodecError::from),
-        )
+                .map_err(CodecError::from)
+        })
     }
 }
 
