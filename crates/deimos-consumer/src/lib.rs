@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod attempt;
 mod context;
 mod control;
 mod dead_letter;

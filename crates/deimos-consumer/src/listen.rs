@@ -22,11 +22,12 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::attempt::Handle;
 use crate::context::KafkaConsumer;
 use crate::control::{Command, SeekTo, Wiring};
 use crate::kafka_headers::read_headers;
 use crate::lanes::{Applied, Cut, Lanes, Unit};
-use crate::process::{Blocks, Handle, Hold, Processor, Raw, Step, UnitState};
+use crate::process::{Blocks, Hold, Processor, Raw, Step, UnitState};
 use crate::progress::{Fetched, Progress, Stored};
 
 /// At most this many messages are taken from the consumer in one go.

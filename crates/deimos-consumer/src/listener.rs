@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use deimos_keys::KeyConfig;
 
+use crate::attempt::{Many, One};
 use crate::error::ConsumerError;
 use crate::handler::{BatchHandler, Handler};
-use crate::process::{Many, One, Start, Starter};
+use crate::process::{Start, Starter};
 
 /// Deimos's default backoff between retries of a fatal error: 1 s, doubling up to 60 s.
 pub const DEFAULT_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
