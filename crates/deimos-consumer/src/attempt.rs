@@ -2,6 +2,7 @@
 //! (panics caught) with its metadata, measure it, and say what failed; and the decisions the error policy
 //! takes on a failure. [`Processor`](crate::process::Processor) drives the attempts step by step.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use deimos_keys::DecodedKey;
 use deimos_metrics::catalogue::{DEAD_LETTER, HANDLER, HANDLER_RETRY, HANDLER_TIME, TRANSIENT_RETRY};
 use deimos_metrics::{PayloadLog, trace};
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use metrics::{Counter, Histogram};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -248,13 +248,13 @@ pub(crate) trait Handle: Send + Sync + 'static {
     type Payload: DeserializeOwned + Serialize + Send + 'static;
     /// Whether units are batches.
     const BATCH: bool;
-    /// One attempt at the unit.
+    /// One attempt at the unit (not boxed: a message's attempt allocates nothing for its future).
     fn attempt<'a>(
         &'a self,
         common: &'a Common<Self::Payload>,
         unit: &'a [Raw],
         retry: u32,
-    ) -> BoxFuture<'a, Result<(), Failure>>;
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a;
     /// The handler's own `fatal_error` predicate.
     fn fatal(&self, error: &HandlerError, context: &ErrorContext) -> bool;
 }
@@ -272,18 +272,11 @@ impl<H: Handler> Handle for One<H> {
     type Payload = H::Payload;
     const BATCH: bool = false;
 
-    fn attempt<'a>(
-        &'a self,
-        common: &'a Common<H::Payload>,
-        unit: &'a [Raw],
-        retry: u32,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
-        Box::pin(async move {
-            for m in unit {
-                attempt_message(common, &*self.0, m, retry).await?;
-            }
-            Ok(())
-        })
+    async fn attempt<'a>(&'a self, common: &'a Common<H::Payload>, unit: &'a [Raw], retry: u32) -> Result<(), Failure> {
+        for m in unit {
+            attempt_message(common, &*self.0, m, retry).await?;
+        }
+        Ok(())
     }
 
     fn fatal(&self, error: &HandlerError, context: &ErrorContext) -> bool {
@@ -309,8 +302,8 @@ impl<H: BatchHandler> Handle for Many<H> {
         common: &'a Common<H::Payload>,
         unit: &'a [Raw],
         retry: u32,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
-        Box::pin(attempt_batch(common, &*self.0, unit, retry))
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        attempt_batch(common, &*self.0, unit, retry)
     }
 
     fn fatal(&self, error: &HandlerError, context: &ErrorContext) -> bool {
