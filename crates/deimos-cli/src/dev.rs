@@ -139,8 +139,14 @@ fn quoted(text: &str) -> String {
 /// Accepts connections on `listener` and copies bytes both ways between each and the mock broker.
 async fn forward(listener: TcpListener, broker: String) {
     loop {
-        let Ok((mut client, _)) = listener.accept().await else {
-            continue;
+        let mut client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of trying again at once, which would spin.
+                eprintln!("deimos dev: accepting a connection failed: {e}; trying again in 100 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let broker = broker.clone();
         tokio::spawn(async move {
