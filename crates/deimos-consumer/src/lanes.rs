@@ -457,11 +457,12 @@ impl Lanes {
         self.buffered
     }
 
-    /// Bytes buffered over all lanes.
+    /// Whether `partition` has messages buffered.
     pub(crate) fn has_buffered(&self, partition: i32) -> bool {
         self.lanes.get(&partition).is_some_and(|lane| lane.buffered > 0)
     }
 
+    /// Bytes buffered over all lanes.
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.bytes
     }

@@ -331,6 +331,7 @@ impl Parts<'_> {
             let (mut finished, mut marked) = (0, 0);
             let mut seen = progress.changes();
             let mut stored_at = Instant::now();
+            let mark = |messages: &[Raw]| progress.finished(partition, epoch, messages.iter().map(|m| m.offset));
             loop {
                 let len = if unit.each { 1 } else { unit.messages.len() };
                 let messages = &unit.messages[finished..finished + len];
@@ -351,11 +352,7 @@ impl Parts<'_> {
                 let changes = progress.changes();
                 if finished - marked >= MARK_EVERY || changes != seen {
                     seen = changes;
-                    let go_on = progress.finished(
-                        partition,
-                        epoch,
-                        unit.messages[marked..finished].iter().map(|m| m.offset),
-                    );
+                    let go_on = mark(&unit.messages[marked..finished]);
                     marked = finished;
                     if !go_on {
                         break;
@@ -368,11 +365,7 @@ impl Parts<'_> {
                 }
             }
             if marked < finished {
-                progress.finished(
-                    partition,
-                    epoch,
-                    unit.messages[marked..finished].iter().map(|m| m.offset),
-                );
+                mark(&unit.messages[marked..finished]);
             }
             progress.ended(partition, epoch, store);
             unit.messages.drain(..finished);

@@ -444,11 +444,12 @@ impl ListenerBuilder {
     }
 
     /// The most bytes of fetched messages the listener holds before handling them (default 32 MiB; at most 100,000
-    /// messages, or four times `max_in_flight` (times `max_batch_size` for batches) if that is more; it stops at
-    /// 8,192 messages, or that four times, when every partition it may fetch has messages buffered). When the
-    /// handlers fall behind and the buffer is full, the listener takes no more messages from the consumer; if it
-    /// stays full for a second, every partition is paused until half of it is left. Memory stays bounded whatever
-    /// the lag, and the consumer keeps being polled, so a slow handler never exceeds `max.poll.interval.ms`.
+    /// messages, or four times `max_in_flight` (times `max_batch_size` for batches) if that is more; it stops
+    /// sooner, at 8,192 messages or that four times, once every partition it may fetch has messages buffered).
+    /// When the handlers fall behind and the buffer is full, the listener takes no more messages from the
+    /// consumer; if it stays full for a second, every partition is paused until half of it is left. Memory stays
+    /// bounded whatever the lag, and the consumer keeps being polled, so a slow handler never exceeds
+    /// `max.poll.interval.ms`.
     /// librdkafka keeps its own prefetch besides (`queued.max.messages.kbytes`).
     pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
         self.max_buffered_bytes = bytes;
