@@ -647,10 +647,6 @@ impl Relay {
                     Some(c) => c,
                     None => coord.insert(pool::get(&pool, &self.url).await?),
                 };
-                if Instant::now() >= next_metrics {
-                    report_pending(conn, &mut reported).await?;
-                    next_metrics = Instant::now() + self.config.metrics_interval;
-                }
                 let now = Instant::now();
                 for (topic, partition) in conn.partitions_with_rows().await? {
                     let key = (topic, partition);
@@ -689,6 +685,20 @@ impl Relay {
                     ));
                     tasks.insert(task.id(), key.clone());
                     active.insert(key);
+                }
+                // The pending metrics after the work is handed out, and never in its way: a count that fails
+                // (one that outlasts `statement_timeout` on a huge backlog, say) is said, and sending goes on.
+                if Instant::now() >= next_metrics {
+                    next_metrics = Instant::now() + self.config.metrics_interval;
+                    if let Err(e) = report_pending(conn, &mut reported).await {
+                        tracing::warn!(error = %e, "outbox relay: could not count the pending messages for the \
+                            pending_db_messages metrics; sending goes on, counted again in {:?}",
+                            self.config.metrics_interval);
+                        // The connection may be the one that failed (a statement timed out): never reused.
+                        if let Some(c) = coord.take() {
+                            pool::discard(c);
+                        }
+                    }
                 }
                 Ok::<(), OutboxError>(())
             };

@@ -164,3 +164,50 @@ async fn mariadb_lock_waits_in_the_relays_statements_are_retried_and_counted() {
     assert!(held(&db).await.is_empty(), "and every lease given back");
     db.drop_db().await;
 }
+
+/// A relay whose count of the backlog fails still sends everything: the count (for the pending metrics) is never
+/// in the way of the work. Here the relay's database user may not read `created_at`, so every count fails at once,
+/// as a count that outlasts `statement_timeout` on a huge backlog would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_failing_backlog_count_does_not_stop_the_relay() {
+    let db = TestDb::new(Kind::Mariadb).await;
+    let kit = Kit::new("outbox.count").await;
+    let mut conn = db.conn().await;
+    let writes: Vec<(i64, i64)> = (1..=10).flat_map(|seq| (1..=3).map(move |key| (key, seq))).collect();
+    kit.write(&mut conn, &writes, true).await;
+
+    // A user with every right the relay's work needs, and no right to read `created_at`.
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let (_, address) = rest.split_once('@').unwrap();
+    let (_, database) = address.rsplit_once('/').unwrap();
+    let user = format!("{database}_relay");
+    for grant in [
+        format!("CREATE USER '{user}'@'%'"),
+        format!("GRANT SELECT, INSERT, UPDATE ON {database}.kafka_topic_info TO '{user}'@'%'"),
+        format!(
+            "GRANT SELECT (id, topic, message, `key`, partition_key, `partition`, headers), UPDATE (`partition`), \
+             DELETE ON {database}.kafka_messages TO '{user}'@'%'"
+        ),
+        format!("GRANT INSERT ON {database}.kafka_messages_dead TO '{user}'@'%'"),
+    ] {
+        conn.execute(&grant).await.unwrap();
+    }
+    let relay_url = format!("{scheme}://{user}@{address}");
+    let config = fast_config().idle_release(Duration::from_secs(60)).build();
+    let (stop, relay) = spawn_relay(Relay::new(&relay_url, kit.backend(), config).unwrap());
+    let started = Instant::now();
+    while Status::read(&db.url).await.unwrap().pending() > 0 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pending = Status::read(&db.url).await.unwrap().pending();
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap();
+    conn.execute(&format!("DROP USER '{user}'@'%'")).await.unwrap();
+    assert_eq!(pending, 0, "the relay sent its rows although it could not count them");
+    assert_eq!(stats.sent, 30);
+    let received = kit.read_all(30, Duration::from_secs(20)).await;
+    for (key, seqs) in common::per_key(&received) {
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "key {key}: in order, each once");
+    }
+    db.drop_db().await;
+}
