@@ -281,6 +281,69 @@ async fn mariadb_transactions_of_several_inserts_arrive_in_commit_order() {
     transactions_of_several_inserts_arrive_in_commit_order(Kind::Mariadb, 300).await;
 }
 
+/// A transaction that took its id early commits while later rows of its partition are in flight (the broker
+/// answers slowly, small batches, two in flight): its row goes out next, before a row of its key written after
+/// it, and nothing is skipped. The relay reads past the batches in flight only while nothing else is below them.
+async fn a_row_committed_late_below_the_batches_in_flight_goes_out_next(kind: Kind) {
+    const KEYS: i64 = 60;
+    let db = TestDb::new(kind).await;
+    let kit = Kit::new("outbox.late").await;
+    let writer = kit.writer();
+    // Key 0's first row takes the lowest id and stays uncommitted.
+    let mut late = db.conn().await;
+    late.begin().await.unwrap();
+    kit.outbox
+        .publish(
+            &kit.producer,
+            &mut late,
+            vec![common::widget(0, 1, true)],
+            &PublishOptions::new(),
+        )
+        .await
+        .unwrap();
+    // Five rows of every other key, committed: every partition has rows above it.
+    let mut conn = db.conn().await;
+    for seq in 1..=5 {
+        let widgets: Vec<(i64, i64)> = (1..KEYS).map(|k| (k, seq)).collect();
+        writer.write(&mut conn, &widgets, true).await;
+    }
+    kit.mock.broker_round_trip_time(1, Duration::from_millis(300)).unwrap();
+    let config = fast_config().batch_size(2).max_in_flight(2).build();
+    let (stop, relay) = spawn_relay(kit.relay(&db, config));
+    // Once batches are in flight, the late row commits, and key 0's next row comes after it.
+    within(20, async {
+        while db.count("kafka_messages").await == (KEYS - 1) * 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    late.commit().await.unwrap();
+    writer.write(&mut conn, &[(0, 2)], true).await;
+    kit.mock.broker_round_trip_time(1, Duration::from_millis(30)).unwrap();
+    let written = (KEYS - 1) as usize * 5 + 2;
+    wait_empty(&db, 60).await;
+    let received = kit.read_all(written, Duration::from_secs(30)).await;
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap();
+    assert_eq!(stats.sent, written as u64, "every row sent once");
+    let per_key = per_key(&received);
+    assert_eq!(per_key[&0], vec![1, 2], "key 0 in commit order");
+    for key in 1..KEYS {
+        assert_eq!(per_key[&key], (1..=5).collect::<Vec<_>>(), "key {key}");
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_row_committed_late_below_the_batches_in_flight_goes_out_next() {
+    a_row_committed_late_below_the_batches_in_flight_goes_out_next(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_row_committed_late_below_the_batches_in_flight_goes_out_next() {
+    a_row_committed_late_below_the_batches_in_flight_goes_out_next(Kind::Mariadb).await;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Rows with and without a partition.
 
