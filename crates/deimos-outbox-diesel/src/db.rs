@@ -411,21 +411,6 @@ struct FetchedRow {
     unresolved: Option<i64>,
 }
 
-/// The rows before the first that comes after a row without a partition (nothing of its key may go before it).
-fn cut_at_unresolved(fetched: Vec<FetchedRow>) -> Vec<MessageRow> {
-    fetched
-        .into_iter()
-        .take_while(|f| f.unresolved.is_none_or(|u| f.message.id < u))
-        .map(|f| f.message)
-        .collect()
-}
-
-#[derive(QueryableByName)]
-struct CountRow {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// A row without a partition (-1), as the relay reads it to give it one.
 #[derive(Debug, Clone, QueryableByName)]
 pub(crate) struct UnpartitionedRow {
@@ -887,10 +872,9 @@ impl Conn {
     }
 
     /// The partition's lowest `limit` rows that are not in `in_flight`, in id order, read with one statement (one
-    /// snapshot: a transaction that commits meanwhile is either wholly in it or wholly out of it; on MySQL and
-    /// SQLite those past the highest id in flight, when a count after the read finds no other row below it), and
-    /// cut before the topic's lowest row that has no partition yet: such a row may belong to this partition, and
-    /// nothing of its key may go before it.
+    /// snapshot: a transaction that commits meanwhile is either wholly in it or wholly out of it), and cut before
+    /// the topic's lowest row that has no partition yet: such a row may belong to this partition, and nothing of
+    /// its key may go before it.
     pub(crate) async fn next_rows(
         &mut self,
         topic: &str,
@@ -927,40 +911,6 @@ impl Conn {
                     .await
             }
             conn => {
-                // Past the batches in flight (a range of the index, no list of ids to parse and look up), when a
-                // count taken after that read finds nothing else at or below the highest id in flight: only this
-                // worker deletes the partition's rows, and not before this call returns, so that count is the
-                // rows in flight plus any row committed late, and a commit seen by the read is seen by the count.
-                // Else, or with nothing in flight, the lowest rows not in flight, as on PostgreSQL.
-                if let Some(&highest) = in_flight.iter().max() {
-                    let past = d.sql(&format!("{SELECT} AND id > ? ORDER BY id LIMIT ?"));
-                    let rows: Vec<FetchedRow> = with_conn!(conn, c => diesel::sql_query(&past)
-                        .bind::<Text, _>(topic)
-                        .bind::<Text, _>(topic)
-                        .bind::<Integer, _>(partition)
-                        .bind::<BigInt, _>(highest)
-                        .bind::<BigInt, _>(limit)
-                        .load(c)
-                        .await)
-                    .map_err(OutboxError::db("reading pending messages"))?;
-                    let count = d.sql(
-                        "SELECT COUNT(*) AS n FROM kafka_messages WHERE topic = ? AND {partition} = ? AND id <= ?",
-                    );
-                    let below: Vec<CountRow> = with_conn!(conn, c => diesel::sql_query(&count)
-                        .bind::<Text, _>(topic)
-                        .bind::<Integer, _>(partition)
-                        .bind::<BigInt, _>(highest)
-                        .load(c)
-                        .await)
-                    .map_err(OutboxError::db("reading pending messages"))?;
-                    if below
-                        .as_slice()
-                        .first()
-                        .is_some_and(|b| usize::try_from(b.n).is_ok_and(|n| n == in_flight.len()))
-                    {
-                        return Ok(cut_at_unresolved(rows));
-                    }
-                }
                 let exclude = if in_flight.is_empty() {
                     String::new()
                 } else {
@@ -977,7 +927,11 @@ impl Conn {
             }
         }
         .map_err(OutboxError::db("reading pending messages"))?;
-        Ok(cut_at_unresolved(fetched))
+        Ok(fetched
+            .into_iter()
+            .take_while(|f| f.unresolved.is_none_or(|u| f.message.id < u))
+            .map(|f| f.message)
+            .collect())
     }
 
     /// The topic's lowest `limit` rows without a partition (-1), in id order.
@@ -1194,8 +1148,13 @@ impl Conn {
 
     /// Rows moved aside as too large.
     pub async fn dead_count(&mut self) -> Result<i64, OutboxError> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
         let sql = "SELECT COUNT(*) AS n FROM kafka_messages_dead";
-        let rows: Vec<CountRow> = with_conn!(self, c => diesel::sql_query(sql).load(c).await)
+        let rows: Vec<Count> = with_conn!(self, c => diesel::sql_query(sql).load(c).await)
             .map_err(OutboxError::db("counting kafka_messages_dead"))?;
         Ok(rows.into_iter().next().map_or(0, |r| r.n))
     }

@@ -155,7 +155,13 @@ impl ConnManager {
                 // on the server's side first, at half the call's deadline: as error 1205, which is run again
                 // (`db::is_deadlock`), rather than as a call that timed out, whose connection is dropped.
                 let secs = (statement_timeout.as_secs() / 2).max(1);
-                let session: Arc<str> = format!("SET SESSION innodb_lock_wait_timeout = {secs}").into();
+                // MariaDB (the `/*M!` comment is run by MariaDB 10.3.18 and later alone) turns an IN list of 1,000
+                // values or more, as the ids of a batch in flight or to delete, into a temporary table it joins
+                // against, and can then no longer skip those ids in the index itself: keep it a list.
+                let session: Arc<str> = format!(
+                    "SET SESSION innodb_lock_wait_timeout = {secs} /*M!100318 , in_predicate_conversion_threshold = 0 */"
+                )
+                .into();
                 Managers::Mysql(AsyncDieselConnectionManager::new_with_config(
                     db::mysql_url(url),
                     manager_config(move |url| {

@@ -370,10 +370,9 @@ struct Counters {
 ///    handed over lets the hand-over finish and its messages settle before the worker ends: nothing handed over
 ///    goes untracked.
 /// 2. It keeps up to `max_in_flight` batches in flight. Each fetch is one statement (one snapshot) that takes
-///    the partition's lowest rows not already in flight (on MySQL and SQLite: the rows past the highest id in
-///    flight, when a count taken after it finds no other row below that id), and exactly those rows are sent: a
-///    row whose transaction committed late (with a lower id than rows already sent) is sent next rather than
-///    skipped, and a transaction that commits while the relay reads is in the batch whole or not at all.
+///    the partition's lowest rows not already in flight, and exactly those rows are sent: a row whose
+///    transaction committed late (with a lower id than rows already sent) is sent next rather than skipped, and
+///    a transaction that commits while the relay reads is in the batch whole or not at all.
 /// 3. When the oldest batch is acknowledged in full, its rows are deleted with one statement. A row refused as
 ///    too large on its own (sent alone, or over the producer's own limit) is moved to `kafka_messages_dead` in
 ///    the same transaction and reported; the rest of the batch goes on. A broker's too-large refusal of a
