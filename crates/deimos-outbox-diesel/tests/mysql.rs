@@ -27,6 +27,18 @@ async fn held(db: &TestDb) -> Vec<String> {
         .collect()
 }
 
+/// Rows of `db` still pending once none are, or once `limit` has passed.
+async fn pending_after(db: &TestDb, limit: Duration) -> i64 {
+    let started = Instant::now();
+    loop {
+        let pending = Status::read(&db.url).await.unwrap().pending();
+        if pending == 0 || started.elapsed() >= limit {
+            return pending;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_a_clean_stop_gives_back_every_lease() {
     // A relay holding many leases when it stops: one per partition of a 24-partition topic.
@@ -68,11 +80,7 @@ async fn mariadb_a_clean_stop_gives_back_every_lease() {
             .lease_ttl(Duration::from_secs(30))
             .build();
         let (stop, relay) = spawn_relay(Relay::new(&db.url, backend.clone(), config).unwrap());
-        let started = Instant::now();
-        while Status::read(&db.url).await.unwrap().pending() > 0 && started.elapsed() < Duration::from_secs(30) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(Status::read(&db.url).await.unwrap().pending(), 0);
+        assert_eq!(pending_after(&db, Duration::from_secs(30)).await, 0);
         let leased = held(&db).await.len();
         stop.send(()).unwrap();
         relay.await.unwrap();
@@ -118,10 +126,7 @@ async fn mariadb_lock_waits_in_the_relays_statements_are_retried_and_counted() {
         .idle_release(Duration::from_secs(60))
         .build();
     let (stop, relay) = spawn_relay(Relay::new(&db.url, kit.backend(), config).unwrap());
-    let started = Instant::now();
-    while Status::read(&db.url).await.unwrap().pending() > 0 && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pending_after(&db, Duration::from_secs(20)).await;
 
     // Another transaction holds every lease row for 3.5 s, as a slow statement of another relay would, while
     // writers go on writing: the relay's renewals and batches wait, time out on the server, and are run again.
@@ -145,11 +150,11 @@ async fn mariadb_lock_waits_in_the_relays_statements_are_retried_and_counted() {
     blocker.commit().await.unwrap();
     writing.await.unwrap();
 
-    let started = Instant::now();
-    while Status::read(&db.url).await.unwrap().pending() > 0 && started.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(Status::read(&db.url).await.unwrap().pending(), 0, "everything was sent");
+    assert_eq!(
+        pending_after(&db, Duration::from_secs(30)).await,
+        0,
+        "everything was sent"
+    );
     stop.send(()).unwrap();
     let stats = relay.await.unwrap();
     assert_eq!(stats.sent, 3 * 39);
@@ -195,11 +200,7 @@ async fn mariadb_a_failing_backlog_count_does_not_stop_the_relay() {
     let relay_url = format!("{scheme}://{user}@{address}");
     let config = fast_config().idle_release(Duration::from_secs(60)).build();
     let (stop, relay) = spawn_relay(Relay::new(&relay_url, kit.backend(), config).unwrap());
-    let started = Instant::now();
-    while Status::read(&db.url).await.unwrap().pending() > 0 && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pending = Status::read(&db.url).await.unwrap().pending();
+    let pending = pending_after(&db, Duration::from_secs(20)).await;
     stop.send(()).unwrap();
     let stats = relay.await.unwrap();
     conn.execute(&format!("DROP USER '{user}'@'%'")).await.unwrap();
